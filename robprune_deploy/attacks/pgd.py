@@ -1,0 +1,86 @@
+"""L-inf projected gradient descent (Madry et al.) and FGSM on models that take inputs in [0, 1]."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An L-inf ball of radius ``eps`` around inputs in [0, 1], attacked with PGD.
+
+    :param eps: radius of the ball.
+    :param step_size: PGD step (``alpha``).
+    :param steps: PGD iterations.
+    :param random_start: start from a uniform point in the ball (Madry et al.).
+    :param bf16: run the attack's forward/backward passes under bf16 autocast (CUDA only).
+    """
+
+    eps: float
+    step_size: float
+    steps: int
+    random_start: bool = True
+    bf16: bool = False
+
+    def with_steps(self, steps: int) -> ThreatModel:
+        return ThreatModel(self.eps, self.step_size, steps, self.random_start, self.bf16)
+
+
+def _autocast(x: torch.Tensor, enabled: bool) -> contextlib.AbstractContextManager[None]:
+    if enabled and x.device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    threat: ThreatModel,
+    loss_fn: LossFn | None = None,
+) -> torch.Tensor:
+    """Adversarial examples that maximize ``loss_fn(model(x_adv), y)`` within the threat model.
+
+    The model's parameters receive no gradient (``requires_grad`` is toggled off for the duration)
+    and the model's mode is left as the caller set it. Iterates are kept in fp32 even under bf16
+    autocast, so only the network's own arithmetic is reduced.
+
+    :returns: a detached tensor in [0, 1] with ``|x_adv - x| <= eps`` element-wise.
+    """
+    loss_fn = loss_fn or (lambda logits, target: F.cross_entropy(logits, target))
+    x = x.detach()
+    if threat.eps == 0 or threat.steps == 0:
+        return x.clone()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        if threat.random_start:
+            delta = torch.empty_like(x).uniform_(-threat.eps, threat.eps)
+            x_adv = (x + delta).clamp(0.0, 1.0)
+        else:
+            x_adv = x.clone()
+        for _ in range(threat.steps):
+            x_adv.requires_grad_(True)
+            with _autocast(x, threat.bf16):
+                loss = loss_fn(model(x_adv).float(), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = x_adv.detach() + threat.step_size * grad.sign()
+            x_adv = torch.min(torch.max(x_adv, x - threat.eps), x + threat.eps).clamp(0.0, 1.0)
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    return x_adv.detach()
+
+
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
+    """Fast gradient sign method: one step of size ``eps`` without random start."""
+    return pgd(model, x, y, ThreatModel(eps=eps, step_size=eps, steps=1, random_start=False))

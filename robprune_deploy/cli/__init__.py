@@ -1,0 +1,1 @@
+"""The ``robprune`` command line."""

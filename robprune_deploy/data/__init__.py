@@ -1,0 +1,6 @@
+"""Datasets (digits embedded; CIFAR-10, SVHN and ImageFolder from a local root) and loaders."""
+
+from robprune_deploy.data.datasets import DATASETS, DatasetBundle, build_dataset
+from robprune_deploy.data.loaders import make_loader, seeded_subset
+
+__all__ = ["DATASETS", "DatasetBundle", "build_dataset", "make_loader", "seeded_subset"]

@@ -1,0 +1,48 @@
+"""Deterministic data loaders (seeded shuffling, optional distributed sharding)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
+
+
+def seeded_subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
+    """A fixed random subset of ``size`` items (the whole dataset when ``size`` is None or too big)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if size is None or size >= n:
+        return dataset
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randperm(n, generator=generator)[:size].sort().values.tolist()
+    return Subset(dataset, indices)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    num_workers: int = 0,
+    distributed: bool = False,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A loader whose order depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
+
+    With ``distributed`` the dataset is sharded by :class:`DistributedSampler` (same seed and epoch on
+    every rank, as DDP requires).
+    """
+    if distributed:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        sampler.set_epoch(epoch)
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+            pin_memory=pin_memory, drop_last=drop_last,
+        )
+    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator if shuffle else None,
+        num_workers=num_workers, pin_memory=pin_memory, drop_last=drop_last,
+    )

@@ -1,0 +1,61 @@
+"""Error types of robprune-deploy.
+
+Every failure a user can cause (a bad recipe, a missing dataset root, a checkpoint of another
+architecture, a corrupted ONNX file, ...) is raised as a subclass of :class:`RobPruneError` with a
+one-line message that names the offending field or file. The CLI turns these into one line on stderr
+and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class RobPruneError(Exception):
+    """Base class of every error caused by user input."""
+
+
+class RecipeError(RobPruneError):
+    """A recipe (file or ``--set`` override) is malformed or fails validation."""
+
+
+class UnknownNameError(RobPruneError, KeyError):
+    """A name (algorithm, model, dataset, provider) is not registered.
+
+    :param kind: what was looked up, e.g. ``"algorithm"``.
+    :param name: the name asked for.
+    :param known: the registered names, listed in the message.
+    """
+
+    def __init__(self, kind: str, name: str, known: list[str]) -> None:
+        self.kind, self.name, self.known = kind, name, sorted(known)
+        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {', '.join(self.known) or '(none)'}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DatasetError(RobPruneError):
+    """A dataset root is missing, or its images have the wrong size, channels or values."""
+
+
+class CheckpointError(RobPruneError):
+    """A checkpoint file cannot be read safely or does not fit the model."""
+
+
+class ShapeError(RobPruneError):
+    """A tensor or ONNX input does not have the expected shape."""
+
+
+class OnnxModelError(RobPruneError):
+    """An ONNX file is unreadable, corrupted, or does not match the expected graph."""
+
+
+class ProviderError(RobPruneError):
+    """An onnxruntime execution provider is unknown."""
+
+
+class PruningError(RobPruneError):
+    """A pruning algorithm cannot be applied to the given model or configuration."""
+
+
+class TrackingError(RobPruneError):
+    """An MLflow store, run or model URI cannot be used."""

@@ -1,0 +1,77 @@
+"""Frozen 0/1 masks on parameters (the state after mask search, kept through fine-tuning)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from robprune_deploy.errors import PruningError
+
+
+class FixedMask(nn.Module):
+    """Parametrization ``w -> w * mask`` with the mask stored as a (non-trainable) buffer."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask.detach().clone().to(torch.bool))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask.to(weight.dtype)
+
+
+def _split(name: str) -> tuple[str, str]:
+    module_name, _, param = name.rpartition(".")
+    return module_name, param
+
+
+def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+    """Attach a :class:`FixedMask` to every parameter named in ``masks`` (in place).
+
+    :param masks: ``{"body.conv1.weight": bool_tensor_of_the_same_shape, ...}``.
+    :raises PruningError: when a name is not a parameter of ``model`` or a shape differs.
+    """
+    for name, mask in masks.items():
+        module_name, param = _split(name)
+        module = model.get_submodule(module_name)
+        if parametrize.is_parametrized(module, param):
+            current = getattr(module, param)
+            # a second mask on the same tensor composes with the first
+        else:
+            current = getattr(module, param, None)
+        if not isinstance(current, torch.Tensor):
+            raise PruningError(f"mask {name!r}: the model has no such parameter")
+        if tuple(current.shape) != tuple(mask.shape):
+            raise PruningError(f"mask {name!r}: shape {tuple(mask.shape)} != parameter {tuple(current.shape)}")
+        parametrize.register_parametrization(module, param, FixedMask(mask.to(current.device)))
+    return model
+
+
+def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The combined fixed mask of every masked parameter of ``model``."""
+    result: dict[str, torch.Tensor] = {}
+    for module_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for param, plist in module.parametrizations.items():  # type: ignore[union-attr]
+            fixed = [p.mask for p in plist if isinstance(p, FixedMask)]
+            if fixed:
+                combined = fixed[0].clone()
+                for extra in fixed[1:]:
+                    combined &= extra
+                result[f"{module_name}.{param}" if module_name else param] = combined
+    return result
+
+
+def has_masks(model: nn.Module) -> bool:
+    return any(parametrize.is_parametrized(m) for m in model.modules())
+
+
+def fold_masks(model: nn.Module) -> nn.Module:
+    """Replace every parametrized parameter by its masked value, leaving a plain module (in place)."""
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        for param in list(module.parametrizations.keys()):  # type: ignore[union-attr]
+            parametrize.remove_parametrizations(module, param, leave_parametrized=True)
+    return model

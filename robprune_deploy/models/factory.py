@@ -1,0 +1,81 @@
+"""The model registry and :func:`build_model`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torchvision
+from torch import nn
+
+from robprune_deploy.errors import RobPruneError, UnknownNameError
+from robprune_deploy.models.digits import DigitsCNN, DigitsResNet
+from robprune_deploy.models.normalize import NormalizedClassifier
+from robprune_deploy.models.resnet import resnet18
+from robprune_deploy.models.vgg import VGG16BN
+from robprune_deploy.models.wide_resnet import WideResNet
+from robprune_deploy.registry import Registry
+
+ModelBuilder = Callable[[int, int], nn.Module]
+"""``builder(num_classes, in_channels) -> body`` (normalization is added by :func:`build_model`)."""
+
+MODELS: Registry[ModelBuilder] = Registry("model")
+
+TORCHVISION_PREFIX = "torchvision:"
+
+
+@MODELS.register("digits_cnn")
+def _digits_cnn(num_classes: int, in_channels: int) -> nn.Module:
+    return DigitsCNN(num_classes, in_channels)
+
+
+@MODELS.register("digits_resnet")
+def _digits_resnet(num_classes: int, in_channels: int) -> nn.Module:
+    return DigitsResNet(num_classes, in_channels)
+
+
+@MODELS.register("resnet18")
+def _resnet18(num_classes: int, in_channels: int) -> nn.Module:
+    return resnet18(num_classes, in_channels)
+
+
+@MODELS.register("vgg16_bn")
+def _vgg16_bn(num_classes: int, in_channels: int) -> nn.Module:
+    return VGG16BN(num_classes, in_channels)
+
+
+@MODELS.register("wrn28_4")
+def _wrn28_4(num_classes: int, in_channels: int) -> nn.Module:
+    return WideResNet(28, 4, num_classes, in_channels)
+
+
+@MODELS.register("mobilenet_v2")
+def _mobilenet_v2(num_classes: int, in_channels: int) -> nn.Module:
+    net = torchvision.models.mobilenet_v2(weights=None, num_classes=num_classes)
+    stem = net.features[0][0]
+    # CIFAR-style: stride 1 in the stem keeps 32x32 inputs from collapsing to 1x1 too early.
+    net.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, 3, 1, 1, bias=False)
+    return net
+
+
+def _torchvision(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise UnknownNameError("torchvision classifier", name, available)
+    if in_channels != 3:
+        raise RobPruneError(f"model.name: torchvision:{name} expects 3 input channels, the data has {in_channels}")
+    # weights=None: nothing is downloaded; load trained weights with model.checkpoint.
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+
+
+def build_model(
+    name: str, num_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float]
+) -> NormalizedClassifier:
+    """Build ``name`` (a registered name or ``torchvision:<classifier>``) with normalization inside.
+
+    :raises UnknownNameError: listing the registered names.
+    """
+    if name.startswith(TORCHVISION_PREFIX):
+        body = _torchvision(name[len(TORCHVISION_PREFIX) :], num_classes, in_channels)
+    else:
+        body = MODELS.get(name)(num_classes, in_channels)
+    return NormalizedClassifier(body, mean, std)

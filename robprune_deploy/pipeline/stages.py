@@ -1,0 +1,145 @@
+"""The training stages of the pipeline: pretrain, prune, finetune (each resumable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from robprune_deploy.algorithms import ALGORITHMS, Granularity, PruningContext, PruningResult
+from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
+from robprune_deploy.pipeline.artifacts import load_pruned, save_pruned
+from robprune_deploy.pipeline.context import RunContext
+from robprune_deploy.recipe import TrainingSection, validate_algorithm_config
+from robprune_deploy.surgery import count_model
+from robprune_deploy.training import TrainingPlan, adversarial_train, evaluate_robustness, recalibrate_batchnorm
+
+PRETRAINED = "pretrained.pt"
+PRUNED = "pruned.pt"
+FINETUNED = "finetuned.pt"
+
+
+def plan_of(section: TrainingSection) -> TrainingPlan:
+    return TrainingPlan(
+        section.epochs, section.lr, section.momentum, section.weight_decay, section.loss, section.trades_beta
+    )
+
+
+def robustness(ctx: RunContext, model: nn.Module) -> dict[str, float]:
+    """Clean and PGD-``eval_steps`` accuracy on the fixed evaluation subset (torch)."""
+    threat = ctx.recipe.attack.threat(ctx.recipe.attack.eval_steps)
+    return evaluate_robustness(model, ctx.eval_subset_batches(), ctx.device, threat, seed=ctx.recipe.evaluate.subset_seed)
+
+
+def _epoch_logger(ctx: RunContext, stage: str):  # type: ignore[no-untyped-def]
+    def log(epoch: int, metrics: dict[str, float]) -> None:
+        ctx.tracker.log_metrics({f"{k}": v for k, v in metrics.items()}, step=epoch)
+
+    return log
+
+
+def pretrain(ctx: RunContext) -> nn.Module:
+    """Dense adversarial training, or the checkpoint named by ``model.checkpoint``."""
+    recipe = ctx.recipe
+    model = ctx.new_model()
+    path = ctx.out_dir / PRETRAINED
+    if ctx.is_done("pretrain") and path.is_file():
+        return load_model_weights(model, path).to(ctx.device)
+    with ctx.tracker.stage("pretrain"):
+        if recipe.model.checkpoint is not None:
+            load_model_weights(model, recipe.model.checkpoint)
+            ctx.tracker.log_params({"checkpoint": str(Path(recipe.model.checkpoint).resolve())})
+        elif recipe.pretrain.enabled and recipe.pretrain.epochs > 0:
+            ctx.tracker.log_params(recipe.pretrain.model_dump(mode="json"))
+            adversarial_train(
+                model, plan_of(recipe.pretrain), recipe.attack.threat(), ctx.train_loader,
+                device=ctx.device, stage="pretrain", seed=recipe.seed, checkpoint_dir=ctx.out_dir / "checkpoints",
+                resume=ctx.resume, on_epoch_end=_epoch_logger(ctx, "pretrain"), show_progress=ctx.show_progress,
+            )
+        model.to(ctx.device)
+        metrics = robustness(ctx, model)
+        ctx.tracker.log_metrics({f"dense_{k}": v for k, v in metrics.items()})
+        ctx.summary.update({"torch.dense_clean_acc": metrics["clean_acc"], "torch.dense_pgd_acc": metrics["pgd_acc"]})
+        save_checkpoint({"model": model.state_dict()}, path)
+        ctx.mark_done("pretrain", metrics)
+    return model
+
+
+def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
+    """Run the recipe's algorithm (mask search) on the pretrained model."""
+    recipe = ctx.recipe
+    comp = recipe.compression
+    path = ctx.out_dir / PRUNED
+    scope = comp.ignored_scope.to_nncf()
+    if ctx.is_done("prune") and path.is_file():
+        return load_pruned(path, ctx.new_model().to(ctx.device), ctx.example_inputs, scope)
+    config = validate_algorithm_config(recipe)
+    algorithm = ALGORITHMS.get(comp.algorithm)(config)
+    with ctx.tracker.stage("prune"):
+        ctx.tracker.log_params({"algorithm": comp.algorithm, "ratio": comp.ratio, **config.model_dump(mode="json")})
+        context = PruningContext(
+            train_data=ctx.train_loader(0),
+            epoch_loader=ctx.train_loader,
+            ratio=comp.ratio,
+            threat=recipe.attack.threat(),
+            example_inputs=ctx.example_inputs.to(ctx.device),
+            loss=recipe.finetune.loss,
+            trades_beta=recipe.finetune.trades_beta,
+            ignored_scope=scope,
+            device=ctx.device,
+            seed=recipe.seed,
+            show_progress=ctx.show_progress,
+            on_epoch_end=lambda stage, epoch, metrics: ctx.tracker.log_metrics(metrics, step=epoch),
+            checkpoint_dir=ctx.out_dir / "checkpoints",
+        )
+        result = algorithm.apply(model, context)
+        save_pruned(result, path)
+        ctx.mark_done("prune")
+    return result
+
+
+def finetune(ctx: RunContext, result: PruningResult) -> nn.Module:
+    """Adversarial fine-tuning with masks frozen; returns the stripped, deployable model.
+
+    Channel-pruned models are stripped first (fine-tuning the physically smaller network computes
+    the same function as fine-tuning the masked one, faster); unstructured ones keep their masks
+    during training and are folded afterwards.
+    """
+    recipe = ctx.recipe
+    path = ctx.out_dir / FINETUNED
+    channel = result.granularity is Granularity.CHANNEL
+    trained = result.strip() if channel else result.model
+    if ctx.is_done("finetune") and path.is_file():
+        load_model_weights(trained, path)
+        return trained if channel else result.strip()
+    with ctx.tracker.stage("finetune"):
+        ctx.tracker.log_params(recipe.finetune.model_dump(mode="json"))
+        adversarial_train(
+            trained, plan_of(recipe.finetune), recipe.attack.threat(), ctx.train_loader,
+            device=ctx.device, stage="finetune", seed=recipe.seed, checkpoint_dir=ctx.out_dir / "checkpoints",
+            resume=ctx.resume, on_epoch_end=_epoch_logger(ctx, "finetune"), show_progress=ctx.show_progress,
+        )
+        if recipe.finetune.bn_recalibration_batches:
+            recalibrate_batchnorm(trained, ctx.train_loader(0), ctx.device, recipe.finetune.bn_recalibration_batches)
+        metrics = robustness(ctx, trained)
+        ctx.tracker.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        save_checkpoint({"model": trained.state_dict()}, path)
+        ctx.mark_done("finetune", metrics)
+    return trained if channel else result.strip()
+
+
+def describe(result: PruningResult, stripped: nn.Module, ctx: RunContext) -> dict[str, float | str]:
+    """Summary entries about compression (counted on the stripped model)."""
+    stats = result.statistics()
+    count = count_model(stripped, ctx.example_inputs.to(next(stripped.parameters()).device))
+    channel = result.granularity is Granularity.CHANNEL
+    return {
+        "algorithm": result.algorithm,
+        "granularity": result.granularity.value,
+        "target_ratio": result.ratio,
+        "sparsity": stats.sparsity,
+        "params_dense": stats.params_dense,
+        "params_pruned": count.params if channel else count.nonzero_params,
+        "macs_dense": stats.macs_dense,
+        "macs_pruned": count.macs if channel else count.effective_macs,
+    }

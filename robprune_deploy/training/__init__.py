@@ -1,0 +1,13 @@
+"""Adversarial training (PGD-AT, TRADES) with resumable per-epoch checkpoints, and evaluation."""
+
+from robprune_deploy.training.evaluation import accuracy, evaluate_robustness, recalibrate_batchnorm
+from robprune_deploy.training.trainer import TrainingPlan, adversarial_train, epoch_seed
+
+__all__ = [
+    "TrainingPlan",
+    "accuracy",
+    "adversarial_train",
+    "epoch_seed",
+    "evaluate_robustness",
+    "recalibrate_batchnorm",
+]

@@ -1,0 +1,117 @@
+"""Adversarial training: PGD-AT or TRADES, SGD with momentum, cosine learning-rate schedule.
+
+Training is resumable and deterministic: each epoch reseeds torch from ``(seed, stage, epoch)`` and
+the data order depends only on ``(seed, epoch)``, so an interrupted run resumed from its last
+per-epoch checkpoint ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robprune_deploy.attacks import RobustLoss, ThreatModel, craft_adversarial, loss_on_adversarial
+from robprune_deploy.checkpoints import load_checkpoint, save_checkpoint
+from robprune_deploy.progress import progress_bar
+
+EpochLoader = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+EpochEnd = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Hyper-parameters of one adversarial training stage."""
+
+    epochs: int
+    lr: float
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    loss: RobustLoss = RobustLoss.PGD_AT
+    trades_beta: float = 6.0
+
+
+def epoch_seed(seed: int, stage: str, epoch: int) -> int:
+    """A seed that depends only on the run seed, the stage name and the epoch."""
+    return (seed * 1_000_003 + zlib.crc32(stage.encode()) + epoch * 7919) % (2**31 - 1)
+
+
+def adversarial_train(
+    model: nn.Module,
+    plan: TrainingPlan,
+    threat: ThreatModel,
+    epoch_loader: EpochLoader,
+    *,
+    device: torch.device,
+    stage: str = "train",
+    seed: int = 0,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    on_epoch_end: EpochEnd | None = None,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    show_progress: bool = True,
+    forward_model: nn.Module | None = None,
+) -> nn.Module:
+    """Train every parameter of ``model`` that requires grad against ``threat``.
+
+    :param epoch_loader: ``epoch -> batches``; called once per epoch.
+    :param checkpoint_dir: ``<dir>/<stage>_last.pt`` is written atomically after every epoch.
+    :param resume: continue from that checkpoint when it exists.
+    :param evaluate: optional ``model -> metrics`` run after each epoch (e.g. test clean/PGD acc).
+    :param forward_model: the module to call (a DDP wrapper of ``model``); defaults to ``model``.
+    :returns: ``model``, trained in place.
+    """
+    net = forward_model if forward_model is not None else model
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(plan.epochs, 1))
+    start = 0
+    checkpoint = checkpoint_dir / f"{stage}_last.pt" if checkpoint_dir is not None else None
+    if resume and checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = int(state["epoch"]) + 1
+    model.to(device)
+    for epoch in range(start, plan.epochs):
+        torch.manual_seed(epoch_seed(seed, stage, epoch))
+        net.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = epoch_loader(epoch)
+        total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
+        with progress_bar(f"{stage} {epoch + 1}/{plan.epochs}", total, show_progress) as bar:
+            for x, y in batches:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x_adv = craft_adversarial(net, x, y, threat, plan.loss)
+                loss = loss_on_adversarial(net, x, y, x_adv, plan.loss, plan.trades_beta)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"{stage}: loss became {loss.item()} at epoch {epoch}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                with torch.no_grad():
+                    correct += int((net(x_adv).argmax(1) == y).sum()) if plan.loss is RobustLoss.PGD_AT else 0
+                loss_sum += loss.item() * len(y)
+                seen += len(y)
+                bar.advance(status=f"loss {loss_sum / seen:.3f}")
+        scheduler.step()
+        metrics = {"loss": loss_sum / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
+        if plan.loss is RobustLoss.PGD_AT:
+            metrics["train_adv_acc"] = correct / max(seen, 1)
+        if evaluate is not None:
+            metrics.update(evaluate(model))
+        if checkpoint is not None:
+            save_checkpoint(
+                {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict()},
+                checkpoint,
+            )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, metrics)
+    return model
