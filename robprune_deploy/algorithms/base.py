@@ -112,3 +112,10 @@ class CompressionAlgorithm(ABC):
 
         :returns: a result whose ``model`` carries frozen masks (see :mod:`robprune_deploy.masking`).
         """
+
+    def report(self, result: PruningResult, directory: Path) -> list[Path]:
+        """Write algorithm-specific plots or tables (PNG, Markdown) into ``directory``.
+
+        The pipeline logs every returned file as an artifact of the prune stage. Default: none.
+        """
+        return []

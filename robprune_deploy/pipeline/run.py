@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,13 @@ def run_pipeline(ctx: RunContext) -> dict[str, Any]:
     """Pretrain -> prune -> finetune -> strip -> evaluate; writes ``summary.json`` and returns it."""
     torch.manual_seed(ctx.recipe.seed)
     model = stages.pretrain(ctx)
+    dense = copy.deepcopy(model)  # the reference for export, latency and the gate's baseline
     result = stages.prune(ctx, model)
     deployable = stages.finetune(ctx, result)
     ctx.summary.update(stages.describe(result, deployable, ctx))
     metrics = stages.robustness(ctx, deployable)
     ctx.summary.update({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
+    del dense  # consumed by the export/evaluate stages
     ctx.summary["mlflow.run_id"] = ctx.tracker.run_id or ""
     write_json(ctx.out_dir / SUMMARY, ctx.summary)
     return ctx.summary

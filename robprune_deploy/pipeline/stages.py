@@ -93,6 +93,8 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
             checkpoint_dir=ctx.out_dir / "checkpoints",
         )
         result = algorithm.apply(model, context)
+        for file in algorithm.report(result, ctx.out_dir / "plots"):
+            ctx.tracker.log_artifact(file, "plots")
         save_pruned(result, path)
         ctx.mark_done("prune")
     return result
