@@ -21,7 +21,7 @@ def _batches(dataset: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     # nncf.Dataset wraps an iterable of items; its transform is applied by get_inference_data().
     if hasattr(dataset, "get_inference_data"):
         return _Reiterable(dataset.get_inference_data)
-    return dataset  # type: ignore[no-any-return]
+    return dataset
 
 
 class _Reiterable:

@@ -7,7 +7,12 @@ from robprune_deploy.algorithms.base import (
     Granularity,
     PruningContext,
 )
-from robprune_deploy.algorithms.result import CompressionStage, LayerStatistics, PruningResult, PruningStatistics
+from robprune_deploy.algorithms.result import (
+    CompressionStage,
+    LayerStatistics,
+    PruningResult,
+    PruningStatistics,
+)
 from robprune_deploy.registry import Registry
 
 ENTRY_POINT_GROUP = "robprune_deploy.algorithms"

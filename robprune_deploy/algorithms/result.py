@@ -12,7 +12,13 @@ from torch import nn
 
 from robprune_deploy.algorithms.base import Granularity
 from robprune_deploy.masking import fold_masks, masks_of
-from robprune_deploy.surgery import ChannelGroups, ModelCount, count_model, ignored_layer_names, prunable_layers
+from robprune_deploy.surgery import (
+    ChannelGroups,
+    ModelCount,
+    count_model,
+    ignored_layer_names,
+    prunable_layers,
+)
 
 
 class CompressionStage(IntEnum):
@@ -137,7 +143,11 @@ class PruningResult:
         achieved = stats.macs_reduction if self.granularity is Granularity.CHANNEL else stats.sparsity
         if achieved <= 0:
             return CompressionStage.UNCOMPRESSED
-        return CompressionStage.FULLY_COMPRESSED if achieved >= self.ratio - 0.01 else CompressionStage.PARTIALLY_COMPRESSED
+        return (
+            CompressionStage.FULLY_COMPRESSED
+            if achieved >= self.ratio - 0.01
+            else CompressionStage.PARTIALLY_COMPRESSED
+        )
 
     def statistics(self) -> PruningStatistics:
         inputs = self.example_inputs.to(next(self.model.parameters()).device)
@@ -157,7 +167,7 @@ class PruningResult:
             if name not in masked.layers:
                 continue
             layer = masked.layers[name]
-            weight = self.model.get_submodule(name).weight
+            weight: torch.Tensor = self.model.get_submodule(name).weight  # type: ignore[assignment]
             kept = int((weight != 0).sum())
             if name not in ignored:
                 total += weight.numel()

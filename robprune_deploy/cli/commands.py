@@ -10,10 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from robprune_deploy.algorithms import ALGORITHMS
-from robprune_deploy.errors import RobPruneError
 from robprune_deploy.cli.common import add_recipe_arguments, add_run_arguments, context_of, recipe_of
-from robprune_deploy.pipeline import run_pipeline
-from robprune_deploy.pipeline import stages
+from robprune_deploy.errors import RobPruneError
+from robprune_deploy.pipeline import run_pipeline, stages
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -16,20 +16,28 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, *, recipe_flag: bool =
     else:
         parser.add_argument("recipe", type=Path, help="recipe YAML file")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
         help="override a recipe field (repeatable), validated like the file",
     )
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
+    )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
 
 
 def recipe_of(args: argparse.Namespace) -> Recipe:
     recipe = load_recipe(args.recipe, args.overrides)
-    uri = getattr(args, "tracking_uri", None) or (None if recipe.tracking.tracking_uri else os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = getattr(args, "tracking_uri", None) or (
+        None if recipe.tracking.tracking_uri else os.environ.get("MLFLOW_TRACKING_URI")
+    )
     if uri:
         recipe.tracking.tracking_uri = uri
     return recipe

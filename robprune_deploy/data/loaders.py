@@ -35,14 +35,23 @@ def make_loader(
     every rank, as DDP requires).
     """
     if distributed:
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        sampler: DistributedSampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
         sampler.set_epoch(epoch)
         return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-            pin_memory=pin_memory, drop_last=drop_last,
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            drop_last=drop_last,
         )
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=generator if shuffle else None,
-        num_workers=num_workers, pin_memory=pin_memory, drop_last=drop_last,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator if shuffle else None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
     )

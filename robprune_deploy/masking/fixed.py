@@ -12,6 +12,8 @@ from robprune_deploy.errors import PruningError
 class FixedMask(nn.Module):
     """Parametrization ``w -> w * mask`` with the mask stored as a (non-trainable) buffer."""
 
+    mask: torch.Tensor
+
     def __init__(self, mask: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", mask.detach().clone().to(torch.bool))
@@ -34,11 +36,8 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
     for name, mask in masks.items():
         module_name, param = _split(name)
         module = model.get_submodule(module_name)
-        if parametrize.is_parametrized(module, param):
-            current = getattr(module, param)
-            # a second mask on the same tensor composes with the first
-        else:
-            current = getattr(module, param, None)
+        # On an already masked parameter a second mask composes with the first.
+        current = getattr(module, param, None)
         if not isinstance(current, torch.Tensor):
             raise PruningError(f"mask {name!r}: the model has no such parameter")
         if tuple(current.shape) != tuple(mask.shape):
@@ -53,8 +52,9 @@ def masks_of(model: nn.Module) -> dict[str, torch.Tensor]:
     for module_name, module in model.named_modules():
         if not parametrize.is_parametrized(module):
             continue
-        for param, plist in module.parametrizations.items():  # type: ignore[union-attr]
-            fixed = [p.mask for p in plist if isinstance(p, FixedMask)]
+        lists: nn.ModuleDict = module.parametrizations
+        for param, plist in lists.items():
+            fixed = [p.mask for p in plist.children() if isinstance(p, FixedMask)]
             if fixed:
                 combined = fixed[0].clone()
                 for extra in fixed[1:]:
@@ -72,6 +72,7 @@ def fold_masks(model: nn.Module) -> nn.Module:
     for module in list(model.modules()):
         if not parametrize.is_parametrized(module):
             continue
-        for param in list(module.parametrizations.keys()):  # type: ignore[union-attr]
+        lists: nn.ModuleDict = module.parametrizations  # type: ignore[assignment]
+        for param in list(lists.keys()):
             parametrize.remove_parametrizations(module, param, leave_parametrized=True)
     return model

@@ -11,6 +11,9 @@ from torch import nn
 class Normalize(nn.Module):
     """``(x - mean) / std`` per channel, with mean and std stored as buffers (exported to ONNX)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))

@@ -25,8 +25,10 @@ class VGG16BN(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(2)
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 4, 256), nn.ReLU(inplace=True),
-            nn.Linear(256, 256), nn.ReLU(inplace=True),
+            nn.Linear(512 * 4, 256),
+            nn.ReLU(inplace=True),
+            nn.Linear(256, 256),
+            nn.ReLU(inplace=True),
             nn.Linear(256, num_classes),
         )
 

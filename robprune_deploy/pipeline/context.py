@@ -65,8 +65,14 @@ class RunContext:
     def train_loader(self, epoch: int) -> DataLoader:
         d = self.recipe.data
         return make_loader(
-            self.train_set, d.batch_size, shuffle=True, seed=self.recipe.seed, epoch=epoch,
-            num_workers=d.num_workers, distributed=self.distributed, pin_memory=self.device.type == "cuda",
+            self.train_set,
+            d.batch_size,
+            shuffle=True,
+            seed=self.recipe.seed,
+            epoch=epoch,
+            num_workers=d.num_workers,
+            distributed=self.distributed,
+            pin_memory=self.device.type == "cuda",
         )
 
     def test_loader(self) -> DataLoader:

@@ -12,7 +12,12 @@ from robprune_deploy.pipeline.artifacts import load_pruned, save_pruned
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.recipe import TrainingSection, validate_algorithm_config
 from robprune_deploy.surgery import count_model
-from robprune_deploy.training import TrainingPlan, adversarial_train, evaluate_robustness, recalibrate_batchnorm
+from robprune_deploy.training import (
+    TrainingPlan,
+    adversarial_train,
+    evaluate_robustness,
+    recalibrate_batchnorm,
+)
 
 PRETRAINED = "pretrained.pt"
 PRUNED = "pruned.pt"
@@ -28,7 +33,9 @@ def plan_of(section: TrainingSection) -> TrainingPlan:
 def robustness(ctx: RunContext, model: nn.Module) -> dict[str, float]:
     """Clean and PGD-``eval_steps`` accuracy on the fixed evaluation subset (torch)."""
     threat = ctx.recipe.attack.threat(ctx.recipe.attack.eval_steps)
-    return evaluate_robustness(model, ctx.eval_subset_batches(), ctx.device, threat, seed=ctx.recipe.evaluate.subset_seed)
+    return evaluate_robustness(
+        model, ctx.eval_subset_batches(), ctx.device, threat, seed=ctx.recipe.evaluate.subset_seed
+    )
 
 
 def _epoch_logger(ctx: RunContext, stage: str):  # type: ignore[no-untyped-def]
@@ -52,9 +59,17 @@ def pretrain(ctx: RunContext) -> nn.Module:
         elif recipe.pretrain.enabled and recipe.pretrain.epochs > 0:
             ctx.tracker.log_params(recipe.pretrain.model_dump(mode="json"))
             adversarial_train(
-                model, plan_of(recipe.pretrain), recipe.attack.threat(), ctx.train_loader,
-                device=ctx.device, stage="pretrain", seed=recipe.seed, checkpoint_dir=ctx.out_dir / "checkpoints",
-                resume=ctx.resume, on_epoch_end=_epoch_logger(ctx, "pretrain"), show_progress=ctx.show_progress,
+                model,
+                plan_of(recipe.pretrain),
+                recipe.attack.threat(),
+                ctx.train_loader,
+                device=ctx.device,
+                stage="pretrain",
+                seed=recipe.seed,
+                checkpoint_dir=ctx.out_dir / "checkpoints",
+                resume=ctx.resume,
+                on_epoch_end=_epoch_logger(ctx, "pretrain"),
+                show_progress=ctx.show_progress,
             )
         model.to(ctx.device)
         metrics = robustness(ctx, model)
@@ -117,9 +132,17 @@ def finetune(ctx: RunContext, result: PruningResult) -> nn.Module:
     with ctx.tracker.stage("finetune"):
         ctx.tracker.log_params(recipe.finetune.model_dump(mode="json"))
         adversarial_train(
-            trained, plan_of(recipe.finetune), recipe.attack.threat(), ctx.train_loader,
-            device=ctx.device, stage="finetune", seed=recipe.seed, checkpoint_dir=ctx.out_dir / "checkpoints",
-            resume=ctx.resume, on_epoch_end=_epoch_logger(ctx, "finetune"), show_progress=ctx.show_progress,
+            trained,
+            plan_of(recipe.finetune),
+            recipe.attack.threat(),
+            ctx.train_loader,
+            device=ctx.device,
+            stage="finetune",
+            seed=recipe.seed,
+            checkpoint_dir=ctx.out_dir / "checkpoints",
+            resume=ctx.resume,
+            on_epoch_end=_epoch_logger(ctx, "finetune"),
+            show_progress=ctx.show_progress,
         )
         if recipe.finetune.bn_recalibration_batches:
             recalibrate_batchnorm(trained, ctx.train_loader(0), ctx.device, recipe.finetune.bn_recalibration_batches)

@@ -55,7 +55,7 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str]) -> dict[
     return result
 
 
-def _format_error(error: dict[str, Any], prefix: str = "") -> str:
+def _format_error(error: Any, prefix: str = "") -> str:
     loc = ".".join(str(p) for p in error["loc"]) or "(recipe)"
     message = error["msg"]
     if error["type"] == "extra_forbidden":

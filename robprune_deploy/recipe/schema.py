@@ -110,7 +110,10 @@ class LatencySection(Section):
 
 
 class EvaluateSection(Section):
-    providers: list[Literal["cuda", "cpu"]] = Field(default_factory=lambda: ["cuda", "cpu"], min_length=1)
+    providers: list[Literal["cuda", "cpu"]] = Field(
+        default_factory=lambda: ["cuda", "cpu"],  # type: ignore[arg-type]
+        min_length=1,
+    )
     num_examples: int = Field(450, gt=0, description="fixed, seeded subset of the test split for robust accuracy")
     subset_seed: int = 0
     square_queries: int = Field(300, ge=0)

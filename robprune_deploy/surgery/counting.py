@@ -64,8 +64,8 @@ def count_model(model: nn.Module, example_inputs: torch.Tensor) -> ModelCount:
 
     def make_hook(name: str, module: nn.Module):  # type: ignore[no-untyped-def]
         def hook(_: nn.Module, __: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            weight = module.weight
-            bias = getattr(module, "bias", None)
+            weight: torch.Tensor = module.weight  # type: ignore[assignment]
+            bias: torch.Tensor | None = getattr(module, "bias", None)
             params = weight.numel() + (bias.numel() if bias is not None else 0)
             nonzero = int((weight != 0).sum()) + (int((bias != 0).sum()) if bias is not None else 0)
             if isinstance(module, nn.Conv2d):
@@ -73,12 +73,12 @@ def count_model(model: nn.Module, example_inputs: torch.Tensor) -> ModelCount:
                 positions = output.shape[2] * output.shape[3]
                 macs = output.shape[1] * per_output * positions
                 effective = int((weight != 0).sum()) * positions
-                out_channels = module.out_channels
+                out_channels = int(module.out_channels)
             else:
                 rows = output.numel() // output.shape[-1]
                 macs = weight.numel() * rows
                 effective = int((weight != 0).sum()) * rows
-                out_channels = weight.shape[0]
+                out_channels = int(weight.shape[0])
             layers[name] = LayerCount(params, nonzero, int(macs), int(effective), int(out_channels))
 
         return hook

@@ -81,7 +81,9 @@ class ChannelGroups:
         self._roots: dict[str, nn.Module] = {}
         groups: list[ChannelGroup] = []
         ignored_modules = [modules[n] for n in ignored if n in modules]
-        for group in self.graph.get_all_groups(ignored_layers=ignored_modules, root_module_types=(nn.Conv2d, nn.Linear)):
+        for group in self.graph.get_all_groups(
+            ignored_layers=ignored_modules, root_module_types=(nn.Conv2d, nn.Linear)
+        ):
             outs, ins = self._members(group)
             if not outs or any(n in ignored for n in outs):
                 continue

@@ -108,8 +108,12 @@ def adversarial_train(
             metrics.update(evaluate(model))
         if checkpoint is not None:
             save_checkpoint(
-                {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict()},
+                {
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                },
                 checkpoint,
             )
         if on_epoch_end is not None:
