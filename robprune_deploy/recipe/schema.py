@@ -28,7 +28,7 @@ class DataSection(Section):
     name: str = Field("digits", description="digits | cifar10 | svhn | imagefolder")
     root: Path | None = Field(None, description="local folder holding the dataset (never downloaded)")
     image_size: int | None = Field(16, gt=0, description="resize images to this side; None keeps the native size")
-    batch_size: int = Field(64, gt=0)
+    batch_size: int = Field(32, gt=0)
     eval_batch_size: int = Field(256, gt=0)
     num_workers: int = Field(0, ge=0)
     augment: bool = True
@@ -65,10 +65,13 @@ class TrainingSection(Section):
 
 
 class PretrainSection(TrainingSection):
+    epochs: int = Field(15, ge=0)
+    lr: float = Field(0.05, gt=0)
     enabled: bool = Field(True, description="skipped anyway when model.checkpoint is given")
 
 
 class FinetuneSection(TrainingSection):
+    epochs: int = Field(5, ge=0)
     lr: float = Field(0.01, gt=0)
     bn_recalibration_batches: int = Field(0, ge=0, description="BatchNorm statistics re-estimated on this many batches")
 
