@@ -1,0 +1,97 @@
+"""The release checks: each threshold of the recipe's ``gate`` section against measured figures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from robprune_deploy.recipe import GateSection
+
+
+@dataclass(frozen=True)
+class Measurements:
+    """What the gate knows about one ONNX model (accuracies are fractions).
+
+    :param latency_ms: median latency at the recipe's batch, for the speed-up check.
+    :param audit_sparsity: zero fraction / channel reduction measured from the ONNX graph.
+    :param claimed_sparsity: what the model's metadata (or the pipeline) claims for it.
+    """
+
+    clean_acc: float
+    pgd_acc: float
+    square_acc: float | None = None
+    max_abs_diff: float | None = None
+    latency_ms: float | None = None
+    audit_sparsity: float | None = None
+    claimed_sparsity: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One line of the verdict: ``measured <op> threshold``."""
+
+    name: str
+    measured: float | None
+    threshold: float
+    op: str
+    passed: bool
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _at_least(name: str, measured: float | None, threshold: float, detail: str = "") -> CheckResult:
+    ok = measured is not None and math.isfinite(measured) and measured >= threshold
+    return CheckResult(name, measured, threshold, ">=", ok, detail if measured is not None else "not measured")
+
+
+def _at_most(name: str, measured: float | None, threshold: float, detail: str = "") -> CheckResult:
+    ok = measured is not None and math.isfinite(measured) and measured <= threshold
+    return CheckResult(name, measured, threshold, "<=", ok, detail if measured is not None else "not measured")
+
+
+def _drop(candidate: float | None, baseline: float | None) -> float | None:
+    return None if candidate is None or baseline is None else baseline - candidate
+
+
+def run_checks(gate: GateSection, candidate: Measurements, baseline: Measurements | None) -> list[CheckResult]:
+    """Every configured check, in a fixed order. A check whose input was not measured fails:
+    a gate never passes on a figure it did not see.
+    """
+    checks: list[CheckResult] = []
+    if gate.min_clean_acc is not None:
+        checks.append(_at_least("min_clean_acc", candidate.clean_acc, gate.min_clean_acc))
+    if gate.min_pgd_acc is not None:
+        checks.append(_at_least("min_pgd_acc", candidate.pgd_acc, gate.min_pgd_acc, "white-box PGD, classified by ORT"))
+    if gate.min_square_acc is not None:
+        checks.append(_at_least("min_square_acc", candidate.square_acc, gate.min_square_acc, "black-box Square on ORT"))
+    base = baseline
+    for name, threshold, field in (
+        ("max_clean_drop", gate.max_clean_drop, "clean_acc"),
+        ("max_pgd_drop", gate.max_pgd_drop, "pgd_acc"),
+        ("max_square_drop", gate.max_square_drop, "square_acc"),
+    ):
+        if threshold is None:
+            continue
+        measured = _drop(getattr(candidate, field), getattr(base, field) if base else None)
+        checks.append(_at_most(name, measured, threshold, "baseline minus candidate"))
+    if gate.max_parity_error is not None:
+        checks.append(_at_most("max_parity_error", candidate.max_abs_diff, gate.max_parity_error, "torch vs ORT logits"))
+    if gate.min_speedup is not None:
+        speedup = None
+        if base is not None and base.latency_ms and candidate.latency_ms:
+            speedup = base.latency_ms / candidate.latency_ms
+        checks.append(_at_least("min_speedup", speedup, gate.min_speedup, "baseline latency / candidate latency"))
+    if gate.sparsity_tolerance is not None and candidate.claimed_sparsity is not None:
+        gap = None if candidate.audit_sparsity is None else abs(candidate.audit_sparsity - candidate.claimed_sparsity)
+        checks.append(_at_most("sparsity_audit", gap, gate.sparsity_tolerance, "|ONNX audit - claimed sparsity|"))
+    if gate.max_square_below_pgd is not None and candidate.square_acc is not None:
+        # Gradient masking: PGD finds no adversarial examples that a gradient-free attack finds.
+        gap = candidate.pgd_acc - candidate.square_acc
+        checks.append(_at_most("no_gradient_masking", gap, gate.max_square_below_pgd, "PGD acc minus Square acc"))
+    return checks
