@@ -26,7 +26,13 @@ FINETUNED = "finetuned.pt"
 
 def plan_of(section: TrainingSection) -> TrainingPlan:
     return TrainingPlan(
-        section.epochs, section.lr, section.momentum, section.weight_decay, section.loss, section.trades_beta
+        section.epochs,
+        section.lr,
+        section.momentum,
+        section.weight_decay,
+        section.loss,
+        section.trades_beta,
+        section.eps_warmup_epochs,
     )
 
 

@@ -62,6 +62,7 @@ class TrainingSection(Section):
     weight_decay: float = Field(5e-4, ge=0)
     loss: RobustLoss = RobustLoss.PGD_AT
     trades_beta: float = Field(6.0, ge=0)
+    eps_warmup_epochs: int = Field(0, ge=0, description="ramp eps linearly over the first epochs")
 
 
 class PretrainSection(TrainingSection):

@@ -34,6 +34,18 @@ class TrainingPlan:
     weight_decay: float = 5e-4
     loss: RobustLoss = RobustLoss.PGD_AT
     trades_beta: float = 6.0
+    eps_warmup_epochs: int = 0
+
+    def threat_at(self, threat: ThreatModel, epoch: int) -> ThreatModel:
+        """The threat of ``epoch``: eps (and step) ramp up linearly over the warm-up epochs.
+
+        Starting at full radius on a randomly initialized network often stalls training at chance
+        level for several epochs; a short ramp is the usual cure (e.g. Wong et al. 2020).
+        """
+        if epoch >= self.eps_warmup_epochs:
+            return threat
+        scale = (epoch + 1) / (self.eps_warmup_epochs + 1)
+        return ThreatModel(threat.eps * scale, threat.step_size * scale, threat.steps, threat.random_start, threat.bf16)
 
 
 def epoch_seed(seed: int, stage: str, epoch: int) -> int:
@@ -81,6 +93,7 @@ def adversarial_train(
     model.to(device)
     for epoch in range(start, plan.epochs):
         torch.manual_seed(epoch_seed(seed, stage, epoch))
+        epoch_threat = plan.threat_at(threat, epoch)
         net.train()
         loss_sum, correct, seen = 0.0, 0, 0
         batches = epoch_loader(epoch)
@@ -88,7 +101,7 @@ def adversarial_train(
         with progress_bar(f"{stage} {epoch + 1}/{plan.epochs}", total, show_progress) as bar:
             for x, y in batches:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                x_adv = craft_adversarial(net, x, y, threat, plan.loss)
+                x_adv = craft_adversarial(net, x, y, epoch_threat, plan.loss)
                 loss = loss_on_adversarial(net, x, y, x_adv, plan.loss, plan.trades_beta)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(f"{stage}: loss became {loss.item()} at epoch {epoch}")
