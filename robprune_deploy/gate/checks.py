@@ -81,7 +81,8 @@ def run_checks(gate: GateSection, candidate: Measurements, baseline: Measurement
         measured = _drop(getattr(candidate, field), getattr(base, field) if base else None)
         checks.append(_at_most(name, measured, threshold, "baseline minus candidate"))
     if gate.max_parity_error is not None:
-        checks.append(_at_most("max_parity_error", candidate.max_abs_diff, gate.max_parity_error, "torch vs ORT logits"))
+        parity = candidate.max_abs_diff
+        checks.append(_at_most("max_parity_error", parity, gate.max_parity_error, "torch vs ORT logits"))
     if gate.min_speedup is not None:
         speedup = None
         if base is not None and base.latency_ms and candidate.latency_ms:

@@ -11,9 +11,11 @@ import torch
 from robprune_deploy.atomic import write_json
 from robprune_deploy.pipeline import stages
 from robprune_deploy.pipeline.context import RunContext
+from robprune_deploy.pipeline.report import write_report
 from robprune_deploy.recipe import Recipe
 
 SUMMARY = "summary.json"
+REPORT = "report.md"
 
 
 def run_pipeline(ctx: RunContext) -> dict[str, Any]:
@@ -29,6 +31,7 @@ def run_pipeline(ctx: RunContext) -> dict[str, Any]:
     del dense  # consumed by the export/evaluate stages
     ctx.summary["mlflow.run_id"] = ctx.tracker.run_id or ""
     write_json(ctx.out_dir / SUMMARY, ctx.summary)
+    write_report(ctx.out_dir / REPORT, ctx.summary, result.statistics().layer_table())
     return ctx.summary
 
 
