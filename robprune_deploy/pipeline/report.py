@@ -41,8 +41,8 @@ def render_report(summary: dict[str, Any], layer_table: str | None = None) -> st
         "|---|---:|---:|---:|",
         f"| dense (torch) | {_pct(s('torch.dense_clean_acc'))} | {_pct(s('torch.dense_pgd_acc'))} | |",
         f"| pruned (torch) | {_pct(s('torch.clean_acc'))} | {_pct(s('torch.pgd_acc'))} | |",
-        f"| pruned (onnxruntime, {s('onnx.provider', 'n/a')}) | {_pct(s('onnx.clean_acc'))} | {_pct(s('onnx.pgd_acc'))} "
-        f"| {_pct(s('onnx.square_acc'))} |",
+        f"| pruned (onnxruntime, {s('onnx.provider', 'n/a')}) | {_pct(s('onnx.clean_acc'))} "
+        f"| {_pct(s('onnx.pgd_acc'))} | {_pct(s('onnx.square_acc'))} |",
         "",
         f"torch vs onnxruntime max abs logit difference: {_num(s('onnx.max_abs_diff'))}",
     ]
