@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from robprune_deploy import distributed
 from robprune_deploy.atomic import write_json
 from robprune_deploy.data import DatasetBundle, build_dataset, make_loader, seeded_subset
 from robprune_deploy.models import NormalizedClassifier, build_model
@@ -41,13 +42,22 @@ class RunContext:
     tracker: Tracker = field(default_factory=NullTracker)
     resume: bool = False
     show_progress: bool = True
-    distributed: bool = False
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(self.recipe.device)
+        self.env, self.device = distributed.initialize(resolve_device(self.recipe.device))
         self.summary: dict[str, Any] = {}
+
+    @property
+    def distributed(self) -> bool:
+        """True under ``torchrun`` with more than one process."""
+        return self.env.enabled
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0, the only process that writes files and talks to MLflow."""
+        return self.env.is_main
 
     @cached_property
     def data(self) -> DatasetBundle:
@@ -107,9 +117,11 @@ class RunContext:
         return self.resume and stage in self.completed()
 
     def mark_done(self, stage: str, info: dict[str, Any] | None = None) -> None:
-        state = self.completed()
-        state[stage] = info or {}
-        write_json(self.state_file, state)
+        if self.is_main:
+            state = self.completed()
+            state[stage] = info or {}
+            write_json(self.state_file, state)
+        distributed.barrier()
 
     def batches_on_device(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterable[Any]:
         for x, y in batches:

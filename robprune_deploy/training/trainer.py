@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robprune_deploy import distributed
 from robprune_deploy.attacks import RobustLoss, ThreatModel, craft_adversarial, loss_on_adversarial
 from robprune_deploy.checkpoints import load_checkpoint, save_checkpoint
 from robprune_deploy.progress import progress_bar
@@ -67,7 +68,6 @@ def adversarial_train(
     on_epoch_end: EpochEnd | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
     show_progress: bool = True,
-    forward_model: nn.Module | None = None,
 ) -> nn.Module:
     """Train every parameter of ``model`` that requires grad against ``threat``.
 
@@ -75,10 +75,15 @@ def adversarial_train(
     :param checkpoint_dir: ``<dir>/<stage>_last.pt`` is written atomically after every epoch.
     :param resume: continue from that checkpoint when it exists.
     :param evaluate: optional ``model -> metrics`` run after each epoch (e.g. test clean/PGD acc).
-    :param forward_model: the module to call (a DDP wrapper of ``model``); defaults to ``model``.
     :returns: ``model``, trained in place.
+
+    Under ``torchrun`` the loss goes through a DistributedDataParallel wrapper (gradients are
+    averaged across ranks), while attacks are crafted on the bare module: they need no gradient
+    synchronization, and running them through DDP would arm its reducer for a backward that
+    never comes. Only rank 0 writes checkpoints.
     """
-    net = forward_model if forward_model is not None else model
+    env = distributed.current()
+    net = distributed.wrap(model.to(device), device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(plan.epochs, 1))
@@ -90,18 +95,17 @@ def adversarial_train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["epoch"]) + 1
-    model.to(device)
     for epoch in range(start, plan.epochs):
         torch.manual_seed(epoch_seed(seed, stage, epoch))
         epoch_threat = plan.threat_at(threat, epoch)
         net.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        loss_sum, correct, seen = 0.0, 0.0, 0.0
         batches = epoch_loader(epoch)
         total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
         with progress_bar(f"{stage} {epoch + 1}/{plan.epochs}", total, show_progress) as bar:
             for x, y in batches:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                x_adv = craft_adversarial(net, x, y, epoch_threat, plan.loss)
+                x_adv = craft_adversarial(model, x, y, epoch_threat, plan.loss)
                 loss = loss_on_adversarial(net, x, y, x_adv, plan.loss, plan.trades_beta)
                 if not math.isfinite(loss.item()):
                     raise FloatingPointError(f"{stage}: loss became {loss.item()} at epoch {epoch}")
@@ -109,17 +113,18 @@ def adversarial_train(
                 loss.backward()
                 optimizer.step()
                 with torch.no_grad():
-                    correct += int((net(x_adv).argmax(1) == y).sum()) if plan.loss is RobustLoss.PGD_AT else 0
+                    correct += int((model(x_adv).argmax(1) == y).sum()) if plan.loss is RobustLoss.PGD_AT else 0
                 loss_sum += loss.item() * len(y)
                 seen += len(y)
                 bar.advance(status=f"loss {loss_sum / seen:.3f}")
         scheduler.step()
+        loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], device)
         metrics = {"loss": loss_sum / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
         if plan.loss is RobustLoss.PGD_AT:
             metrics["train_adv_acc"] = correct / max(seen, 1)
         if evaluate is not None:
             metrics.update(evaluate(model))
-        if checkpoint is not None:
+        if checkpoint is not None and env.is_main:
             save_checkpoint(
                 {
                     "epoch": epoch,
@@ -129,6 +134,7 @@ def adversarial_train(
                 },
                 checkpoint,
             )
-        if on_epoch_end is not None:
+        distributed.barrier()  # no rank runs ahead of the checkpoint it may have to resume from
+        if on_epoch_end is not None and env.is_main:
             on_epoch_end(epoch, metrics)
     return model
