@@ -66,7 +66,7 @@ class TrainingSection(Section):
 
 
 class PretrainSection(TrainingSection):
-    epochs: int = Field(15, ge=0)
+    epochs: int = Field(20, ge=0)
     lr: float = Field(0.05, gt=0)
     enabled: bool = Field(True, description="skipped anyway when model.checkpoint is given")
 
