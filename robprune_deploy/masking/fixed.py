@@ -68,11 +68,23 @@ def has_masks(model: nn.Module) -> bool:
 
 
 def fold_masks(model: nn.Module) -> nn.Module:
-    """Replace every parametrized parameter by its masked value, leaving a plain module (in place)."""
+    """Replace every parametrized parameter by its masked value, leaving a plain module (in place).
+
+    ``parametrize.remove_parametrizations`` deletes the property from the module's dynamically
+    created class, and a deep copy of a parametrized model shares that class with the original;
+    folding a copy that way would break the original. So the class is swapped back to the plain
+    base class here, and the shared class is left untouched.
+    """
     for module in list(model.modules()):
         if not parametrize.is_parametrized(module):
             continue
         lists: nn.ModuleDict = module.parametrizations  # type: ignore[assignment]
-        for param in list(lists.keys()):
-            parametrize.remove_parametrizations(module, param, leave_parametrized=True)
+        values = {}
+        for name, plist in lists.items():
+            original: torch.Tensor = plist.original  # type: ignore[assignment]
+            values[name] = (getattr(module, name).detach().clone(), original.requires_grad)
+        del module._modules["parametrizations"]
+        module.__class__ = module.__class__.__bases__[0]
+        for name, (value, requires_grad) in values.items():
+            module._parameters[name] = nn.Parameter(value, requires_grad=requires_grad)
     return model

@@ -1,0 +1,1 @@
+"""MRPF plugin (module robustness sensitivity, adaptive structured pruning)."""

@@ -1,0 +1,45 @@
+"""Plots of a mask search: sharpness, robust loss and mask flips over epochs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from robprune_deploy import PruningResult
+from robprune_deploy.atomic import atomic_path
+
+
+def plot_history(result: PruningResult, directory: Path) -> list[Path]:
+    """``<algorithm>_mask_search.png``: sharpness, robust loss and mask flips per epoch."""
+    epochs = result.extra.get("epochs") or []
+    if not epochs:
+        return []
+    x = [int(e["epoch"]) + 1 for e in epochs]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(x, [e["sharpness"] for e in epochs], marker="o")
+    axes[0].set_title("score-space sharpness")
+    axes[1].plot(x, [e["robust_loss"] for e in epochs], marker="o", label="robust loss")
+    if any("perturbed_loss" in e for e in epochs):
+        axes[1].plot(
+            [xi for xi, e in zip(x, epochs, strict=True) if "perturbed_loss" in e],
+            [e["perturbed_loss"] for e in epochs if "perturbed_loss" in e],
+            marker="x",
+            label="at s + z",
+        )
+    axes[1].legend()
+    axes[1].set_title("robust loss (mask search)")
+    axes[2].plot(x, [e["mask_flips"] for e in epochs], marker="o")
+    axes[2].set_title("mask flips vs previous epoch")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+    fig.suptitle(f"{result.algorithm}, {result.granularity.value}, target {result.ratio:.0%}")
+    fig.tight_layout()
+    path = directory / f"{result.algorithm}_mask_search.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return [path]

@@ -1,0 +1,53 @@
+"""Attaching score vectors to a model, unstructured or per coupled channel group."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from robprune_deploy.errors import PruningError
+from robprune_deploy.surgery import ChannelGroups, ignored_layer_names, prunable_layers
+from robprune_s2ap.scores import ScoreSet, ScoreVector, keep_count, scaled_init
+
+
+def attach_unstructured(model: nn.Module, ratio: float, scope: str, ignored_scope: Any | None) -> ScoreSet:
+    """One score per weight of every Conv2d/Linear layer not ignored (biases are not masked)."""
+    ignored = ignored_layer_names(model, ignored_scope)
+    score_set = ScoreSet(model, scope)
+    layers = {n: m for n, m in prunable_layers(model).items() if n not in ignored}
+    if not layers:
+        raise PruningError("ignored_scope excludes every prunable layer")
+    for name, layer in layers.items():
+        weight: torch.Tensor = layer.weight  # type: ignore[assignment]
+        vector = score_set.add_vector(name, ScoreVector(scaled_init(weight), keep_count(weight.numel(), ratio)))
+        score_set.attach(name, "weight", vector, tuple(weight.shape))
+    return score_set
+
+
+def attach_channel(model: nn.Module, groups: ChannelGroups, ratio: float, scope: str) -> ScoreSet:
+    """One score per channel of each coupled group, shared by every out-layer parameter of the group.
+
+    The init is the group's per-channel L1 norm, scaled like HYDRA's weight init.
+    """
+    score_set = ScoreSet(model, scope)
+    importance = groups.l1_importance()
+    modules = dict(model.named_modules())
+    if not groups.groups:
+        raise PruningError("the model has no prunable channel group (all ignored?)")
+    for group in groups.groups:
+        root: torch.Tensor = modules[group.name].weight  # type: ignore[assignment]
+        l1 = importance[group.name].to(root.device, root.dtype)
+        init = (6.0 / root[0].numel()) ** 0.5 * l1 / l1.abs().max().clamp_min(1e-12)
+        vector = score_set.add_vector(group.name, ScoreVector(init, keep_count(group.num_channels, ratio)))
+        for layer in group.out_layers:
+            for pname, param in list(modules[layer].named_parameters(recurse=False)):
+                if param.shape[0] != group.num_channels:
+                    raise PruningError(
+                        f"channel group {group.name!r}: {layer}.{pname} does not index the group's channels "
+                        "along its first axis (concatenations are not supported for channel scores)"
+                    )
+                view = (group.num_channels,) + (1,) * (param.dim() - 1)
+                score_set.attach(layer, pname, vector, view)
+    return score_set
