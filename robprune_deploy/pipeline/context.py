@@ -121,7 +121,6 @@ class RunContext:
             state = self.completed()
             state[stage] = info or {}
             write_json(self.state_file, state)
-        distributed.barrier()
 
     def batches_on_device(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterable[Any]:
         for x, y in batches:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from robprune_deploy.atomic import write_json
-from robprune_deploy.pipeline import stages
+from robprune_deploy.pipeline import deploy, stages
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.report import write_report
 from robprune_deploy.recipe import Recipe
@@ -28,10 +28,13 @@ def run_pipeline(ctx: RunContext) -> dict[str, Any]:
     ctx.summary.update(stages.describe(result, deployable, ctx))
     metrics = stages.robustness(ctx, deployable)
     ctx.summary.update({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
-    del dense  # consumed by the export/evaluate stages
+    if ctx.is_main:
+        ctx.summary.update(deploy.export(ctx, deployable, dense, result))
+        ctx.summary.update(deploy.evaluate(ctx, deployable))
     ctx.summary["mlflow.run_id"] = ctx.tracker.run_id or ""
-    write_json(ctx.out_dir / SUMMARY, ctx.summary)
-    write_report(ctx.out_dir / REPORT, ctx.summary, result.statistics().layer_table())
+    if ctx.is_main:
+        write_json(ctx.out_dir / SUMMARY, ctx.summary)
+        write_report(ctx.out_dir / REPORT, ctx.summary, result.statistics().layer_table())
     return ctx.summary
 
 

@@ -1,0 +1,22 @@
+"""Robustness, parity and latency of ONNX models under onnxruntime."""
+
+from robprune_deploy.evaluation.latency import LatencyStats, compare_latency, measure_latency
+from robprune_deploy.evaluation.parity import Parity, parity
+from robprune_deploy.evaluation.robustness import OnnxRobustness, evaluate_onnx
+from robprune_deploy.evaluation.sessions import PROVIDERS, OnnxClassifier, create_session
+from robprune_deploy.evaluation.square import SquareResult, square_attack
+
+__all__ = [
+    "PROVIDERS",
+    "LatencyStats",
+    "OnnxClassifier",
+    "OnnxRobustness",
+    "Parity",
+    "SquareResult",
+    "compare_latency",
+    "create_session",
+    "evaluate_onnx",
+    "measure_latency",
+    "parity",
+    "square_attack",
+]

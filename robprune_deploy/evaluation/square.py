@@ -1,0 +1,89 @@
+"""The Square attack (Andriushchenko et al. 2020), L-inf, score-based random search.
+
+Written against a plain ``predict(np.ndarray) -> logits`` function so it attacks any runtime
+(onnxruntime here) without gradients. Each iteration changes one random square window per image
+to a new vertex of the L-inf ball and keeps the change when the margin loss decreases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+Predict = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class SquareResult:
+    x_adv: np.ndarray
+    robust: np.ndarray  # per example: still correctly classified after the attack
+    queries: np.ndarray  # queries spent per example
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.robust.mean()) if self.robust.size else 0.0
+
+
+def _margin(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    correct = logits[np.arange(len(y)), y]
+    other = logits.copy()
+    other[np.arange(len(y)), y] = -np.inf
+    return correct - other.max(axis=1)
+
+
+def p_schedule(p_init: float, iteration: int, n_iters: int) -> float:
+    """The reference piecewise-constant schedule of the square's area fraction, rescaled to ``n_iters``."""
+    it = int(iteration / n_iters * 10000)
+    for bound, divisor in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256)):
+        if it <= bound:
+            return p_init / divisor
+    return p_init / 512
+
+
+def square_attack(
+    predict: Predict, x: np.ndarray, y: np.ndarray, eps: float, n_queries: int = 1000, p_init: float = 0.8, seed: int = 0
+) -> SquareResult:
+    """Attack ``predict`` on ``x`` (N x C x H x W in [0, 1]) with labels ``y``.
+
+    :returns: adversarial examples within ``eps`` (L-inf) of ``x`` and the per-example verdict.
+    """
+    rng = np.random.default_rng(seed)
+    x = x.astype(np.float32)
+    n, c, h, w = x.shape
+    lo, hi = np.clip(x - eps, 0, 1), np.clip(x + eps, 0, 1)
+    logits = predict(x)
+    robust = logits.argmax(1) == y
+    queries = np.ones(n, dtype=np.int64)
+    # Vertical stripes initialization.
+    x_best = np.clip(x + eps * rng.choice([-1.0, 1.0], size=(n, c, 1, w)).astype(np.float32), lo, hi)
+    margin = _margin(predict(x_best), y)
+    queries += 1
+    margin[~robust] = -np.inf  # misclassified already: nothing to attack
+    for i in range(max(n_queries - 2, 0)):
+        active = np.where(margin > 0)[0]
+        if active.size == 0:
+            break
+        p = p_schedule(p_init, i, n_queries)
+        side = int(min(max(round(np.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1))
+        x_new = x_best[active].copy()
+        for k in range(active.size):
+            r, s = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
+            window = x_new[k, :, r : r + side, s : s + side]
+            idx = active[k]
+            # a new vertex per channel; redraw when it equals the current window (no-op change)
+            for _ in range(10):
+                vertex = rng.choice([-eps, eps], size=(c, 1, 1)).astype(np.float32)
+                proposal = np.clip(x[idx, :, r : r + side, s : s + side] + vertex, lo[idx, :, r : r + side, s : s + side],
+                                   hi[idx, :, r : r + side, s : s + side])
+                if not np.allclose(proposal, window):
+                    break
+            x_new[k, :, r : r + side, s : s + side] = proposal
+        new_margin = _margin(predict(x_new), y[active])
+        queries[active] += 1
+        better = new_margin < margin[active]
+        margin[active[better]] = new_margin[better]
+        x_best[active[better]] = x_new[better]
+    robust_after = robust & (margin > 0)
+    return SquareResult(np.where(robust[:, None, None, None], x_best, x), robust_after, queries)

@@ -1,0 +1,109 @@
+"""The deployment stages: export (ONNX + audit) and evaluate (onnxruntime robustness, latency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from robprune_deploy.algorithms import Granularity, PruningResult
+from robprune_deploy.errors import OnnxModelError
+from robprune_deploy.evaluation import OnnxClassifier, compare_latency, evaluate_onnx
+from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
+from robprune_deploy.pipeline.context import RunContext
+
+MODEL_ONNX = "model.onnx"
+DENSE_ONNX = "dense.onnx"
+
+
+def claimed_metadata(result: PruningResult, deployable: nn.Module) -> dict[str, str]:
+    """What the pipeline claims about the model, stored in the ONNX file for the gate's audit."""
+    stats = result.statistics()
+    claimed = stats.sparsity if result.granularity is Granularity.UNSTRUCTURED else 1 - (
+        torch_weight_params(deployable) / max(stats.params_dense, 1)
+    )
+    return {
+        "robprune.algorithm": result.algorithm,
+        "robprune.granularity": result.granularity.value,
+        "robprune.target_ratio": f"{result.ratio}",
+        "robprune.weight_params": str(torch_weight_params(deployable)),
+        "robprune.claimed_sparsity": f"{claimed:.6f}",
+    }
+
+
+def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: PruningResult) -> dict[str, Any]:
+    """Write ``model.onnx`` and ``dense.onnx`` and check the graph against the torch model."""
+    opset, dynamic = ctx.recipe.export.opset, ctx.recipe.export.dynamic_batch
+    example = ctx.example_inputs
+    with ctx.tracker.stage("export"):
+        pruned_path = export_onnx(
+            deployable, ctx.out_dir / MODEL_ONNX, example, opset=opset, dynamic_batch=dynamic,
+            metadata=claimed_metadata(result, deployable),
+        )
+        export_onnx(dense, ctx.out_dir / DENSE_ONNX, example, opset=opset, dynamic_batch=dynamic,
+                    metadata={"robprune.algorithm": "dense"})
+        audit = audit_onnx(load_onnx(pruned_path))
+        dense_audit = audit_onnx(load_onnx(ctx.out_dir / DENSE_ONNX))
+        expected = torch_weight_params(deployable)
+        if audit.weight_params != expected:
+            raise OnnxModelError(
+                f"{pruned_path}: audit found {audit.weight_params} Conv/Gemm weights, the torch model has {expected}"
+            )
+        info = {
+            "onnx.weight_params": audit.weight_params,
+            "onnx.macs": audit.macs,
+            "onnx.zero_fraction": audit.zero_fraction,
+            "onnx.dense_weight_params": dense_audit.weight_params,
+            "onnx.dense_macs": dense_audit.macs,
+            "onnx.opset": opset,
+        }
+        ctx.tracker.log_params({"opset": opset, "dynamic_batch": dynamic})
+        ctx.tracker.log_metrics({k.replace("onnx.", "audit_"): float(v) for k, v in info.items()})
+        ctx.mark_done("export", info)
+    return info
+
+
+def evaluate(ctx: RunContext, deployable: nn.Module) -> dict[str, Any]:
+    """Robustness of ``model.onnx`` under onnxruntime and latency of dense vs pruned ONNX."""
+    recipe = ctx.recipe
+    ev = recipe.evaluate
+    batches = ctx.eval_subset_batches()
+    with ctx.tracker.stage("evaluate"):
+        robustness = evaluate_onnx(
+            ctx.out_dir / MODEL_ONNX, batches, torch_model=deployable.cpu(),
+            threat=recipe.attack.threat(recipe.attack.eval_steps), providers=ev.providers,
+            square_queries=ev.square_queries, square_p_init=ev.square_p_init, square_examples=ev.square_examples,
+            seed=ev.subset_seed,
+        )
+        deployable.to(ctx.device)
+        summary: dict[str, Any] = {
+            "onnx.clean_acc": robustness.clean_acc,
+            "onnx.pgd_acc": robustness.pgd_acc,
+            "onnx.square_acc": robustness.square_acc,
+            "onnx.max_abs_diff": robustness.max_abs_diff,
+            "onnx.argmax_agreement": robustness.argmax_agreement,
+            "onnx.provider": robustness.provider,
+            "onnx.examples": robustness.examples,
+        }
+        summary.update(latency(ctx, ctx.out_dir / DENSE_ONNX, ctx.out_dir / MODEL_ONNX))
+        ctx.tracker.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
+        ctx.mark_done("evaluate", summary)
+    return summary
+
+
+def latency(ctx: RunContext, dense_path: Path, pruned_path: Path) -> dict[str, Any]:
+    """Median/p90 latency of both ONNX files under the same session options, batch 1 and recipe batch."""
+    lat = ctx.recipe.evaluate.latency
+    shape = tuple(ctx.example_inputs.shape[1:])
+    dense = OnnxClassifier(dense_path, ctx.recipe.evaluate.providers)
+    pruned = OnnxClassifier(pruned_path, ctx.recipe.evaluate.providers)
+    result: dict[str, Any] = {"latency.batch": lat.batch, "latency.provider": pruned.provider}
+    for batch, key in ((lat.batch, ""), (1, "_b1")):
+        d, p = compare_latency(dense, pruned, shape, batch, lat.warmup, lat.repeats)
+        result[f"latency.dense{key}_ms"] = d.median_ms
+        result[f"latency.pruned{key}_ms"] = p.median_ms
+        result[f"latency.dense{key}_p90_ms"] = d.p90_ms
+        result[f"latency.pruned{key}_p90_ms"] = p.p90_ms
+        result[f"latency.speedup{key}"] = d.median_ms / p.median_ms if p.median_ms else None
+    return result
