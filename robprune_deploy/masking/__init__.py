@@ -5,6 +5,6 @@ training updates the original weights while the pruned entries stay exactly zero
 Folding (:func:`fold_masks`) writes ``original * mask`` back as a plain parameter.
 """
 
-from robprune_deploy.masking.fixed import FixedMask, apply_masks, fold_masks, has_masks, masks_of
+from robprune_deploy.masking.fixed import FixedMask, apply_masks, fold_masks, has_masks, masks_of, remove_masks
 
-__all__ = ["FixedMask", "apply_masks", "fold_masks", "has_masks", "masks_of"]
+__all__ = ["FixedMask", "apply_masks", "fold_masks", "has_masks", "masks_of", "remove_masks"]

@@ -88,3 +88,14 @@ def fold_masks(model: nn.Module) -> nn.Module:
         for name, (value, requires_grad) in values.items():
             module._parameters[name] = nn.Parameter(value, requires_grad=requires_grad)
     return model
+
+
+def remove_masks(model: nn.Module) -> nn.Module:
+    """Drop every mask, restoring the original dense parameters (in place)."""
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        lists: nn.ModuleDict = module.parametrizations  # type: ignore[assignment]
+        for param in list(lists.keys()):
+            parametrize.remove_parametrizations(module, param, leave_parametrized=False)
+    return model

@@ -1,0 +1,62 @@
+"""The cost (MACs or weight parameters) of a model as a function of per-group pruning ratios.
+
+Each Conv2d/Linear layer's cost scales with the kept fraction of the group that owns its output
+channels and of the group that feeds its input channels (a depthwise convolution, whose input
+and output are the same group, scales once). This is exact for integer channel counts, so the
+ratio search can hit a MACs or params target without stripping the model at every step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robprune_deploy.surgery import ChannelGroups, count_model
+
+
+def removed_channels(num_channels: int, ratio: float) -> int:
+    """Channels removed from a group of ``num_channels`` at ``ratio`` (one always survives)."""
+    return min(int(round(ratio * num_channels)), num_channels - 1)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    dense: dict[str, int]  # layer -> dense cost
+    out_group: dict[str, str]
+    in_group: dict[str, str]
+    channels: dict[str, int]  # group -> channels
+
+    @classmethod
+    def build(cls, model: nn.Module, groups: ChannelGroups, example: torch.Tensor, unit: str) -> CostModel:
+        count = count_model(model, example)
+        dense = {n: (c.macs if unit == "macs" else model.get_submodule(n).weight.numel())  # type: ignore[union-attr]
+                 for n, c in count.layers.items()}
+        out_group, in_group = {}, {}
+        for g in groups.groups:
+            for layer in g.out_layers:
+                out_group[layer] = g.name
+            for layer in g.in_layers:
+                in_group[layer] = g.name
+        return cls(dense, out_group, in_group, {g.name: g.num_channels for g in groups.groups})
+
+    def kept_fraction(self, group: str | None, ratios: dict[str, float]) -> float:
+        if group is None or group not in ratios:
+            return 1.0
+        c = self.channels[group]
+        return (c - removed_channels(c, ratios[group])) / c
+
+    def cost(self, ratios: dict[str, float]) -> float:
+        total = 0.0
+        for layer, dense in self.dense.items():
+            out_g, in_g = self.out_group.get(layer), self.in_group.get(layer)
+            factor = self.kept_fraction(out_g, ratios)
+            if in_g != out_g:
+                factor *= self.kept_fraction(in_g, ratios)
+            total += dense * factor
+        return total
+
+    def reduction(self, ratios: dict[str, float]) -> float:
+        dense = sum(self.dense.values())
+        return 1.0 - self.cost(ratios) / dense if dense else 0.0
