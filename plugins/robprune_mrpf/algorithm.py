@@ -52,7 +52,9 @@ class L1Filter(CompressionAlgorithm):
         dense = count_model(model, example)
         groups = ChannelGroups(model, example, context.ignored_scope)
         mrs = self.sensitivities(model, groups, context)
-        weights = inverse_sensitivity_weights(mrs, getattr(config, "eps", 1e-3)) if mrs else {g.name: 1.0 for g in groups}
+        weights = (
+            inverse_sensitivity_weights(mrs, getattr(config, "eps", 1e-3)) if mrs else {g.name: 1.0 for g in groups}
+        )
         cost = CostModel.build(model, groups, example, config.unit)
         ratios, _ = allocate(weights, cost, context.ratio, config.max_ratio)
         # The uniform baseline keeps one ratio everywhere (its MACs land within a channel's worth of
@@ -63,12 +65,24 @@ class L1Filter(CompressionAlgorithm):
         keep = {name: probe_keep(importance[name], ratio) for name, ratio in channel_ratios.items()}
         apply_masks(model, groups.parameter_masks(keep))
         result = PruningResult(
-            model, algorithm=self.name, granularity=Granularity.CHANNEL, ratio=context.ratio, example_inputs=example,
-            dense_count=dense, channel_keep=keep, ignored_scope=context.ignored_scope,
-            extra={"unit": config.unit, "mrs": mrs, "ratios": ratios, "channel_ratios": channel_ratios,
-                   "weights": weights, "planned_reduction": planned,
-                   "kept_channels": {n: int(k.sum()) for n, k in keep.items()},
-                   "channels": {g.name: g.num_channels for g in groups}},
+            model,
+            algorithm=self.name,
+            granularity=Granularity.CHANNEL,
+            ratio=context.ratio,
+            example_inputs=example,
+            dense_count=dense,
+            channel_keep=keep,
+            ignored_scope=context.ignored_scope,
+            extra={
+                "unit": config.unit,
+                "mrs": mrs,
+                "ratios": ratios,
+                "channel_ratios": channel_ratios,
+                "weights": weights,
+                "planned_reduction": planned,
+                "kept_channels": {n: int(k.sum()) for n, k in keep.items()},
+                "channels": {g.name: g.num_channels for g in groups},
+            },
         )
         stats = result.statistics()
         result.extra["achieved_reduction"] = stats.macs_reduction if config.unit == "macs" else stats.params_reduction
@@ -115,6 +129,3 @@ def calibration_batches(context: PruningContext, size: int) -> Batches:
         if seen >= size:
             break
     return batches
-
-
-

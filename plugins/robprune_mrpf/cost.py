@@ -31,8 +31,10 @@ class CostModel:
     @classmethod
     def build(cls, model: nn.Module, groups: ChannelGroups, example: torch.Tensor, unit: str) -> CostModel:
         count = count_model(model, example)
-        dense = {n: (c.macs if unit == "macs" else model.get_submodule(n).weight.numel())  # type: ignore[union-attr]
-                 for n, c in count.layers.items()}
+        dense = {
+            n: (c.macs if unit == "macs" else model.get_submodule(n).weight.numel())  # type: ignore[union-attr]
+            for n, c in count.layers.items()
+        }
         out_group, in_group = {}, {}
         for g in groups.groups:
             for layer in g.out_layers:

@@ -61,7 +61,12 @@ class NNCFMagnitude(CompressionAlgorithm):
             raise PruningError("nncf.prune produced no masks for this model")
         apply_masks(model, {k: v.to(context.device) for k, v in masks.items()})
         return PruningResult(
-            model, algorithm="nncf_magnitude", granularity=Granularity.UNSTRUCTURED, ratio=context.ratio,
-            example_inputs=example, dense_count=count_model(model, example), ignored_scope=context.ignored_scope,
+            model,
+            algorithm="nncf_magnitude",
+            granularity=Granularity.UNSTRUCTURED,
+            ratio=context.ratio,
+            example_inputs=example,
+            dense_count=count_model(model, example),
+            ignored_scope=context.ignored_scope,
             extra={"nncf_mode": str(mode), "masked_parameters": sorted(masks)},
         )

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from robprune_deploy.algorithms import ALGORITHMS
 from robprune_deploy.cli.common import add_recipe_arguments, add_run_arguments, context_of, recipe_of
+from robprune_deploy.cli.deploy_commands import register_deploy_commands
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import run_pipeline, stages
 
@@ -78,4 +79,4 @@ def register_stages(sub: Any) -> None:
         p.set_defaults(handler=handler)
 
 
-REGISTRARS = [register_run, register_algorithms, register_stages]
+REGISTRARS = [register_run, register_algorithms, register_stages, register_deploy_commands]

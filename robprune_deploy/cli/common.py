@@ -44,4 +44,10 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
 
 
 def context_of(args: argparse.Namespace, recipe: Recipe) -> RunContext:
-    return RunContext(recipe, args.out, resume=args.resume, show_progress=not args.quiet)
+    """The run context, tracked in MLflow (rank 0 only) unless ``tracking.enabled`` is false."""
+    ctx = RunContext(recipe, args.out, resume=args.resume, show_progress=not args.quiet)
+    if recipe.tracking.enabled and ctx.is_main:
+        from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
+
+        ctx.tracker = MlflowTracker(recipe.tracking.tracking_uri, recipe.tracking.experiment)
+    return ctx

@@ -34,8 +34,13 @@ def measure_latency(
 
 
 def compare_latency(
-    first: OnnxClassifier, second: OnnxClassifier, shape: tuple[int, ...], batch: int, warmup: int = 5,
-    repeats: int = 30, seed: int = 0,
+    first: OnnxClassifier,
+    second: OnnxClassifier,
+    shape: tuple[int, ...],
+    batch: int,
+    warmup: int = 5,
+    repeats: int = 30,
+    seed: int = 0,
 ) -> tuple[LatencyStats, LatencyStats]:
     """Latency of two sessions on the same batch, runs interleaved so drift (clock boost, other
     load) affects both alike."""

@@ -78,6 +78,6 @@ def evaluate_onnx(
             xs, ys = xs[:square_examples], ys[:square_examples]
         result = square_attack(session.predict, xs, ys, threat.eps, square_queries, square_p_init, seed)
         square_acc, square_n = result.accuracy, len(ys)
-    return OnnxRobustness(session.provider, total, correct / max(total, 1), pgd_acc, square_acc, square_n,
-                          max_diff, agreement)
-
+    return OnnxRobustness(
+        session.provider, total, correct / max(total, 1), pgd_acc, square_acc, square_n, max_diff, agreement
+    )

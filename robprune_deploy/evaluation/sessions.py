@@ -32,8 +32,8 @@ def _preload_cuda_libraries() -> None:
     if _PRELOADED:
         return
     _PRELOADED = True
-    import torch  # noqa: F401  (torch must be imported first so its CUDA libraries are found)
     import onnxruntime as ort
+    import torch
 
     if torch.cuda.is_available() and hasattr(ort, "preload_dlls"):
         try:
@@ -75,7 +75,9 @@ class OnnxClassifier:
     :param threads: intra-op threads (0: onnxruntime's default).
     """
 
-    def __init__(self, path: str | os.PathLike[str], providers: Sequence[str] = ("cuda", "cpu"), threads: int = 0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], providers: Sequence[str] = ("cuda", "cpu"), threads: int = 0
+    ) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -89,7 +91,9 @@ class OnnxClassifier:
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
         except Exception as exc:
-            raise OnnxModelError(f"ONNX file {self.path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})") from None
+            raise OnnxModelError(
+                f"ONNX file {self.path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})"
+            ) from None
         used = self.session.get_providers()[0]
         self.provider = next((k for k, v in PROVIDERS.items() if v == used), used)
         if self.provider != (list(providers) or ["cpu"])[0]:
@@ -102,7 +106,9 @@ class OnnxClassifier:
         """:raises ShapeError: when ``x`` does not fit the graph's input (batch may vary)."""
         expected = self.input_shape
         fixed = [d for d in expected[1:]]
-        if x.ndim != len(expected) or any(isinstance(d, int) and d != s for d, s in zip(fixed, x.shape[1:], strict=False)):
+        if x.ndim != len(expected) or any(
+            isinstance(d, int) and d != s for d, s in zip(fixed, x.shape[1:], strict=False)
+        ):
             raise ShapeError(
                 f"ONNX file {self.path.name}: input {self.input_name!r} expects shape {expected}, got {list(x.shape)}"
             )

@@ -36,14 +36,30 @@ def _margin(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
 def p_schedule(p_init: float, iteration: int, n_iters: int) -> float:
     """The reference piecewise-constant schedule of the square's area fraction, rescaled to ``n_iters``."""
     it = int(iteration / n_iters * 10000)
-    for bound, divisor in ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256)):
+    for bound, divisor in (
+        (10, 1),
+        (50, 2),
+        (200, 4),
+        (500, 8),
+        (1000, 16),
+        (2000, 32),
+        (4000, 64),
+        (6000, 128),
+        (8000, 256),
+    ):
         if it <= bound:
             return p_init / divisor
     return p_init / 512
 
 
 def square_attack(
-    predict: Predict, x: np.ndarray, y: np.ndarray, eps: float, n_queries: int = 1000, p_init: float = 0.8, seed: int = 0
+    predict: Predict,
+    x: np.ndarray,
+    y: np.ndarray,
+    eps: float,
+    n_queries: int = 1000,
+    p_init: float = 0.8,
+    seed: int = 0,
 ) -> SquareResult:
     """Attack ``predict`` on ``x`` (N x C x H x W in [0, 1]) with labels ``y``.
 
@@ -75,8 +91,11 @@ def square_attack(
             # a new vertex per channel; redraw when it equals the current window (no-op change)
             for _ in range(10):
                 vertex = rng.choice([-eps, eps], size=(c, 1, 1)).astype(np.float32)
-                proposal = np.clip(x[idx, :, r : r + side, s : s + side] + vertex, lo[idx, :, r : r + side, s : s + side],
-                                   hi[idx, :, r : r + side, s : s + side])
+                proposal = np.clip(
+                    x[idx, :, r : r + side, s : s + side] + vertex,
+                    lo[idx, :, r : r + side, s : s + side],
+                    hi[idx, :, r : r + side, s : s + side],
+                )
                 if not np.allclose(proposal, window):
                     break
             x_new[k, :, r : r + side, s : s + side] = proposal

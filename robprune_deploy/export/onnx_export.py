@@ -50,11 +50,20 @@ def export_onnx(
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                model, (example,), str(tmp), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                opset_version=opset, dynamo=True, dynamic_shapes=dynamic, verbose=False,
+                model,
+                (example,),
+                str(tmp),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=True,
+                dynamic_shapes=dynamic,
+                verbose=False,
             )
         except Exception as exc:  # the exporter raises many types; report one line
-            raise OnnxModelError(f"{target}: ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+            raise OnnxModelError(
+                f"{target}: ONNX export failed ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+            ) from exc
         proto = onnx.load(str(tmp))
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()

@@ -48,6 +48,12 @@ class RunContext:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.env, self.device = distributed.initialize(resolve_device(self.recipe.device))
         self.summary: dict[str, Any] = {}
+        self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}
+
+    def record_epoch(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        """Keep per-epoch metrics for the plots and log them to the tracker (step = epoch)."""
+        self.history.setdefault(stage, []).append((epoch, dict(metrics)))
+        self.tracker.log_metrics(metrics, step=epoch)
 
     @property
     def distributed(self) -> bool:

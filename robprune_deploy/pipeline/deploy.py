@@ -17,18 +17,25 @@ MODEL_ONNX = "model.onnx"
 DENSE_ONNX = "dense.onnx"
 
 
-def claimed_metadata(result: PruningResult, deployable: nn.Module) -> dict[str, str]:
-    """What the pipeline claims about the model, stored in the ONNX file for the gate's audit."""
-    stats = result.statistics()
-    claimed = stats.sparsity if result.granularity is Granularity.UNSTRUCTURED else 1 - (
-        torch_weight_params(deployable) / max(stats.params_dense, 1)
-    )
+def claimed_metadata(result: PruningResult, deployable: nn.Module, dense: nn.Module) -> dict[str, str]:
+    """What the pipeline claims about the model, stored in the ONNX file for the gate's audit.
+
+    The claim is computed from the torch model: the zero fraction of its Conv/Linear weights
+    (unstructured) or the fraction of those weights physically removed (channel).
+    """
+    weights = [m.weight for m in deployable.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    kept, dense_params = torch_weight_params(deployable), torch_weight_params(dense)
+    if result.granularity is Granularity.UNSTRUCTURED:
+        claimed = sum(int((w == 0).sum()) for w in weights) / max(kept, 1)
+    else:
+        claimed = 1 - kept / max(dense_params, 1)
     return {
         "robprune.algorithm": result.algorithm,
         "robprune.granularity": result.granularity.value,
         "robprune.target_ratio": f"{result.ratio}",
-        "robprune.weight_params": str(torch_weight_params(deployable)),
-        "robprune.claimed_sparsity": f"{claimed:.6f}",
+        "robprune.weight_params": str(kept),
+        "robprune.dense_weight_params": str(dense_params),
+        "robprune.claimed_sparsity": f"{claimed:.8f}",
     }
 
 
@@ -38,11 +45,21 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
     example = ctx.example_inputs
     with ctx.tracker.stage("export"):
         pruned_path = export_onnx(
-            deployable, ctx.out_dir / MODEL_ONNX, example, opset=opset, dynamic_batch=dynamic,
-            metadata=claimed_metadata(result, deployable),
+            deployable,
+            ctx.out_dir / MODEL_ONNX,
+            example,
+            opset=opset,
+            dynamic_batch=dynamic,
+            metadata=claimed_metadata(result, deployable, dense),
         )
-        export_onnx(dense, ctx.out_dir / DENSE_ONNX, example, opset=opset, dynamic_batch=dynamic,
-                    metadata={"robprune.algorithm": "dense"})
+        export_onnx(
+            dense,
+            ctx.out_dir / DENSE_ONNX,
+            example,
+            opset=opset,
+            dynamic_batch=dynamic,
+            metadata={"robprune.algorithm": "dense"},
+        )
         audit = audit_onnx(load_onnx(pruned_path))
         dense_audit = audit_onnx(load_onnx(ctx.out_dir / DENSE_ONNX))
         expected = torch_weight_params(deployable)
@@ -71,9 +88,14 @@ def evaluate(ctx: RunContext, deployable: nn.Module) -> dict[str, Any]:
     batches = ctx.eval_subset_batches()
     with ctx.tracker.stage("evaluate"):
         robustness = evaluate_onnx(
-            ctx.out_dir / MODEL_ONNX, batches, torch_model=deployable.cpu(),
-            threat=recipe.attack.threat(recipe.attack.eval_steps), providers=ev.providers,
-            square_queries=ev.square_queries, square_p_init=ev.square_p_init, square_examples=ev.square_examples,
+            ctx.out_dir / MODEL_ONNX,
+            batches,
+            torch_model=deployable.cpu(),
+            threat=recipe.attack.threat(recipe.attack.eval_steps),
+            providers=ev.providers,
+            square_queries=ev.square_queries,
+            square_p_init=ev.square_p_init,
+            square_examples=ev.square_examples,
             seed=ev.subset_seed,
         )
         deployable.to(ctx.device)

@@ -1,4 +1,4 @@
-"""``robprune run``: the whole pipeline of a recipe, one stage after another."""
+"""``robprune run``: the whole pipeline of a recipe, one stage after another, in one MLflow run."""
 
 from __future__ import annotations
 
@@ -7,35 +7,96 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
-from robprune_deploy.atomic import write_json
+from robprune_deploy.atomic import write_json, write_text
+from robprune_deploy.gate.run import evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import deploy, stages
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.report import write_report
-from robprune_deploy.recipe import Recipe
+from robprune_deploy.recipe import Recipe, recipe_to_dict
+from robprune_deploy.reporting import plot_layers, plot_training
 
 SUMMARY = "summary.json"
 REPORT = "report.md"
+RESOLVED_RECIPE = "recipe.yaml"
 
 
 def run_pipeline(ctx: RunContext) -> dict[str, Any]:
-    """Pretrain -> prune -> finetune -> strip -> evaluate; writes ``summary.json`` and returns it."""
+    """Pretrain -> prune -> finetune -> strip -> export -> evaluate -> gate.
+
+    Writes ``summary.json``, ``report.md``, ``model.onnx``, ``dense.onnx`` and plots into the output
+    folder and records everything in one parent MLflow run with a nested run per stage.
+    """
+    recipe = ctx.recipe
+    document = recipe_to_dict(recipe)
+    tags = {
+        "algorithm": recipe.compression.algorithm,
+        "target_ratio": str(recipe.compression.ratio),
+        "dataset": recipe.data.name,
+        "model": recipe.model.name,
+        "granularity": str(recipe.compression.config.get("granularity", "")),
+    }
+    name = f"{recipe.compression.algorithm}-{recipe.model.name}-{recipe.data.name}"
+    with ctx.tracker.pipeline(name, document, tags):
+        if ctx.is_main:
+            ctx.tracker.log_artifact(
+                write_text(ctx.out_dir / RESOLVED_RECIPE, yaml.safe_dump(document, sort_keys=False))
+            )
+        _run_stages(ctx)
+    return ctx.summary
+
+
+def _run_stages(ctx: RunContext) -> None:
     torch.manual_seed(ctx.recipe.seed)
     model = stages.pretrain(ctx)
     dense = copy.deepcopy(model)  # the reference for export, latency and the gate's baseline
     result = stages.prune(ctx, model)
     deployable = stages.finetune(ctx, result)
     ctx.summary.update(stages.describe(result, deployable, ctx))
+    ctx.tracker.set_tags({"granularity": result.granularity.value})
     metrics = stages.robustness(ctx, deployable)
     ctx.summary.update({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
-    if ctx.is_main:
-        ctx.summary.update(deploy.export(ctx, deployable, dense, result))
-        ctx.summary.update(deploy.evaluate(ctx, deployable))
+    ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in metrics.items()})
+    if not ctx.is_main:
+        return
+    ctx.summary.update(deploy.export(ctx, deployable, dense, result))
+    ctx.summary.update(deploy.evaluate(ctx, deployable))
+    version = _log_models(ctx, deployable)
+    with ctx.tracker.stage("gate"):
+        verdict = evaluate_gate(ctx, ctx.out_dir / deploy.MODEL_ONNX, deployable.cpu(), dense.cpu())
+        for file in write_gate_report(verdict, ctx.out_dir):
+            ctx.tracker.log_artifact(file, "gate")
+        ctx.tracker.log_metrics({"gate_passed": float(verdict.passed)})
+        if version is not None and ctx.recipe.tracking.registered_model:
+            promote(verdict, ctx.recipe.tracking.registered_model, version, ctx.recipe.tracking.alias)
+    ctx.summary.update({"gate.passed": verdict.passed, "gate.failures": verdict.failures})
     ctx.summary["mlflow.run_id"] = ctx.tracker.run_id or ""
-    if ctx.is_main:
-        write_json(ctx.out_dir / SUMMARY, ctx.summary)
-        write_report(ctx.out_dir / REPORT, ctx.summary, result.statistics().layer_table())
-    return ctx.summary
+    stats = result.statistics()
+    plots = [plot_layers(stats, ctx.out_dir / "layers.png"), plot_training(ctx.history, ctx.out_dir / "training.png")]
+    write_json(ctx.out_dir / SUMMARY, ctx.summary)
+    write_report(ctx.out_dir / REPORT, ctx.summary, stats.layer_table())
+    for plot in plots:
+        if plot is not None:
+            ctx.tracker.log_artifact(plot, "plots")
+    for file in (ctx.out_dir / SUMMARY, ctx.out_dir / REPORT):
+        ctx.tracker.log_artifact(file)
+    ctx.tracker.log_metrics({k: v for k, v in ctx.summary.items() if isinstance(v, (int, float))})
+
+
+def _log_models(ctx: RunContext, deployable: torch.nn.Module) -> str | None:
+    """Log the stripped torch model and the ONNX model; register the ONNX one when the recipe names it."""
+    example = ctx.example_inputs.cpu().numpy()
+    with ctx.tracker.stage("models"):
+        ctx.tracker.log_torch_model(deployable, example)
+        uri = ctx.tracker.log_onnx_model(ctx.out_dir / deploy.MODEL_ONNX, example)
+        ctx.summary["mlflow.model_uri"] = uri or ""
+        name = ctx.recipe.tracking.registered_model
+        if uri and name:
+            version = ctx.tracker.register_model(uri, name, {"algorithm": ctx.recipe.compression.algorithm})
+            ctx.summary["mlflow.registered_version"] = version
+            return version
+    return None
 
 
 def run_recipe(recipe: Recipe, out_dir: Path, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:

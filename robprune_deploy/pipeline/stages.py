@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
@@ -44,11 +45,8 @@ def robustness(ctx: RunContext, model: nn.Module) -> dict[str, float]:
     )
 
 
-def _epoch_logger(ctx: RunContext, stage: str):  # type: ignore[no-untyped-def]
-    def log(epoch: int, metrics: dict[str, float]) -> None:
-        ctx.tracker.log_metrics({f"{k}": v for k, v in metrics.items()}, step=epoch)
-
-    return log
+def _epoch_logger(ctx: RunContext, stage: str) -> Callable[[int, dict[str, float]], None]:
+    return lambda epoch, metrics: ctx.record_epoch(stage, epoch, metrics)
 
 
 def pretrain(ctx: RunContext) -> nn.Module:
@@ -110,7 +108,7 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
             device=ctx.device,
             seed=recipe.seed,
             show_progress=ctx.show_progress,
-            on_epoch_end=lambda stage, epoch, metrics: ctx.tracker.log_metrics(metrics, step=epoch),
+            on_epoch_end=lambda stage, epoch, metrics: ctx.record_epoch(stage, epoch, metrics),
             checkpoint_dir=ctx.out_dir / "checkpoints",
         )
         result = algorithm.apply(model, context)
@@ -152,10 +150,8 @@ def finetune(ctx: RunContext, result: PruningResult) -> nn.Module:
         )
         if recipe.finetune.bn_recalibration_batches:
             recalibrate_batchnorm(trained, ctx.train_loader(0), ctx.device, recipe.finetune.bn_recalibration_batches)
-        metrics = robustness(ctx, trained)
-        ctx.tracker.log_metrics({f"final_{k}": v for k, v in metrics.items()})
         save_checkpoint({"model": trained.state_dict()}, path)
-        ctx.mark_done("finetune", metrics)
+        ctx.mark_done("finetune")
     return trained if channel else result.strip()
 
 

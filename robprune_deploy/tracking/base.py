@@ -1,8 +1,10 @@
 """The tracking interface of the pipeline.
 
-The pipeline logs through a :class:`Tracker`: one parent run per pipeline and one nested run per
-stage (``with tracker.stage("prune"): ...``). :class:`NullTracker` records nothing, for runs with
-``tracking.enabled: false``; the MLflow implementation lives in :mod:`robprune_deploy.tracking.mlflow_tracker`.
+The pipeline logs through a :class:`Tracker`: one parent run per pipeline
+(``with tracker.pipeline(...)``) and one nested run per stage (``with tracker.stage("prune")``).
+:class:`NullTracker` records nothing, for runs with ``tracking.enabled: false`` and for the
+non-zero ranks of a distributed job; :class:`~robprune_deploy.tracking.mlflow_tracker.MlflowTracker`
+records into MLflow.
 """
 
 from __future__ import annotations
@@ -12,9 +14,17 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+from torch import nn
+
 
 class Tracker(Protocol):
     run_id: str | None
+
+    def pipeline(
+        self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]
+    ) -> contextlib.AbstractContextManager[None]:
+        """The parent run of a whole pipeline."""
 
     def stage(self, name: str) -> contextlib.AbstractContextManager[None]:
         """A nested run for one stage; metrics, params and artifacts logged inside go to it."""
@@ -27,11 +37,21 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
+    def log_torch_model(self, model: nn.Module, example: np.ndarray) -> str | None: ...
+
+    def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None: ...
+
+    def register_model(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str | None: ...
+
 
 class NullTracker:
     """A tracker that records nothing."""
 
     run_id: str | None = None
+
+    @contextlib.contextmanager
+    def pipeline(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[None]:
+        yield
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -48,3 +68,12 @@ class NullTracker:
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         pass
+
+    def log_torch_model(self, model: nn.Module, example: np.ndarray) -> str | None:
+        return None
+
+    def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None:
+        return None
+
+    def register_model(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str | None:
+        return None

@@ -1,0 +1,120 @@
+"""``robprune export``, ``robprune evaluate`` and ``robprune gate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from robprune_deploy.cli.common import add_recipe_arguments, add_run_arguments, context_of, recipe_of
+from robprune_deploy.errors import RobPruneError
+from robprune_deploy.gate.run import evaluate_gate, promote, write_gate_report
+from robprune_deploy.pipeline import RunContext, deploy, stages
+from robprune_deploy.tracking import models as registry
+
+EXIT_PASS, EXIT_FAIL = 0, 1
+
+
+def _deployable(ctx: RunContext) -> tuple[Any, Any, Any]:
+    """The dense, pruning result and deployable models rebuilt from the files in ``--out``."""
+    ctx.resume = True
+    for stage in ("pretrain", "prune", "finetune"):
+        if not ctx.is_done(stage):
+            raise RobPruneError(f"{ctx.out_dir}: no completed {stage} stage; run `robprune {stage}` (or run) first")
+    dense = stages.pretrain(ctx)
+    import copy
+
+    result = stages.prune(ctx, copy.deepcopy(dense))
+    return dense, result, stages.finetune(ctx, result)
+
+
+def _export(args: argparse.Namespace) -> int:
+    ctx = context_of(args, recipe_of(args))
+    dense, result, deployable = _deployable(ctx)
+    print(json.dumps(deploy.export(ctx, deployable, dense, result), indent=2))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    ctx = context_of(args, recipe_of(args))
+    _, _, deployable = _deployable(ctx)
+    if not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
+        raise RobPruneError(f"{ctx.out_dir}: no {deploy.MODEL_ONNX}; run `robprune export` first")
+    summary = deploy.evaluate(ctx, deployable)
+    print(json.dumps(summary, indent=2))
+    print(
+        f"latency (median, {summary['latency.provider']}): batch {summary['latency.batch']}: "
+        f"dense {summary['latency.dense_ms']:.3f} ms, pruned {summary['latency.pruned_ms']:.3f} ms "
+        f"(x{summary['latency.speedup']:.2f}); batch 1: dense {summary['latency.dense_b1_ms']:.3f} ms, "
+        f"pruned {summary['latency.pruned_b1_ms']:.3f} ms (x{summary['latency.speedup_b1']:.2f})"
+    )
+    return 0
+
+
+def _gate(args: argparse.Namespace) -> int:
+    recipe = recipe_of(args)
+    if args.alias and not args.register:
+        raise RobPruneError("--alias needs --register NAME")
+    model = registry.resolve_onnx(args.model, recipe.tracking.tracking_uri)
+    ctx = RunContext(recipe, Path(tempfile.mkdtemp(prefix="robprune-gate-")), show_progress=not args.quiet)
+    verdict = evaluate_gate(ctx, model)
+    verdict.details["model"] = args.model
+    write_gate_report(verdict, args.report)
+    if args.register:
+        version = _version_to_promote(args, recipe, model)
+        promote(verdict, args.register, version, args.alias)
+        verdict.details["registered_version"] = version
+        write_gate_report(verdict, args.report)
+    state = "PASSED" if verdict.passed else "FAILED: " + ", ".join(verdict.failures)
+    print(f"gate {state} ({args.report / 'gate.md'})")
+    return EXIT_PASS if verdict.passed else EXIT_FAIL
+
+
+def _version_to_promote(args: argparse.Namespace, recipe: Any, model: Path) -> str:
+    """The registry version of MODEL: its own for a ``models:/`` URI, else a new one logged now."""
+    import mlflow
+
+    from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
+
+    known = registry.registered_version(args.model)
+    if known is not None:
+        if known[0] != args.register:
+            raise RobPruneError(f"--register {args.register}: MODEL is a version of {known[0]!r}")
+        return known[1]
+    tracker = MlflowTracker(recipe.tracking.tracking_uri, recipe.tracking.experiment)
+    import numpy as np
+
+    from robprune_deploy.evaluation import OnnxClassifier
+
+    shape = [d if isinstance(d, int) else 1 for d in OnnxClassifier(model, ["cpu"]).input_shape]
+    with mlflow.start_run(run_name="gate-register"):
+        uri = tracker.log_onnx_model(model, np.zeros(shape, dtype=np.float32))
+        assert uri is not None
+        version = tracker.register_model(uri, args.register, {"source": str(model)})
+    assert version is not None
+    return version
+
+
+def register_deploy_commands(sub: Any) -> None:
+    for name, handler, text in (
+        ("export", _export, "export model.onnx and dense.onnx from the stages in --out, with the graph audit"),
+        ("evaluate", _evaluate, "robustness under onnxruntime and dense vs pruned latency of --out/model.onnx"),
+    ):
+        p = sub.add_parser(name, help=text)
+        add_recipe_arguments(p)
+        add_run_arguments(p)
+        p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+        p.set_defaults(handler=handler)
+    p = sub.add_parser(
+        "gate", help="robustness gate on an ONNX file or MLflow model URI (exit 0 pass, 1 fail, 2 bad input)"
+    )
+    p.add_argument("model", help="ONNX file, models:/name/version, models:/name@alias or runs:/id/path")
+    add_recipe_arguments(p, recipe_flag=True)
+    p.add_argument("--report", required=True, type=Path, help="folder for gate.json, gate.md, gate.png")
+    p.add_argument("--register", default=None, metavar="NAME", help="registered model to tag (and alias on pass)")
+    p.add_argument("--alias", default=None, help="alias set on the version only when the gate passes")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    p.set_defaults(handler=_gate)

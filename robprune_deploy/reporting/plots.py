@@ -1,0 +1,85 @@
+"""Training curves, per-layer sparsity / channel counts, and the gate's candidate-vs-baseline chart."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from robprune_deploy.algorithms import PruningStatistics
+from robprune_deploy.atomic import atomic_path
+
+History = Mapping[str, list[tuple[int, dict[str, float]]]]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training(history: History, path: Path) -> Path | None:
+    """Per stage: the robust training loss and the training adversarial accuracy over epochs."""
+    stages = [s for s, rows in history.items() if rows]
+    if not stages:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    for stage in stages:
+        rows = history[stage]
+        epochs = [e + 1 for e, _ in rows]
+        loss_key = "loss" if "loss" in rows[0][1] else "robust_loss"
+        if loss_key in rows[0][1]:
+            axes[0].plot(epochs, [m[loss_key] for _, m in rows], marker="o", label=stage)
+        if "train_adv_acc" in rows[0][1]:
+            axes[1].plot(epochs, [m["train_adv_acc"] for _, m in rows], marker="o", label=stage)
+    axes[0].set_title("robust loss")
+    axes[1].set_title("robust (PGD) accuracy on training batches")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_layers(stats: PruningStatistics, path: Path) -> Path:
+    """Per layer: sparsity (unstructured) or dense vs kept output channels (channel granularity)."""
+    names = [s.name.replace("body.", "") for s in stats.layers]
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(names)), 3.8))
+    position = list(range(len(names)))
+    if stats.granularity == "channel":
+        ax.bar(position, [s.out_channels for s in stats.layers], color="lightgrey", label="dense")
+        ax.bar(position, [s.kept_out_channels for s in stats.layers], color="tab:blue", label="kept")
+        ax.set_ylabel("output channels")
+        ax.legend()
+    else:
+        ax.bar(position, [s.sparsity for s in stats.layers], color="tab:blue")
+        ax.set_ylabel("weight sparsity")
+        ax.set_ylim(0, 1)
+    ax.set_xticks(position, names, rotation=45, ha="right", fontsize=8)
+    ax.set_title(f"{stats.algorithm} ({stats.granularity}), target {stats.target_ratio:.0%}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_gate(candidate: Mapping[str, float | None], baseline: Mapping[str, float | None] | None, path: Path) -> Path:
+    """Clean / PGD / Square accuracy of the candidate beside the baseline."""
+    keys = ["clean_acc", "pgd_acc", "square_acc"]
+    labels = ["clean", "white-box PGD", "black-box Square"]
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    width = 0.38
+    xs = range(len(keys))
+    ax.bar([x - width / 2 for x in xs], [candidate.get(k) or 0 for k in keys], width, label="candidate")
+    if baseline is not None:
+        ax.bar([x + width / 2 for x in xs], [baseline.get(k) or 0 for k in keys], width, label="baseline")
+    ax.set_xticks(list(xs), labels)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy (onnxruntime)")
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,143 @@
+"""MLflow tracking: a parent run per pipeline, nested runs per stage, logged and registered models."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from robprune_deploy.errors import TrackingError
+
+_METRIC_NAME = re.compile(r"[^0-9A-Za-z_\-. /]")
+
+
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else MLflow's sqlite store ``./mlflow.db`` (supports the registry)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+class MlflowTracker:
+    """Records a pipeline into MLflow.
+
+    :param tracking_uri: any MLflow tracking URI (default: :func:`default_tracking_uri`).
+    :param experiment: experiment name (created when missing).
+    """
+
+    def __init__(self, tracking_uri: str | None, experiment: str) -> None:
+        import mlflow
+
+        self.mlflow = mlflow
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        try:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_experiment(experiment)
+        except Exception as exc:
+            raise TrackingError(
+                f"tracking.tracking_uri {self.tracking_uri}: cannot use it ({str(exc).splitlines()[0]})"
+            ) from None
+        self.run_id: str | None = None
+        self.model_uri: str | None = None
+
+    @contextlib.contextmanager
+    def _run(self, name: str, nested: bool) -> Iterator[Any]:
+        run = self.mlflow.start_run(run_name=name, nested=nested)
+        try:
+            yield run
+        except BaseException as exc:
+            # Every open run of a crashed pipeline ends FAILED with the error attached.
+            message = f"{type(exc).__name__}: {exc}"[:5000]
+            self.mlflow.set_tag("error", message)
+            self.mlflow.end_run(status="FAILED")
+            raise
+        else:
+            self.mlflow.end_run(status="FINISHED")
+
+    @contextlib.contextmanager
+    def pipeline(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[None]:
+        with self._run(name, nested=False) as run:
+            self.run_id = run.info.run_id
+            self.log_params(params)
+            self.set_tags(tags)
+            yield
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if self.mlflow.active_run() is None:
+            yield  # a single stage run from the CLI outside a pipeline: log nothing nested
+            return
+        with self._run(name, nested=True):
+            self.mlflow.set_tag("stage", name)
+            yield
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        flat = {k: str(v)[:500] for k, v in flatten(params).items()}
+        if flat:
+            self.mlflow.log_params(flat)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        clean = {
+            _METRIC_NAME.sub("_", k): float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+        }
+        if clean:
+            self.mlflow.log_metrics(clean, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_torch_model(self, model: nn.Module, example: np.ndarray) -> str | None:
+        """The stripped torch model, with a signature and an input example."""
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model = model.eval().cpu()
+        with torch.no_grad():
+            output = model(torch.from_numpy(example)).numpy()
+        info = mlflow.pytorch.log_model(
+            model, name="torch_model", signature=infer_signature(example, output), input_example=example
+        )
+        return str(info.model_uri)
+
+    def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None:
+        """The deployable ONNX file, with a signature and an input example; returns its model URI."""
+        import mlflow.onnx
+        import onnx
+        import onnxruntime as ort
+        from mlflow.models import infer_signature
+
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        output = session.run(None, {session.get_inputs()[0].name: example})[0]
+        info = mlflow.onnx.log_model(
+            onnx.load(str(path)), name="onnx_model", signature=infer_signature(example, output), input_example=example
+        )
+        self.model_uri = str(info.model_uri)
+        return self.model_uri
+
+    def register_model(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str | None:
+        """Register ``model_uri`` under ``name``; returns the new version."""
+        version = self.mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+        return str(version.version)

@@ -1,0 +1,86 @@
+"""Model URIs and registry operations: resolve ``models:/`` and ``runs:/`` inputs, aliases, tags."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from robprune_deploy.errors import OnnxModelError, TrackingError
+
+MLFLOW_SCHEMES = ("models:/", "runs:/")
+
+
+def is_mlflow_uri(text: str) -> bool:
+    return text.startswith(MLFLOW_SCHEMES)
+
+
+def resolve_onnx(model: str, tracking_uri: str | None = None) -> Path:
+    """A local ONNX file for ``model``: a path, or an MLflow model URI downloaded to a temp folder.
+
+    :raises OnnxModelError: for a missing file; :raises TrackingError: for an unresolvable URI.
+    """
+    if not is_mlflow_uri(model):
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise OnnxModelError(f"ONNX file {path}: no such file")
+        return path.resolve()
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    try:
+        local = Path(
+            mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tempfile.mkdtemp(prefix="robprune-"))
+        )
+    except Exception as exc:
+        raise TrackingError(f"model {model}: cannot be downloaded from MLflow ({str(exc).splitlines()[0]})") from None
+    files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
+    if not files:
+        raise TrackingError(f"model {model}: holds no .onnx file")
+    return files[0]
+
+
+def registered_version(model: str) -> tuple[str, str] | None:
+    """``(name, version)`` of a ``models:/name/version`` or ``models:/name@alias`` URI, else None."""
+    if not model.startswith("models:/"):
+        return None
+    from mlflow import MlflowClient
+
+    body = model[len("models:/") :].strip("/")
+    client = MlflowClient()
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            return name, str(client.get_model_version_by_alias(name, alias).version)
+        name, _, version = body.partition("/")
+        if version == "latest":
+            versions = client.search_model_versions(f"name='{name}'")
+            version = str(max(int(v.version) for v in versions))
+        return name, version
+    except Exception as exc:
+        raise TrackingError(f"model {model}: not in the registry ({str(exc).splitlines()[0]})") from None
+
+
+def tag_version(name: str, version: str, tags: Mapping[str, str]) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version ``alias`` points at, or None when unset."""
+    from mlflow import MlflowClient
+
+    try:
+        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except Exception:
+        return None
