@@ -7,6 +7,8 @@ the twin's parity with onnxruntime is checked before it is trusted.
 
 from __future__ import annotations
 
+from typing import Any
+
 import onnx
 from onnx import numpy_helper
 from torch import nn
@@ -35,6 +37,40 @@ def _relax_reshape(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
+_REDUCTIONS = ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceSumSquare")
+_registered = False
+
+
+def _register_opset18_reductions() -> None:
+    """Opset 18 moved the reduction ``axes`` from an attribute to an input; onnx2torch 1.5 converts
+    only the attribute form. Register converters that read a constant ``axes`` input."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    import torch
+    from onnx2torch.node_converters.reduce import OnnxReduceStaticAxes
+    from onnx2torch.node_converters.registry import add_converter
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
+
+    def convert(node: Any, graph: Any) -> Any:
+        axes = None
+        if len(node.input_values) > 1 and node.input_values[1]:
+            value = get_const_value(node.input_values[1], graph)
+            axes = value.tolist() if isinstance(value, torch.Tensor) else list(value)
+        module = OnnxReduceStaticAxes(
+            operation_type=node.operation_type, axes=axes, keepdims=node.attributes.get("keepdims", 1)
+        )
+        mapping = OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values)
+        return OperationConverterResult(torch_module=module, onnx_mapping=mapping)
+
+    for operation in _REDUCTIONS:
+        try:
+            add_converter(operation_type=operation, version=18)(convert)
+        except ValueError:  # a newer onnx2torch supports it already
+            pass
+
+
 def torch_twin(proto: onnx.ModelProto) -> nn.Module:
     """An eval-mode torch module computing the same function as ``proto``.
 
@@ -42,6 +78,7 @@ def torch_twin(proto: onnx.ModelProto) -> nn.Module:
     """
     from onnx2torch import convert
 
+    _register_opset18_reductions()
     try:
         return convert(_relax_reshape(proto)).eval()
     except (NotImplementedError, KeyError, ValueError) as exc:
