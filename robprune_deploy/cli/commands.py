@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.table import Table
@@ -13,7 +15,10 @@ from robprune_deploy.algorithms import ALGORITHMS
 from robprune_deploy.cli.common import add_recipe_arguments, add_run_arguments, context_of, recipe_of
 from robprune_deploy.cli.deploy_commands import register_deploy_commands
 from robprune_deploy.errors import RobPruneError
-from robprune_deploy.pipeline import run_pipeline, stages
+from robprune_deploy.pipeline import RunContext, run_pipeline, stages
+from robprune_deploy.recipe import recipe_to_dict
+
+_T = TypeVar("_T")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -49,26 +54,52 @@ def register_algorithms(sub: Any) -> None:
     p.set_defaults(handler=_algorithms)
 
 
-def _prune(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _stage_run(args: argparse.Namespace, stage: str) -> Iterator[RunContext]:
+    """A context for one stage command: earlier stages are loaded from ``--out`` when complete,
+    and the command's MLflow run (its parent for the stage's nested run) wraps it."""
     ctx = context_of(args, recipe_of(args))
-    result = stages.prune(ctx, stages.pretrain(ctx))
+    tags = {"stage": stage, "algorithm": ctx.recipe.compression.algorithm, "dataset": ctx.recipe.data.name}
+    with ctx.tracker.pipeline(stage, recipe_to_dict(ctx.recipe), tags):
+        yield ctx
+
+
+def _earlier(ctx: RunContext, args: argparse.Namespace, action: Callable[[], _T]) -> _T:
+    ctx.resume = True
+    try:
+        return action()
+    finally:
+        ctx.resume = args.resume
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    with _stage_run(args, "pretrain") as ctx:
+        stages.pretrain(ctx)
+    print(json.dumps(ctx.summary, indent=2))
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    with _stage_run(args, "prune") as ctx:
+        model = _earlier(ctx, args, lambda: stages.pretrain(ctx))
+        result = stages.prune(ctx, model)
     print(json.dumps(result.statistics().to_dict() | {"layers": None}, indent=2, default=str))
     return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    ctx = context_of(args, recipe_of(args))
-    ctx.resume = True  # pretrain and prune come from --out
-    if not ctx.is_done("prune"):
-        raise RobPruneError(f"{ctx.out_dir}: no completed prune stage; run `robprune prune` first")
-    result = stages.prune(ctx, stages.pretrain(ctx))
-    stripped = stages.finetune(ctx, result)
+    with _stage_run(args, "finetune") as ctx:
+        if not (ctx.out_dir / stages.PRUNED).is_file():
+            raise RobPruneError(f"{ctx.out_dir}: no {stages.PRUNED}; run `robprune prune` first")
+        result = _earlier(ctx, args, lambda: stages.prune(ctx, stages.pretrain(ctx)))
+        stripped = stages.finetune(ctx, result)
     print(json.dumps(stages.describe(result, stripped, ctx), indent=2))
     return 0
 
 
 def register_stages(sub: Any) -> None:
     for name, handler, text in (
+        ("pretrain", _pretrain, "adversarial pretraining only (or load model.checkpoint); writes pretrained.pt"),
         ("prune", _prune, "pretrain (or load model.checkpoint) and run the mask search; writes pruned.pt"),
         ("finetune", _finetune, "adversarial fine-tuning of --out/pruned.pt; writes finetuned.pt"),
     ):

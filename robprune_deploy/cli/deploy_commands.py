@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 from pathlib import Path
@@ -12,6 +13,7 @@ from robprune_deploy.cli.common import add_recipe_arguments, add_run_arguments, 
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.gate.run import evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import RunContext, deploy, stages
+from robprune_deploy.recipe import recipe_to_dict
 from robprune_deploy.tracking import models as registry
 
 EXIT_PASS, EXIT_FAIL = 0, 1
@@ -24,25 +26,26 @@ def _deployable(ctx: RunContext) -> tuple[Any, Any, Any]:
         if not ctx.is_done(stage):
             raise RobPruneError(f"{ctx.out_dir}: no completed {stage} stage; run `robprune {stage}` (or run) first")
     dense = stages.pretrain(ctx)
-    import copy
-
     result = stages.prune(ctx, copy.deepcopy(dense))
     return dense, result, stages.finetune(ctx, result)
 
 
 def _export(args: argparse.Namespace) -> int:
     ctx = context_of(args, recipe_of(args))
-    dense, result, deployable = _deployable(ctx)
-    print(json.dumps(deploy.export(ctx, deployable, dense, result), indent=2))
+    with ctx.tracker.pipeline("export", recipe_to_dict(ctx.recipe), {"stage": "export"}):
+        dense, result, deployable = _deployable(ctx)
+        info = deploy.export(ctx, deployable, dense, result)
+    print(json.dumps(info, indent=2))
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     ctx = context_of(args, recipe_of(args))
-    _, _, deployable = _deployable(ctx)
-    if not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
-        raise RobPruneError(f"{ctx.out_dir}: no {deploy.MODEL_ONNX}; run `robprune export` first")
-    summary = deploy.evaluate(ctx, deployable)
+    with ctx.tracker.pipeline("evaluate", recipe_to_dict(ctx.recipe), {"stage": "evaluate"}):
+        _, _, deployable = _deployable(ctx)
+        if not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
+            raise RobPruneError(f"{ctx.out_dir}: no {deploy.MODEL_ONNX}; run `robprune export` first")
+        summary = deploy.evaluate(ctx, deployable)
     print(json.dumps(summary, indent=2))
     print(
         f"latency (median, {summary['latency.provider']}): batch {summary['latency.batch']}: "

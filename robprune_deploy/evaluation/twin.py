@@ -7,6 +7,7 @@ the twin's parity with onnxruntime is checked before it is trusted.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import onnx
@@ -65,10 +66,8 @@ def _register_opset18_reductions() -> None:
         return OperationConverterResult(torch_module=module, onnx_mapping=mapping)
 
     for operation in _REDUCTIONS:
-        try:
+        with contextlib.suppress(ValueError):  # a newer onnx2torch supports it already
             add_converter(operation_type=operation, version=18)(convert)
-        except ValueError:  # a newer onnx2torch supports it already
-            pass
 
 
 def torch_twin(proto: onnx.ModelProto) -> nn.Module:
