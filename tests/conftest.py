@@ -44,3 +44,44 @@ def robust_cnn(digits: DatasetBundle, robust_cnn_state: dict[str, torch.Tensor])
     model = build_model("digits_cnn", 10, 1, digits.mean, digits.std)
     model.load_state_dict(robust_cnn_state)
     return model
+
+
+FAST_RUN = [
+    "pretrain.epochs=5",
+    "compression.config.epochs=2",
+    "finetune.epochs=1",
+    "evaluate.num_examples=200",
+    "evaluate.square_queries=60",
+    "evaluate.square_examples=60",
+    "evaluate.latency.repeats=5",
+    "evaluate.latency.warmup=1",
+    "gate.min_clean_acc=0.5",
+    "gate.min_pgd_acc=0.1",
+    "gate.max_pgd_drop=0.3",
+]
+"""Overrides that make a digits pipeline take well under a minute on 2 cores."""
+
+
+def overrides(*items: str) -> list[str]:
+    """``--set`` arguments for the CLI."""
+    return [arg for item in items for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """One whole `robprune run` of the HYDRA digits recipe, tracked in a temporary MLflow store."""
+    import json
+    from pathlib import Path
+
+    from robprune_deploy.cli.main import main
+
+    root = tmp_path_factory.mktemp("digits_run")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "digits_hydra.yaml"
+    out = root / "out"
+    code = main(
+        ["run", str(recipe), "--out", str(out), "--tracking-uri", uri, "--quiet",
+         *overrides(*FAST_RUN, "tracking.registered_model=digits-test", "tracking.alias=candidate")]
+    )
+    assert code == 0
+    return {"out": out, "uri": uri, "recipe": recipe, "summary": json.loads((out / "summary.json").read_text())}

@@ -1,0 +1,115 @@
+"""`robprune run` end to end on digits, tracked in a real (temporary) MLflow store."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnxruntime as ort
+import pytest
+from mlflow import MlflowClient
+
+from conftest import FAST_RUN, overrides  # type: ignore[import-not-found]
+from robprune_deploy.cli.main import main
+from robprune_deploy.errors import RobPruneError
+from robprune_deploy.pipeline import RunContext, run_pipeline
+from robprune_deploy.recipe import load_recipe
+from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
+
+SUMMARY_KEYS = {
+    "algorithm", "granularity", "target_ratio", "params_dense", "params_pruned", "macs_dense", "macs_pruned",
+    "torch.clean_acc", "torch.pgd_acc", "onnx.clean_acc", "onnx.pgd_acc", "onnx.square_acc", "onnx.max_abs_diff",
+    "onnx.provider", "latency.dense_ms", "latency.pruned_ms", "latency.batch", "gate.passed", "gate.failures",
+    "mlflow.run_id", "mlflow.model_uri",
+}
+
+
+def test_summary_has_the_contract_keys_and_sane_values(digits_run) -> None:
+    summary, out = digits_run["summary"], digits_run["out"]
+    assert SUMMARY_KEYS <= set(summary)
+    assert summary["algorithm"] == "hydra" and summary["granularity"] == "unstructured"
+    assert summary["params_pruned"] < 0.15 * summary["params_dense"]
+    assert summary["onnx.max_abs_diff"] < 1e-4 and summary["onnx.provider"] in ("cpu", "cuda")
+    assert summary["onnx.clean_acc"] == pytest.approx(summary["torch.clean_acc"], abs=0.01)
+    assert 0 <= summary["onnx.pgd_acc"] <= summary["onnx.clean_acc"]
+    for name in ("model.onnx", "dense.onnx", "report.md", "gate.json", "gate.md", "gate.png", "layers.png", "training.png"):
+        assert (out / name).is_file(), name
+    assert "## Gate" in (out / "report.md").read_text()
+
+
+def test_mlflow_has_the_parent_run_nested_stages_metrics_plots_and_models(digits_run) -> None:
+    mlflow.set_tracking_uri(digits_run["uri"])
+    client = MlflowClient()
+    parent = client.get_run(digits_run["summary"]["mlflow.run_id"])
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["algorithm"] == "hydra" and parent.data.tags["dataset"] == "digits"
+    assert parent.data.params["compression.ratio"] == "0.9"
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    stages = {r.data.tags.get("stage"): r for r in children}
+    assert {"pretrain", "prune", "finetune", "export", "evaluate", "models", "gate"} <= set(stages)
+    assert all(r.info.status == "FINISHED" for r in children)
+    losses = client.get_metric_history(stages["pretrain"].info.run_id, "loss")
+    assert [m.step for m in losses] == list(range(5))
+    flips = client.get_metric_history(stages["prune"].info.run_id, "mask_flips")
+    assert len(flips) == 2
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"recipe.yaml", "summary.json", "report.md", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/layers.png", "plots/training.png"} <= plots
+    versions = client.search_model_versions("name='digits-test'")
+    assert len(versions) >= 1
+    models = client.search_logged_models(experiment_ids=[parent.info.experiment_id])
+    assert {"torch_model", "onnx_model"} <= {m.name for m in models}
+
+
+def test_logged_onnx_model_loads_back_with_the_same_predictions(digits_run) -> None:
+    mlflow.set_tracking_uri(digits_run["uri"])
+    loaded = mlflow.pyfunc.load_model(digits_run["summary"]["mlflow.model_uri"])
+    x = np.random.default_rng(0).random((8, 1, 16, 16), dtype=np.float32)
+    session = ort.InferenceSession(str(digits_run["out"] / "model.onnx"), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"input": x})[0]
+    got = loaded.predict(x)
+    got = np.asarray(got["logits"] if isinstance(got, dict) else got)
+    assert np.abs(got - expected).max() < 1e-5
+
+
+def test_crash_mid_pipeline_marks_the_runs_failed_with_the_error(digits_run, tmp_path: Path) -> None:
+    """Finetune diverges (lr 1e12): pretrain and prune finished, finetune and the parent FAILED."""
+    recipe = load_recipe(
+        digits_run["recipe"],
+        [*FAST_RUN, f"model.checkpoint={digits_run['out'] / 'pretrained.pt'}", "finetune.lr=1e12",
+         "finetune.momentum=0", "compression.config.epochs=1", "tracking.registered_model=null"],
+    )
+    ctx = RunContext(recipe, tmp_path / "out", show_progress=False)
+    ctx.tracker = MlflowTracker(digits_run["uri"], "crash-test")
+    with pytest.raises((FloatingPointError, RobPruneError)):
+        run_pipeline(ctx)
+    client = MlflowClient(digits_run["uri"])
+    parent = client.get_run(ctx.tracker.run_id)
+    assert parent.info.status == "FAILED" and "FloatingPointError" in parent.data.tags["error"]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    status = {r.data.tags["stage"]: r.info.status for r in children}
+    assert status == {"pretrain": "FINISHED", "prune": "FINISHED", "finetune": "FAILED"}
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_resume_skips_completed_stages_and_reproduces_the_summary(digits_run, tmp_path: Path) -> None:
+    """A second `run --resume` in the finished folder recomputes nothing and agrees on every number."""
+    out = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(digits_run["out"], out)
+    before = (out / "pretrained.pt").stat().st_mtime_ns
+    code = main(["run", str(digits_run["recipe"]), "--out", str(out), "--resume", "--quiet",
+                 *overrides(*FAST_RUN, "tracking.enabled=false")])
+    assert code == 0
+    assert (out / "pretrained.pt").stat().st_mtime_ns == before
+    import json
+
+    again = json.loads((out / "summary.json").read_text())
+    for key in ("params_pruned", "macs_pruned", "torch.clean_acc", "torch.pgd_acc", "onnx.clean_acc", "onnx.pgd_acc"):
+        assert math.isclose(again[key], digits_run["summary"][key]), key
