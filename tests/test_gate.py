@@ -1,0 +1,161 @@
+"""`robprune gate`: exit codes, promotion through aliases, false-pass guards, repeatability."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from conftest import overrides  # type: ignore[import-not-found]
+from robprune_deploy.attacks import ThreatModel
+from robprune_deploy.cli.main import main
+from robprune_deploy.data import make_loader
+from robprune_deploy.export import export_onnx
+from robprune_deploy.models import build_model
+from robprune_deploy.training import TrainingPlan, adversarial_train
+
+GATE = [
+    "evaluate.num_examples=150",
+    "evaluate.square_queries=40",
+    "evaluate.square_examples=40",
+    "evaluate.latency.repeats=3",
+    "evaluate.latency.warmup=1",
+]
+
+
+def gate(digits_run, model: str, report: Path, *sets: str, register: str | None = None) -> int:
+    args = [
+        "gate",
+        model,
+        "--recipe",
+        str(digits_run["recipe"]),
+        "--report",
+        str(report),
+        "--tracking-uri",
+        digits_run["uri"],
+        "--quiet",
+        *overrides(*GATE, *sets),
+    ]
+    if register:
+        args += ["--register", register, "--alias", "production"]
+    return main(args)
+
+
+def test_passing_model_gets_the_alias_and_an_impossible_threshold_leaves_it(digits_run, tmp_path) -> None:
+    client = MlflowClient(digits_run["uri"])
+    version = str(client.search_model_versions("name='digits-test'")[0].version)
+    uri = f"models:/digits-test/{version}"
+    baseline = f"gate.baseline={digits_run['out'] / 'dense.onnx'}"
+    assert (
+        gate(
+            digits_run,
+            uri,
+            tmp_path / "pass",
+            "gate.min_clean_acc=0.3",
+            "gate.min_pgd_acc=0.05",
+            "gate.max_pgd_drop=0.3",
+            baseline,
+            register="digits-test",
+        )
+        == 0
+    )
+    passed = json.loads((tmp_path / "pass" / "gate.json").read_text())
+    assert passed["baseline_model"].endswith("dense.onnx") and passed["registered_version"] == version
+    assert str(client.get_model_version_by_alias("digits-test", "production").version) == version
+    assert client.get_model_version("digits-test", version).tags["gate.passed"] == "true"
+
+    # A second candidate that fails must not take the alias.
+    model = str(digits_run["out"] / "model.onnx")
+    assert (
+        gate(
+            digits_run,
+            model,
+            tmp_path / "fail",
+            "gate.min_clean_acc=0.999",
+            "gate.max_pgd_drop=0.3",
+            "gate.min_pgd_acc=0.05",
+            register="digits-test",
+        )
+        == 1
+    )
+    assert str(client.get_model_version_by_alias("digits-test", "production").version) == version
+    newest = max(client.search_model_versions("name='digits-test'"), key=lambda v: int(v.version))
+    assert str(newest.version) != version and newest.tags["gate.passed"] == "false"
+    assert "min_clean_acc" in newest.tags["gate.failures"]
+    report = json.loads((tmp_path / "fail" / "gate.json").read_text())
+    assert report["passed"] is False and report["failures"] == ["min_clean_acc"]
+    assert "| min_clean_acc |" in (tmp_path / "fail" / "gate.md").read_text()
+    assert (tmp_path / "fail" / "gate.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    ("case", "needle"),
+    [("truncated", "unreadable or corrupted"), ("negative", "gate.min_pgd_acc"), ("no_root", "data.root")],
+)
+def test_bad_input_exits_2_with_one_line(digits_run, tmp_path, capsys, case, needle) -> None:
+    model = digits_run["out"] / "model.onnx"
+    sets: list[str] = []
+    if case == "truncated":
+        broken = tmp_path / "model.onnx"
+        broken.write_bytes(model.read_bytes()[:2000])
+        model = broken
+    elif case == "negative":
+        sets = ["gate.min_pgd_acc=-0.2"]
+    else:
+        sets = ["data.name=cifar10", f"data.root={tmp_path / 'missing'}"]
+    assert gate(digits_run, str(model), tmp_path / "r", *sets) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and needle in err
+    assert not (tmp_path / "r" / "gate.json").exists()
+
+
+def test_a_model_without_adversarial_training_fails_the_robust_accuracy_check(digits, digits_run, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_model("digits_cnn", 10, 1, digits.mean, digits.std)
+    adversarial_train(
+        model,
+        TrainingPlan(epochs=4, lr=0.05),
+        ThreatModel(0.0, 0.01, 0),
+        lambda e: make_loader(digits.train, 32, shuffle=True, epoch=e),
+        device=torch.device("cpu"),
+        show_progress=False,
+    )
+    path = export_onnx(model, tmp_path / "undefended.onnx", digits.test.tensors[0][:1])
+    assert gate(digits_run, str(path), tmp_path / "r", "gate.min_clean_acc=0.8", "gate.min_pgd_acc=0.1") == 1
+    report = json.loads((tmp_path / "r" / "gate.json").read_text())
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["min_clean_acc"]["passed"] and not checks["min_pgd_acc"]["passed"]
+    assert checks["min_pgd_acc"]["measured"] < 0.05
+
+
+def test_the_same_gate_twice_gives_identical_numbers(digits_run, tmp_path) -> None:
+    model = str(digits_run["out"] / "model.onnx")
+    reports = []
+    for name in ("a", "b"):
+        assert (
+            gate(
+                digits_run,
+                model,
+                tmp_path / name,
+                "gate.min_clean_acc=0.3",
+                "gate.max_pgd_drop=0.3",
+                "gate.min_pgd_acc=0.05",
+            )
+            == 0
+        )
+        reports.append(json.loads((tmp_path / name / "gate.json").read_text()))
+
+    def robust_figures(report: dict) -> dict:
+        # Latency is a measurement of the machine, not of the model; every other number must repeat.
+        return {
+            "candidate": {k: v for k, v in report["candidate"].items() if k != "latency_ms"},
+            "baseline": {k: v for k, v in report["baseline"].items() if k != "latency_ms"},
+            "checks": [c for c in report["checks"] if c["name"] != "min_speedup"],
+            "subset": report["subset"],
+        }
+
+    assert robust_figures(reports[0]) == robust_figures(reports[1])
+    assert reports[0]["subset"] == {"examples": 150, "seed": 0}
