@@ -92,3 +92,47 @@ def all_sum(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return [float(v) for v in tensor.tolist()]
+
+
+def all_mean_(tensors: list[torch.Tensor]) -> None:
+    """Average ``tensors`` in place over all ranks (a no-op in a single process)."""
+    if not dist.is_initialized():
+        return
+    world = dist.get_world_size()
+    for tensor in tensors:
+        dist.all_reduce(tensor)
+        tensor.div_(world)
+
+
+def all_mean_values(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Average a ``{name: value}`` mapping over all ranks (same keys, same order on every rank)."""
+    if not dist.is_initialized() or not values:
+        return values
+    names = list(values)
+    tensor = torch.tensor([values[n] for n in names], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    tensor /= dist.get_world_size()
+    return dict(zip(names, tensor.tolist(), strict=True))
+
+
+def gather_objects(obj: object) -> list[object]:
+    """``obj`` from every rank, in rank order (``[obj]`` in a single process)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_state(module: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank.
+
+    DDP keeps gradients in sync and re-broadcasts buffers at the start of each forward, but the
+    BatchNorm statistics of the last local forward (and of attack passes on the bare module) stay
+    rank-local; a stage ends with this so every rank leaves it with the identical model.
+    """
+    if not dist.is_initialized():
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)

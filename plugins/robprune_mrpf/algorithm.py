@@ -8,7 +8,14 @@ from typing import ClassVar, Literal
 from pydantic import Field
 from torch import nn
 
-from robprune_deploy import AlgorithmConfig, CompressionAlgorithm, Granularity, PruningContext, PruningResult
+from robprune_deploy import (
+    AlgorithmConfig,
+    CompressionAlgorithm,
+    Granularity,
+    PruningContext,
+    PruningResult,
+    distributed,
+)
 from robprune_deploy.masking import apply_masks
 from robprune_deploy.surgery import ChannelGroups, count_model
 from robprune_mrpf.allocation import allocate, inverse_sensitivity_weights, refine_to_target
@@ -114,6 +121,8 @@ class MRPF(L1Filter):
                 mrs = activation_sensitivity(model, groups, batches, context.threat, context.seed)
         finally:
             model.train(was_training)
+        # Each rank calibrates on its own shard; the average makes every rank allocate alike.
+        mrs = distributed.all_mean_values(mrs, context.device)
         context.log_epoch("prune", 0, {f"mrs/{name}": value for name, value in mrs.items()})
         return mrs
 

@@ -107,6 +107,7 @@ def search_masks(
                     totals["ascent_steps"] += 1
                     totals["min_ascent_gain"] = min(totals["min_ascent_gain"], perturbed.item() - loss.item())
                 else:
+                    loss = loss_on_adversarial(net, x, y, x_adv, context.loss, context.trades_beta)
                     loss.backward()
                 optimizer.step()
                 score_set.refresh()
@@ -134,6 +135,7 @@ def search_masks(
         history.epochs.append({"epoch": float(epoch), **metrics})
         if env.is_main:
             context.log_epoch("prune", epoch, metrics)
+    distributed.broadcast_state(model)
     for p in frozen:
         p.requires_grad_(True)
     return history

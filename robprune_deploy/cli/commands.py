@@ -25,7 +25,8 @@ def _run(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
     ctx = context_of(args, recipe)
     summary = run_pipeline(ctx)
-    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    if ctx.is_main:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return 0
 
 

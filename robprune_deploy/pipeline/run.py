@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
+from robprune_deploy import distributed
 from robprune_deploy.atomic import write_json, write_text
 from robprune_deploy.gate.run import evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import deploy, stages
@@ -53,6 +55,8 @@ def _run_stages(ctx: RunContext) -> None:
     dense = copy.deepcopy(model)  # the reference for export, latency and the gate's baseline
     result = stages.prune(ctx, model)
     deployable = stages.finetune(ctx, result)
+    if ctx.distributed:
+        ctx.summary.update(_check_ranks_agree(deployable, result))
     ctx.summary.update(stages.describe(result, deployable, ctx))
     ctx.tracker.set_tags({"granularity": result.granularity.value})
     metrics = stages.robustness(ctx, deployable)
@@ -82,6 +86,18 @@ def _run_stages(ctx: RunContext) -> None:
     for file in (ctx.out_dir / SUMMARY, ctx.out_dir / REPORT):
         ctx.tracker.log_artifact(file)
     ctx.tracker.log_metrics({k: v for k, v in ctx.summary.items() if isinstance(v, (int, float))})
+
+
+def _check_ranks_agree(deployable: torch.nn.Module, result: Any) -> dict[str, Any]:
+    """Every rank must end with the same masks and weights; a divergence is a bug, not a warning."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted({**deployable.state_dict(), **result.masks()}.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digests = distributed.gather_objects(digest.hexdigest())
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"ranks disagree on the pruned model: {digests}")
+    return {"distributed.world_size": len(digests), "distributed.state_sha256": digests[0]}
 
 
 def _log_models(ctx: RunContext, deployable: torch.nn.Module) -> str | None:

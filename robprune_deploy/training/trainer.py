@@ -137,4 +137,5 @@ def adversarial_train(
         distributed.barrier()  # no rank runs ahead of the checkpoint it may have to resume from
         if on_epoch_end is not None and env.is_main:
             on_epoch_end(epoch, metrics)
+    distributed.broadcast_state(model)
     return model
