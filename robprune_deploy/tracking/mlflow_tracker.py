@@ -49,7 +49,10 @@ class MlflowTracker:
         self.tracking_uri = tracking_uri or default_tracking_uri()
         try:
             mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_experiment(experiment)
+            # Inside `mlflow run` the project's run (MLFLOW_RUN_ID) is the parent and its
+            # experiment wins; elsewhere the recipe names the experiment.
+            if not os.environ.get("MLFLOW_RUN_ID"):
+                mlflow.set_experiment(experiment)
         except Exception as exc:
             raise TrackingError(
                 f"tracking.tracking_uri {self.tracking_uri}: cannot use it ({str(exc).splitlines()[0]})"

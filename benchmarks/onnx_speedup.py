@@ -1,0 +1,65 @@
+"""Measured onnxruntime speed-up of channel-pruned CIFAR-style ResNet18 and VGG16-bn vs MACs reduction.
+
+Random weights are enough for latency. Channels are removed with the l1_filter algorithm at a MACs
+target (exact counting), both models are exported to ONNX and timed interleaved under the same
+session options.
+
+    python benchmarks/onnx_speedup.py                        # 50% and 75%, batch 1 and 32
+    python benchmarks/onnx_speedup.py --repeats 10 --providers cuda cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from torch.utils.data import TensorDataset
+
+from robprune_deploy import ALGORITHMS, PruningContext, ThreatModel
+from robprune_deploy.data import make_loader
+from robprune_deploy.evaluation import OnnxClassifier, compare_latency
+from robprune_deploy.export import export_onnx
+from robprune_deploy.models import build_model
+from robprune_deploy.surgery import count_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=["resnet18", "vgg16_bn"])
+    parser.add_argument("--ratios", type=float, nargs="*", default=[0.5, 0.75])
+    parser.add_argument("--batches", type=int, nargs="*", default=[1, 32])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--providers", nargs="*", default=["cpu"])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    folder = Path(tempfile.mkdtemp(prefix="onnx-speedup-"))
+    x = torch.rand(1, 3, 32, 32)
+    data = TensorDataset(torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,)))
+    print(f"{'model':<9} {'ratio':>5} {'MACs red.':>9} {'MACs x':>7} " +
+          " ".join(f"{'b' + str(b) + ' dense ms':>13} {'pruned ms':>10} {'speed-up':>8} {'/MACs x':>7}" for b in args.batches))
+    for name in args.models:
+        dense = build_model(name, 10, 3, (0.5,) * 3, (0.25,) * 3).eval()
+        dense_path = export_onnx(dense, folder / f"{name}_dense.onnx", x)
+        dense_macs = count_model(dense, x).macs
+        for ratio in args.ratios:
+            model = build_model(name, 10, 3, (0.5,) * 3, (0.25,) * 3)
+            model.load_state_dict(dense.state_dict())
+            context = PruningContext(train_data=make_loader(data, 8, shuffle=False), ratio=ratio,
+                                     threat=ThreatModel(8 / 255, 2 / 255, 1), example_inputs=x)
+            stripped = ALGORITHMS.get("l1_filter")().apply(model, context).strip().eval()
+            macs = count_model(stripped, x).macs
+            path = export_onnx(stripped, folder / f"{name}_{ratio}.onnx", x)
+            line = f"{name:<9} {ratio:>5.2f} {1 - macs / dense_macs:>9.3f} {dense_macs / macs:>7.2f} "
+            for batch in args.batches:
+                d, p = compare_latency(OnnxClassifier(dense_path, args.providers), OnnxClassifier(path, args.providers),
+                                       (3, 32, 32), batch, args.warmup, args.repeats)
+                speedup = d.median_ms / p.median_ms
+                line += f"{d.median_ms:>13.3f} {p.median_ms:>10.3f} {speedup:>8.2f} {speedup / (dense_macs / macs):>7.2f} "
+            print(line)
+
+
+if __name__ == "__main__":
+    main()
