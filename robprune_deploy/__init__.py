@@ -34,6 +34,8 @@ from robprune_deploy.errors import (
     TrackingError,
     UnknownNameError,
 )
+from robprune_deploy.evaluation import evaluate_onnx
+from robprune_deploy.export import export_onnx
 
 __version__ = "0.1.0"
 
@@ -59,5 +61,7 @@ __all__ = [
     "ThreatModel",
     "TrackingError",
     "UnknownNameError",
+    "evaluate_onnx",
+    "export_onnx",
     "prune",
 ]
