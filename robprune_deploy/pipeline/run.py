@@ -38,7 +38,10 @@ def run_pipeline(ctx: RunContext) -> dict[str, Any]:
         "dataset": recipe.data.name,
         "model": recipe.model.name,
         "granularity": str(recipe.compression.config.get("granularity", "")),
+        "robprune.out_dir": str(ctx.out_dir.resolve()),
     }
+    if ctx.resume and ctx.is_main:
+        ctx.tracker.close_interrupted(str(ctx.out_dir.resolve()))
     name = f"{recipe.compression.algorithm}-{recipe.model.name}-{recipe.data.name}"
     with ctx.tracker.pipeline(name, document, tags):
         if ctx.is_main:

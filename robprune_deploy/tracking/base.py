@@ -29,6 +29,9 @@ class Tracker(Protocol):
     def stage(self, name: str) -> contextlib.AbstractContextManager[None]:
         """A nested run for one stage; metrics, params and artifacts logged inside go to it."""
 
+    def close_interrupted(self, out_dir: str) -> list[str]:
+        """Mark FAILED the runs an earlier, killed attempt in ``out_dir`` left RUNNING."""
+
     def log_params(self, params: Mapping[str, Any]) -> None: ...
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
@@ -56,6 +59,9 @@ class NullTracker:
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         yield
+
+    def close_interrupted(self, out_dir: str) -> list[str]:
+        return []
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass

@@ -91,6 +91,27 @@ class MlflowTracker:
             self.mlflow.set_tag("stage", name)
             yield
 
+    def close_interrupted(self, out_dir: str) -> list[str]:
+        """Mark FAILED the runs of an earlier attempt in ``out_dir`` that a kill left RUNNING."""
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        stale = client.search_runs(
+            experiments, f"tags.`robprune.out_dir` = '{out_dir}' and attributes.status = 'RUNNING'"
+        )
+        closed = []
+        for run in stale:
+            # Nested stage runs of the killed attempt carry the parent's id; close them too.
+            children = client.search_runs(
+                experiments, f"tags.mlflow.parentRunId = '{run.info.run_id}' and attributes.status = 'RUNNING'"
+            )
+            for r in [*children, run]:
+                client.set_tag(r.info.run_id, "error", "interrupted (the process was killed); resumed with --resume")
+                client.set_terminated(r.info.run_id, status="FAILED")
+                closed.append(r.info.run_id)
+        return closed
+
     def log_params(self, params: Mapping[str, Any]) -> None:
         flat = {k: str(v)[:500] for k, v in flatten(params).items()}
         if flat:
