@@ -43,19 +43,30 @@ def pretrained(data: DatasetBundle, epochs: int, cache: Path) -> nn.Module:
     if path.is_file():
         return load_model_weights(model, path)
     torch.manual_seed(0)
-    adversarial_train(model, TrainingPlan(epochs=epochs, lr=0.05), TRAIN,
-                      lambda e: make_loader(data.train, 32, shuffle=True, epoch=e), device=CPU, show_progress=False)
+    adversarial_train(
+        model,
+        TrainingPlan(epochs=epochs, lr=0.05),
+        TRAIN,
+        lambda e: make_loader(data.train, 32, shuffle=True, epoch=e),
+        device=CPU,
+        show_progress=False,
+    )
     save_checkpoint({"model": model.state_dict()}, path)
     return model
 
 
-def prune(name: str, model: nn.Module, data: DatasetBundle, ratio: float, seed: int, **config: object) -> tuple[PruningResult, float]:
+def prune(
+    name: str, model: nn.Module, data: DatasetBundle, ratio: float, seed: int, **config: object
+) -> tuple[PruningResult, float]:
     """Run algorithm ``name``; returns the result and the wall time."""
     cls = ALGORITHMS.get(name)
     context = PruningContext(
         train_data=make_loader(data.train, 32, shuffle=True, seed=seed),
         epoch_loader=lambda e: make_loader(data.train, 32, shuffle=True, seed=seed, epoch=e),
-        ratio=ratio, threat=TRAIN, example_inputs=data.test.tensors[0][:1], seed=seed,  # type: ignore[attr-defined]
+        ratio=ratio,
+        threat=TRAIN,
+        example_inputs=data.test.tensors[0][:1],
+        seed=seed,  # type: ignore[attr-defined]
     )
     torch.manual_seed(seed)
     start = time.perf_counter()
@@ -67,9 +78,16 @@ def finetune_and_evaluate(result: PruningResult, data: DatasetBundle, epochs: in
     """The pipeline's fine-tuning (PGD-AT, lr 0.01, cosine) then clean / PGD-20 on the test split."""
     channel = result.granularity.value == "channel"
     model = result.strip() if channel else result.model
-    adversarial_train(model, TrainingPlan(epochs=epochs, lr=0.01), TRAIN,
-                      lambda e: make_loader(data.train, 32, shuffle=True, seed=seed, epoch=e), device=CPU,
-                      stage="finetune", seed=seed, show_progress=False)
+    adversarial_train(
+        model,
+        TrainingPlan(epochs=epochs, lr=0.01),
+        TRAIN,
+        lambda e: make_loader(data.train, 32, shuffle=True, seed=seed, epoch=e),
+        device=CPU,
+        stage="finetune",
+        seed=seed,
+        show_progress=False,
+    )
     deployable = model if channel else result.strip()
     metrics = evaluate_robustness(deployable, list(make_loader(data.test, 256, shuffle=False)), CPU, EVAL)
     count = count_model(deployable, data.test.tensors[0][:1])  # type: ignore[attr-defined]

@@ -14,7 +14,6 @@ import statistics
 from pathlib import Path
 
 import torch
-
 from digits_bench import digits, finetune_and_evaluate, pretrained, prune
 
 
@@ -39,13 +38,19 @@ def main() -> None:
                 config = {"calibration_size": 256} if algo == "mrpf" else {}
                 result, _ = prune(algo, base, data, ratio, seed, **config)
                 outcomes.append(finetune_and_evaluate(result, data, args.finetune_epochs, seed))
-            means[algo] = (statistics.mean(o.clean for o in outcomes), statistics.mean(o.pgd for o in outcomes),
-                           outcomes[0].params, outcomes[0].macs)
+            means[algo] = (
+                statistics.mean(o.clean for o in outcomes),
+                statistics.mean(o.pgd for o in outcomes),
+                outcomes[0].params,
+                outcomes[0].macs,
+            )
             c, p, n, m = means[algo]
             print(f"{ratio:>5.2f} {algo:<15} {c:>6.3f} {p:>6.3f} {n:>8d} {m:>9d}")
         for other in ("l1_filter", "nncf_magnitude"):
-            print(f"{ratio:>5.2f} mrpf - {other:<15} clean {means['mrpf'][0] - means[other][0]:+.3f} "
-                  f"pgd20 {means['mrpf'][1] - means[other][1]:+.3f}")
+            print(
+                f"{ratio:>5.2f} mrpf - {other:<15} clean {means['mrpf'][0] - means[other][0]:+.3f} "
+                f"pgd20 {means['mrpf'][1] - means[other][1]:+.3f}"
+            )
 
 
 if __name__ == "__main__":

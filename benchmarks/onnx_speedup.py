@@ -38,8 +38,12 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="onnx-speedup-"))
     x = torch.rand(1, 3, 32, 32)
     data = TensorDataset(torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,)))
-    print(f"{'model':<9} {'ratio':>5} {'MACs red.':>9} {'MACs x':>7} " +
-          " ".join(f"{'b' + str(b) + ' dense ms':>13} {'pruned ms':>10} {'speed-up':>8} {'/MACs x':>7}" for b in args.batches))
+    print(
+        f"{'model':<9} {'ratio':>5} {'MACs red.':>9} {'MACs x':>7} "
+        + " ".join(
+            f"{'b' + str(b) + ' dense ms':>13} {'pruned ms':>10} {'speed-up':>8} {'/MACs x':>7}" for b in args.batches
+        )
+    )
     for name in args.models:
         dense = build_model(name, 10, 3, (0.5,) * 3, (0.25,) * 3).eval()
         dense_path = export_onnx(dense, folder / f"{name}_dense.onnx", x)
@@ -47,17 +51,29 @@ def main() -> None:
         for ratio in args.ratios:
             model = build_model(name, 10, 3, (0.5,) * 3, (0.25,) * 3)
             model.load_state_dict(dense.state_dict())
-            context = PruningContext(train_data=make_loader(data, 8, shuffle=False), ratio=ratio,
-                                     threat=ThreatModel(8 / 255, 2 / 255, 1), example_inputs=x)
+            context = PruningContext(
+                train_data=make_loader(data, 8, shuffle=False),
+                ratio=ratio,
+                threat=ThreatModel(8 / 255, 2 / 255, 1),
+                example_inputs=x,
+            )
             stripped = ALGORITHMS.get("l1_filter")().apply(model, context).strip().eval()
             macs = count_model(stripped, x).macs
             path = export_onnx(stripped, folder / f"{name}_{ratio}.onnx", x)
             line = f"{name:<9} {ratio:>5.2f} {1 - macs / dense_macs:>9.3f} {dense_macs / macs:>7.2f} "
             for batch in args.batches:
-                d, p = compare_latency(OnnxClassifier(dense_path, args.providers), OnnxClassifier(path, args.providers),
-                                       (3, 32, 32), batch, args.warmup, args.repeats)
+                d, p = compare_latency(
+                    OnnxClassifier(dense_path, args.providers),
+                    OnnxClassifier(path, args.providers),
+                    (3, 32, 32),
+                    batch,
+                    args.warmup,
+                    args.repeats,
+                )
                 speedup = d.median_ms / p.median_ms
-                line += f"{d.median_ms:>13.3f} {p.median_ms:>10.3f} {speedup:>8.2f} {speedup / (dense_macs / macs):>7.2f} "
+                line += (
+                    f"{d.median_ms:>13.3f} {p.median_ms:>10.3f} {speedup:>8.2f} {speedup / (dense_macs / macs):>7.2f} "
+                )
             print(line)
 
 

@@ -16,7 +16,6 @@ import statistics
 from pathlib import Path
 
 import torch
-
 from digits_bench import digits, finetune_and_evaluate, pretrained, prune
 
 
@@ -38,7 +37,8 @@ def main() -> None:
     base = pretrained(data, args.pretrain_epochs, args.cache)
     settings = [("unstructured", r) for r in args.unstructured] + [("channel", r) for r in args.channel]
     rows = []
-    header = f"{'granularity':<12} {'ratio':>5} {'algo':<5} {'clean':>6} {'pgd20':>6} {'sharp':>8} {'flips':>7} {'ms/step':>8}"
+    names = ("granularity", "ratio", "algo", "clean", "pgd20", "sharp", "flips", "ms/step")
+    header = f"{names[0]:<12} {names[1]:>5} {names[2]:<5} " + " ".join(f"{n:>8}" for n in names[3:])
     print(header)
     for granularity, ratio in settings:
         per_algo: dict[str, list[tuple[float, float, float, float, float]]] = {"hydra": [], "s2ap": []}
@@ -49,23 +49,35 @@ def main() -> None:
                     config.update(gamma=args.gamma, warmup_epochs=args.warmup_epochs)
                 result, _ = prune(algo, base, data, ratio, seed, **config)
                 epochs = result.extra["epochs"]
-                tail = epochs[-max(1, len(epochs) // 4):]
-                step_ms = 1000 * statistics.mean(e["step_seconds"] for e in epochs[args.warmup_epochs:] or epochs)
+                tail = epochs[-max(1, len(epochs) // 4) :]
+                step_ms = 1000 * statistics.mean(e["step_seconds"] for e in epochs[args.warmup_epochs :] or epochs)
                 outcome = finetune_and_evaluate(result, data, args.finetune_epochs, seed)
-                per_algo[algo].append((outcome.clean, outcome.pgd, epochs[-1]["sharpness"],
-                                       statistics.mean(e["mask_flips"] for e in tail), step_ms))
+                per_algo[algo].append(
+                    (
+                        outcome.clean,
+                        outcome.pgd,
+                        epochs[-1]["sharpness"],
+                        statistics.mean(e["mask_flips"] for e in tail),
+                        step_ms,
+                    )
+                )
         for algo, values in per_algo.items():
             mean = [statistics.mean(v[i] for v in values) for i in range(5)]
             rows.append((granularity, ratio, algo, *mean))
-            print(f"{granularity:<12} {ratio:>5.2f} {algo:<5} {mean[0]:>6.3f} {mean[1]:>6.3f} {mean[2]:>8.4f} "
-                  f"{mean[3]:>7.1f} {mean[4]:>8.1f}")
+            print(
+                f"{granularity:<12} {ratio:>5.2f} {algo:<5} {mean[0]:>6.3f} {mean[1]:>6.3f} {mean[2]:>8.4f} "
+                f"{mean[3]:>7.1f} {mean[4]:>8.1f}"
+            )
     print("\nS2AP vs HYDRA (means over seeds)")
-    print(f"{'granularity':<12} {'ratio':>5} {'d_clean':>8} {'d_pgd20':>8} {'sharp s2ap/hydra':>17} {'step s2ap/hydra':>16}")
+    columns = ("d_clean", "d_pgd20", "sharp s2ap/hydra", "step s2ap/hydra")
+    print(f"{'granularity':<12} {'ratio':>5} {columns[0]:>8} {columns[1]:>8} {columns[2]:>17} {columns[3]:>16}")
     for i in range(0, len(rows), 2):
         hydra, s2ap = rows[i], rows[i + 1]
         sharp_ratio = s2ap[5] / hydra[5] if hydra[5] else float("nan")
-        print(f"{hydra[0]:<12} {hydra[1]:>5.2f} {s2ap[3] - hydra[3]:>+8.3f} {s2ap[4] - hydra[4]:>+8.3f} "
-              f"{sharp_ratio:>17.3f} {s2ap[7] / hydra[7]:>16.3f}")
+        print(
+            f"{hydra[0]:<12} {hydra[1]:>5.2f} {s2ap[3] - hydra[3]:>+8.3f} {s2ap[4] - hydra[4]:>+8.3f} "
+            f"{sharp_ratio:>17.3f} {s2ap[7] / hydra[7]:>16.3f}"
+        )
 
 
 if __name__ == "__main__":

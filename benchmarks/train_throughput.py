@@ -23,8 +23,9 @@ from robprune_deploy.training import TrainingPlan, adversarial_train
 
 def images_per_second(kind: str, device: torch.device, batch: int, steps: int, bf16: bool, model_name: str) -> float:
     env = distributed.current()
-    data = TensorDataset(torch.rand(batch * steps * env.world_size, 3, 32, 32),
-                         torch.randint(0, 10, (batch * steps * env.world_size,)))
+    data = TensorDataset(
+        torch.rand(batch * steps * env.world_size, 3, 32, 32), torch.randint(0, 10, (batch * steps * env.world_size,))
+    )
     threat = ThreatModel(8 / 255, 2 / 255, 10, bf16=bf16)
     model = build_model(model_name, 10, 3, (0.5,) * 3, (0.25,) * 3).to(device)
 
@@ -39,8 +40,14 @@ def images_per_second(kind: str, device: torch.device, batch: int, steps: int, b
     else:
         config = {"epochs": 1, **({"gamma": 0.1, "warmup_epochs": 0} if kind == "s2ap" else {})}
         cls = ALGORITHMS.get(kind)
-        context = PruningContext(train_data=loader(0), epoch_loader=loader, ratio=0.9, threat=threat,
-                                 example_inputs=data.tensors[0][:1].to(device), device=device)
+        context = PruningContext(
+            train_data=loader(0),
+            epoch_loader=loader,
+            ratio=0.9,
+            threat=threat,
+            example_inputs=data.tensors[0][:1].to(device),
+            device=device,
+        )
         cls(cls.Config.model_validate(config)).apply(model, context)
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -29,9 +29,13 @@ def robust_cnn_state(digits: DatasetBundle) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     model = build_model("digits_cnn", 10, 1, digits.mean, digits.std)
     adversarial_train(
-        model, TrainingPlan(epochs=4, lr=0.05), ThreatModel(0.2, 0.07, 3),
-        lambda e: make_loader(digits.train, 32, shuffle=True, epoch=e), device=torch.device("cpu"),
-        stage="fixture", show_progress=False,
+        model,
+        TrainingPlan(epochs=4, lr=0.05),
+        ThreatModel(0.2, 0.07, 3),
+        lambda e: make_loader(digits.train, 32, shuffle=True, epoch=e),
+        device=torch.device("cpu"),
+        stage="fixture",
+        show_progress=False,
     )
     return {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -80,8 +84,16 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "digits_hydra.yaml"
     out = root / "out"
     code = main(
-        ["run", str(recipe), "--out", str(out), "--tracking-uri", uri, "--quiet",
-         *overrides(*FAST_RUN, "tracking.registered_model=digits-test", "tracking.alias=candidate")]
+        [
+            "run",
+            str(recipe),
+            "--out",
+            str(out),
+            "--tracking-uri",
+            uri,
+            "--quiet",
+            *overrides(*FAST_RUN, "tracking.registered_model=digits-test", "tracking.alias=candidate"),
+        ]
     )
     assert code == 0
     return {"out": out, "uri": uri, "recipe": recipe, "summary": json.loads((out / "summary.json").read_text())}

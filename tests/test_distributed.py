@@ -8,9 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from mlflow import MlflowClient
-
 from conftest import FAST_RUN, overrides  # type: ignore[import-not-found]
+from mlflow import MlflowClient
 
 
 def test_two_process_run_matches_the_single_process_sparsity(digits_run, tmp_path) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import overrides  # type: ignore[import-not-found]
 from mlflow import MlflowClient
 
-from conftest import overrides  # type: ignore[import-not-found]
 from robprune_deploy.attacks import ThreatModel
 from robprune_deploy.cli.main import main
 from robprune_deploy.data import make_loader

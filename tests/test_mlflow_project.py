@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlflow import MlflowClient
-
 from conftest import FAST_RUN  # type: ignore[import-not-found]
+from mlflow import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,9 +20,21 @@ def test_mlflow_run_main_entry_point(tmp_path: Path) -> None:
     overrides = " ".join([*FAST_RUN, "pretrain.epochs=2", "tracking.experiment=project"])
     mlflow = Path(sys.executable).parent / "mlflow"
     command = [
-        str(mlflow), "run", str(ROOT / "mlflow_projects" / "robust_pruning"), "-e", "main", "--env-manager", "local",
-        "--experiment-name", "project",
-        "-P", f"recipe={ROOT / 'recipes' / 'digits_hydra.yaml'}", "-P", f"out={out}", "-P", f"overrides={overrides}",
+        str(mlflow),
+        "run",
+        str(ROOT / "mlflow_projects" / "robust_pruning"),
+        "-e",
+        "main",
+        "--env-manager",
+        "local",
+        "--experiment-name",
+        "project",
+        "-P",
+        f"recipe={ROOT / 'recipes' / 'digits_hydra.yaml'}",
+        "-P",
+        f"out={out}",
+        "-P",
+        f"overrides={overrides}",
     ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from robprune_mrpf.sensitivity import probe_keep
 from torch.utils.data import TensorDataset
 
 from robprune_deploy import ALGORITHMS, PruningContext, PruningResult, ThreatModel
@@ -14,7 +15,6 @@ from robprune_deploy.masking import apply_masks, remove_masks
 from robprune_deploy.models import build_model
 from robprune_deploy.surgery import ChannelGroups, count_model
 from robprune_deploy.training import accuracy
-from robprune_mrpf.sensitivity import probe_keep
 
 THREAT = ThreatModel(0.2, 0.07, 3)
 
@@ -22,8 +22,11 @@ THREAT = ThreatModel(0.2, 0.07, 3)
 def context(digits: DatasetBundle, ratio: float) -> PruningContext:
     data = TensorDataset(*(t[:128] for t in digits.train.tensors))  # type: ignore[attr-defined]
     return PruningContext(
-        train_data=make_loader(data, 64, shuffle=False), epoch_loader=lambda e: make_loader(data, 64, shuffle=False),
-        ratio=ratio, threat=THREAT, example_inputs=digits.test.tensors[0][:1],  # type: ignore[attr-defined]
+        train_data=make_loader(data, 64, shuffle=False),
+        epoch_loader=lambda e: make_loader(data, 64, shuffle=False),
+        ratio=ratio,
+        threat=THREAT,
+        example_inputs=digits.test.tensors[0][:1],  # type: ignore[attr-defined]
     )
 
 

@@ -32,8 +32,11 @@ def channel_pruned(digits, robust_cnn_state, tmp_path_factory):
     model = build_model("digits_resnet", 10, 1, digits.mean, digits.std)
     data = TensorDataset(*(t[:128] for t in digits.train.tensors))
     ctx = PruningContext(
-        train_data=make_loader(data, 64, shuffle=False), epoch_loader=lambda e: make_loader(data, 64, shuffle=False),
-        ratio=0.5, threat=ThreatModel(0.2, 0.07, 2), example_inputs=digits.test.tensors[0][:1],
+        train_data=make_loader(data, 64, shuffle=False),
+        epoch_loader=lambda e: make_loader(data, 64, shuffle=False),
+        ratio=0.5,
+        threat=ThreatModel(0.2, 0.07, 2),
+        example_inputs=digits.test.tensors[0][:1],
     )
     result = ALGORITHMS.get("l1_filter")().apply(model, ctx)
     folder = tmp_path_factory.mktemp("onnx")
@@ -70,8 +73,12 @@ def test_square_attack_breaks_an_undefended_model_through_onnxruntime(digits, tm
     torch.manual_seed(0)
     model = build_model("digits_cnn", 10, 1, digits.mean, digits.std)
     adversarial_train(
-        model, TrainingPlan(epochs=4, lr=0.05), Threat(0.0, 0.01, 0),
-        lambda e: make_loader(digits.train, 32, shuffle=True, epoch=e), device=torch.device("cpu"), show_progress=False,
+        model,
+        TrainingPlan(epochs=4, lr=0.05),
+        Threat(0.0, 0.01, 0),
+        lambda e: make_loader(digits.train, 32, shuffle=True, epoch=e),
+        device=torch.device("cpu"),
+        show_progress=False,
     )
     path = export_onnx(model, tmp_path / "undefended.onnx", digits.test.tensors[0][:1])
     x, y = digits.test.tensors[0][:100].numpy(), digits.test.tensors[1][:100].numpy()
@@ -88,8 +95,13 @@ def test_square_attack_breaks_an_undefended_model_through_onnxruntime(digits, tm
 def test_evaluate_onnx_reports_white_and_black_box_accuracy(digits, channel_pruned) -> None:
     batches = list(make_loader(digits.test, 64, shuffle=False))[:2]
     report = evaluate_onnx(
-        channel_pruned["pruned_path"], batches, torch_model=channel_pruned["stripped"], threat=Threat(0.2, 0.05, 5),
-        providers=["cuda", "cpu"], square_queries=20, square_examples=32,
+        channel_pruned["pruned_path"],
+        batches,
+        torch_model=channel_pruned["stripped"],
+        threat=Threat(0.2, 0.05, 5),
+        providers=["cuda", "cpu"],
+        square_queries=20,
+        square_examples=32,
     )
     assert report.provider in ("cuda", "cpu") and report.examples == 128
     assert report.pgd_acc is not None and report.pgd_acc <= report.clean_acc

@@ -44,7 +44,11 @@ def test_defaults_are_the_digits_pipeline(tmp_path: Path) -> None:
         ({"finetune": {"loss": "mart"}}, "finetune.loss", "pgd_at"),
         ({"device": "tpu"}, "device", "auto, cpu, cuda"),
         ({"compression": {"algorithm": "s2pa"}}, "compression.algorithm", "unknown algorithm 's2pa'"),
-        ({"compression": {"algorithm": "hydra", "config": {"epochz": 3}}}, "compression.config.epochz", "unknown field"),
+        (
+            {"compression": {"algorithm": "hydra", "config": {"epochz": 3}}},
+            "compression.config.epochz",
+            "unknown field",
+        ),
     ],
 )
 def test_invalid_field_is_named_with_the_file(tmp_path: Path, document: dict, field: str, needle: str) -> None:

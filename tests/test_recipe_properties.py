@@ -32,7 +32,7 @@ def documents(draw: st.DrawFn) -> Any:
     document: dict[str, Any] = {}
     for section in draw(st.lists(st.sampled_from(SECTIONS), max_size=5, unique=True)):
         fields = FIELDS[section]
-        if not fields or draw(st.booleans()) and section in ("seed", "device"):
+        if not fields or (draw(st.booleans()) and section in ("seed", "device")):
             document[section] = draw(scalars)
             continue
         keys = draw(st.lists(st.sampled_from([*fields, "bogus"]), max_size=4, unique=True))

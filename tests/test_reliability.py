@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import torch
+from conftest import FAST_RUN, overrides  # type: ignore[import-not-found]
 from mlflow import MlflowClient
 
-from conftest import FAST_RUN, overrides  # type: ignore[import-not-found]
 from robprune_deploy.checkpoints import load_checkpoint
 
 
@@ -23,8 +23,16 @@ def robprune(*args: str) -> list[str]:
 
 def test_sigkill_mid_pretrain_epoch_then_resume_matches_the_uninterrupted_run(digits_run, tmp_path: Path) -> None:
     out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    args = ["run", str(digits_run["recipe"]), "--out", str(out), "--quiet", "--tracking-uri", uri,
-            *overrides(*FAST_RUN, "tracking.registered_model=digits-test", "tracking.alias=candidate")]
+    args = [
+        "run",
+        str(digits_run["recipe"]),
+        "--out",
+        str(out),
+        "--quiet",
+        "--tracking-uri",
+        uri,
+        *overrides(*FAST_RUN, "tracking.registered_model=digits-test", "tracking.alias=candidate"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     proc = subprocess.Popen(robprune(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = out / "checkpoints" / "pretrain_last.pt"
@@ -45,13 +53,25 @@ def test_sigkill_mid_pretrain_epoch_then_resume_matches_the_uninterrupted_run(di
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     reference = digits_run["summary"]
-    for key in ("params_pruned", "macs_pruned", "sparsity", "torch.dense_clean_acc", "torch.dense_pgd_acc",
-                "torch.clean_acc", "torch.pgd_acc", "onnx.clean_acc", "onnx.pgd_acc"):
+    for key in (
+        "params_pruned",
+        "macs_pruned",
+        "sparsity",
+        "torch.dense_clean_acc",
+        "torch.dense_pgd_acc",
+        "torch.clean_acc",
+        "torch.pgd_acc",
+        "onnx.clean_acc",
+        "onnx.pgd_acc",
+    ):
         assert summary[key] == reference[key], key
     ours, theirs = load_checkpoint(out / "pruned.pt"), load_checkpoint(digits_run["out"] / "pruned.pt")
     for name, mask in theirs["masks"].items():
         assert torch.equal(ours["masks"][name], mask), name
-    ours, theirs = load_checkpoint(out / "finetuned.pt")["model"], load_checkpoint(digits_run["out"] / "finetuned.pt")["model"]
+    ours, theirs = (
+        load_checkpoint(out / "finetuned.pt")["model"],
+        load_checkpoint(digits_run["out"] / "finetuned.pt")["model"],
+    )
     for name, value in theirs.items():
         assert torch.allclose(ours[name].float(), value.float(), atol=1e-6), name
 

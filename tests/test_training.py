@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import TensorDataset
 
 from robprune_deploy.attacks import RobustLoss, ThreatModel, fgsm, pgd, trades_loss
+from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
 from robprune_deploy.data import DatasetBundle, make_loader
 from robprune_deploy.errors import CheckpointError
-from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
 from robprune_deploy.models import build_model
 from robprune_deploy.training import TrainingPlan, accuracy, adversarial_train
 
@@ -29,8 +29,12 @@ def undefended(digits: DatasetBundle) -> torch.nn.Module:
     """Standard (non-adversarial) training: eps 0 makes PGD-AT plain cross-entropy."""
     model = new_model(digits)
     adversarial_train(
-        model, TrainingPlan(epochs=4, lr=0.05), ThreatModel(0.0, 0.01, 0),
-        lambda e: make_loader(digits.train, 32, shuffle=True, epoch=e), device=CPU, show_progress=False,
+        model,
+        TrainingPlan(epochs=4, lr=0.05),
+        ThreatModel(0.0, 0.01, 0),
+        lambda e: make_loader(digits.train, 32, shuffle=True, epoch=e),
+        device=CPU,
+        show_progress=False,
     )
     return model
 
@@ -82,11 +86,30 @@ def test_resume_from_checkpoint_gives_the_same_weights(digits: DatasetBundle, tm
         return loader(epoch)
 
     with pytest.raises(KeyboardInterrupt):
-        adversarial_train(interrupted, plan, threat, crashing_loader, device=CPU, seed=3,
-                          checkpoint_dir=tmp_path, stage="pretrain", show_progress=False)
+        adversarial_train(
+            interrupted,
+            plan,
+            threat,
+            crashing_loader,
+            device=CPU,
+            seed=3,
+            checkpoint_dir=tmp_path,
+            stage="pretrain",
+            show_progress=False,
+        )
     resumed = new_model(digits)
-    adversarial_train(resumed, plan, threat, loader, device=CPU, seed=3, checkpoint_dir=tmp_path,
-                      stage="pretrain", resume=True, show_progress=False)
+    adversarial_train(
+        resumed,
+        plan,
+        threat,
+        loader,
+        device=CPU,
+        seed=3,
+        checkpoint_dir=tmp_path,
+        stage="pretrain",
+        resume=True,
+        show_progress=False,
+    )
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
 

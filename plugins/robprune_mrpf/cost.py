@@ -16,9 +16,15 @@ from torch import nn
 from robprune_deploy.surgery import ChannelGroups, count_model
 
 
+def _weight(model: nn.Module, layer: str) -> torch.Tensor:
+    weight = model.get_submodule(layer).weight
+    assert isinstance(weight, torch.Tensor)
+    return weight
+
+
 def removed_channels(num_channels: int, ratio: float) -> int:
     """Channels removed from a group of ``num_channels`` at ``ratio`` (one always survives)."""
-    return min(int(round(ratio * num_channels)), num_channels - 1)
+    return min(round(ratio * num_channels), num_channels - 1)
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,7 @@ class CostModel:
     @classmethod
     def build(cls, model: nn.Module, groups: ChannelGroups, example: torch.Tensor, unit: str) -> CostModel:
         count = count_model(model, example)
-        dense = {
-            n: (c.macs if unit == "macs" else model.get_submodule(n).weight.numel())  # type: ignore[union-attr]
-            for n, c in count.layers.items()
-        }
+        dense = {n: (c.macs if unit == "macs" else _weight(model, n).numel()) for n, c in count.layers.items()}
         out_group, in_group = {}, {}
         for g in groups.groups:
             for layer in g.out_layers:

@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 def keep_count(total: int, ratio: float) -> int:
     """Entries kept when pruning ``ratio`` of ``total`` (at least one survives)."""
-    return max(1, total - int(round(ratio * total)))
+    return max(1, total - round(ratio * total))
 
 
 def top_k_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:

@@ -20,7 +20,8 @@ def attach_unstructured(model: nn.Module, ratio: float, scope: str, ignored_scop
     if not layers:
         raise PruningError("ignored_scope excludes every prunable layer")
     for name, layer in layers.items():
-        weight: torch.Tensor = layer.weight  # type: ignore[assignment]
+        weight = layer.weight
+        assert isinstance(weight, torch.Tensor)
         vector = score_set.add_vector(name, ScoreVector(scaled_init(weight), keep_count(weight.numel(), ratio)))
         score_set.attach(name, "weight", vector, tuple(weight.shape))
     return score_set
@@ -37,7 +38,8 @@ def attach_channel(model: nn.Module, groups: ChannelGroups, ratio: float, scope:
     if not groups.groups:
         raise PruningError("the model has no prunable channel group (all ignored?)")
     for group in groups.groups:
-        root: torch.Tensor = modules[group.name].weight  # type: ignore[assignment]
+        root = modules[group.name].weight
+        assert isinstance(root, torch.Tensor)
         l1 = importance[group.name].to(root.device, root.dtype)
         init = (6.0 / root[0].numel()) ** 0.5 * l1 / l1.abs().max().clamp_min(1e-12)
         vector = score_set.add_vector(group.name, ScoreVector(init, keep_count(group.num_channels, ratio)))
