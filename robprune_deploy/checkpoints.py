@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +49,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {file}: refused, it holds objects that only an unsafe unpickle could load ({first})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {file}: not a torch tensor file ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # torch.load raises many types on foreign or damaged files
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"checkpoint {file}: not a torch tensor file ({detail})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {file}: expected a dict of tensors, found {type(state).__name__}")
     return state

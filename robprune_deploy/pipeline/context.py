@@ -47,6 +47,8 @@ class RunContext:
         self.out_dir = Path(self.out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.env, self.device = distributed.initialize(resolve_device(self.recipe.device))
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
         self.summary: dict[str, Any] = {}
         self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}
 
@@ -107,6 +109,20 @@ class RunContext:
     def new_model(self) -> NormalizedClassifier:
         data = self.data
         return build_model(self.recipe.model.name, data.num_classes, data.input_shape[0], data.mean, data.std)
+
+    def preflight(self) -> None:
+        """Check every input a run will read (data root and images, model name, checkpoint) before
+        anything is written, so bad input never leaves a half-made output folder."""
+        from robprune_deploy.checkpoints import load_model_weights
+
+        model = self.new_model()
+        if self.recipe.model.checkpoint is not None:
+            load_model_weights(model, self.recipe.model.checkpoint)
+        self.summary["paths.out_dir"] = str(self.out_dir.resolve())
+        if self.recipe.data.root is not None:
+            self.summary["paths.data_root"] = str(Path(self.recipe.data.root).expanduser().resolve())
+        if self.recipe.model.checkpoint is not None:
+            self.summary["paths.checkpoint"] = str(Path(self.recipe.model.checkpoint).expanduser().resolve())
 
     # --- stage bookkeeping for --resume -------------------------------------------------------
     @property

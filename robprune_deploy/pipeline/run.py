@@ -31,6 +31,7 @@ def run_pipeline(ctx: RunContext) -> dict[str, Any]:
     folder and records everything in one parent MLflow run with a nested run per stage.
     """
     recipe = ctx.recipe
+    ctx.preflight()
     document = recipe_to_dict(recipe)
     tags = {
         "algorithm": recipe.compression.algorithm,

@@ -8,6 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from robprune_deploy.algorithms import ALGORITHMS, Granularity, PruningContext, PruningResult
+from robprune_deploy.atomic import write_json
 from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
 from robprune_deploy.pipeline.artifacts import load_pruned, save_pruned
 from robprune_deploy.pipeline.context import RunContext
@@ -23,6 +24,7 @@ from robprune_deploy.training import (
 PRETRAINED = "pretrained.pt"
 PRUNED = "pruned.pt"
 FINETUNED = "finetuned.pt"
+STATISTICS = "statistics.json"
 
 
 def plan_of(section: TrainingSection) -> TrainingPlan:
@@ -114,6 +116,7 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
         result = algorithm.apply(model, context)
         for file in algorithm.report(result, ctx.out_dir / "plots"):
             ctx.tracker.log_artifact(file, "plots")
+        ctx.tracker.log_artifact(write_json(ctx.out_dir / STATISTICS, result.statistics().to_dict()))
         save_pruned(result, path)
         ctx.mark_done("prune")
     return result
