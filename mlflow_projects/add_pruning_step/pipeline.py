@@ -21,16 +21,32 @@ def main() -> None:
     out = args.out.resolve()
     checkpoint = out / "trained.pt"
     common = {"recipe": str(args.recipe.resolve()), "out": str(out), "overrides": args.overrides}
-    mlflow.projects.run(str(HERE), entry_point="train", env_manager="local",
-                        parameters={"epochs": args.epochs, "checkpoint": str(checkpoint)})
+    mlflow.projects.run(
+        str(HERE),
+        entry_point="train",
+        env_manager="local",
+        parameters={"epochs": args.epochs, "checkpoint": str(checkpoint)},
+    )
     # The pruning step takes this project's checkpoint instead of pretraining its own model.
-    mlflow.projects.run(str(PRUNING_PROJECT), entry_point="prune", env_manager="local",
-                        parameters={**common, "checkpoint": str(checkpoint)})
+    mlflow.projects.run(
+        str(PRUNING_PROJECT),
+        entry_point="prune",
+        env_manager="local",
+        parameters={**common, "checkpoint": str(checkpoint)},
+    )
     for step in ("finetune", "export"):
         mlflow.projects.run(str(PRUNING_PROJECT), entry_point=step, env_manager="local", parameters=common)
-    mlflow.projects.run(str(PRUNING_PROJECT), entry_point="gate", env_manager="local",
-                        parameters={"model": str(out / "model.onnx"), "recipe": common["recipe"],
-                                    "report": str(out / "gate"), "overrides": args.overrides})
+    mlflow.projects.run(
+        str(PRUNING_PROJECT),
+        entry_point="gate",
+        env_manager="local",
+        parameters={
+            "model": str(out / "model.onnx"),
+            "recipe": common["recipe"],
+            "report": str(out / "gate"),
+            "overrides": args.overrides,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,13 @@ def main() -> None:
     model = build_model("digits_cnn", data.num_classes, 1, data.mean, data.std)
     with mlflow.start_run(run_name="train"):
         adversarial_train(
-            model, TrainingPlan(epochs=args.epochs, lr=0.05), ThreatModel(0.2, 0.05, 7),
-            lambda e: make_loader(data.train, 32, shuffle=True, epoch=e), device=torch.device("cpu"),
-            on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch), show_progress=False,
+            model,
+            TrainingPlan(epochs=args.epochs, lr=0.05),
+            ThreatModel(0.2, 0.05, 7),
+            lambda e: make_loader(data.train, 32, shuffle=True, epoch=e),
+            device=torch.device("cpu"),
+            on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+            show_progress=False,
         )
         save_checkpoint({"model": model.state_dict()}, args.checkpoint)
         mlflow.log_param("checkpoint", str(args.checkpoint.resolve()))
