@@ -15,7 +15,8 @@ from robprune_deploy.algorithms import ALGORITHMS
 from robprune_deploy.cli.common import add_recipe_arguments, add_run_arguments, context_of, recipe_of
 from robprune_deploy.cli.deploy_commands import register_deploy_commands
 from robprune_deploy.errors import RobPruneError
-from robprune_deploy.pipeline import RunContext, run_pipeline, stages
+from robprune_deploy.pipeline import RunContext, stages
+from robprune_deploy.pipeline.run import run_pipeline
 from robprune_deploy.recipe import recipe_to_dict
 
 _T = TypeVar("_T")

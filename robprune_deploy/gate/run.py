@@ -10,11 +10,12 @@ import onnx
 from torch import nn
 
 from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.evaluation import OnnxClassifier, compare_latency, evaluate_onnx
+from robprune_deploy.evaluation import OnnxClassifier, compare_latency
 from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import audit_onnx, load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks
 from robprune_deploy.pipeline.context import RunContext
+from robprune_deploy.pipeline.deploy import onnx_robustness
 from robprune_deploy.reporting import plot_gate
 from robprune_deploy.tracking import models as registry
 
@@ -52,21 +53,9 @@ def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
 
 def measure(ctx: RunContext, path: Path, torch_model: nn.Module | None = None) -> tuple[Measurements, str]:
     """Every figure the gate checks, for one ONNX file, on the recipe's fixed evaluation subset."""
-    recipe = ctx.recipe
-    ev = recipe.evaluate
     proto = load_onnx(path)
     twin = torch_model if torch_model is not None else torch_twin(proto)
-    result = evaluate_onnx(
-        path,
-        ctx.eval_subset_batches(),
-        torch_model=twin.cpu(),
-        threat=recipe.attack.threat(recipe.attack.eval_steps),
-        providers=ev.providers,
-        square_queries=ev.square_queries,
-        square_p_init=ev.square_p_init,
-        square_examples=ev.square_examples,
-        seed=ev.subset_seed,
-    )
+    result = onnx_robustness(ctx, path, twin.cpu())
     audit = audit_onnx(proto)
     meta = _metadata(proto)
     claimed = float(meta["robprune.claimed_sparsity"]) if "robprune.claimed_sparsity" in meta else None

@@ -9,7 +9,7 @@ from torch import nn
 
 from robprune_deploy.algorithms import Granularity, PruningResult
 from robprune_deploy.errors import OnnxModelError
-from robprune_deploy.evaluation import OnnxClassifier, compare_latency, evaluate_onnx
+from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness, compare_latency, evaluate_onnx
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
 from robprune_deploy.pipeline.context import RunContext
 
@@ -81,23 +81,27 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
     return info
 
 
-def evaluate(ctx: RunContext, deployable: nn.Module) -> dict[str, Any]:
-    """Robustness of ``model.onnx`` under onnxruntime and latency of dense vs pruned ONNX."""
+def onnx_robustness(ctx: RunContext, path: Path, torch_model: nn.Module) -> OnnxRobustness:
+    """:func:`evaluate_onnx` with the recipe's threat, providers, Square budget and fixed subset."""
     recipe = ctx.recipe
     ev = recipe.evaluate
-    batches = ctx.eval_subset_batches()
+    return evaluate_onnx(
+        path,
+        ctx.eval_subset_batches(),
+        torch_model=torch_model,
+        threat=recipe.attack.threat(recipe.attack.eval_steps),
+        providers=ev.providers,
+        square_queries=ev.square_queries,
+        square_p_init=ev.square_p_init,
+        square_examples=ev.square_examples,
+        seed=ev.subset_seed,
+    )
+
+
+def evaluate(ctx: RunContext, deployable: nn.Module) -> dict[str, Any]:
+    """Robustness of ``model.onnx`` under onnxruntime and latency of dense vs pruned ONNX."""
     with ctx.tracker.stage("evaluate"):
-        robustness = evaluate_onnx(
-            ctx.out_dir / MODEL_ONNX,
-            batches,
-            torch_model=deployable.cpu(),
-            threat=recipe.attack.threat(recipe.attack.eval_steps),
-            providers=ev.providers,
-            square_queries=ev.square_queries,
-            square_p_init=ev.square_p_init,
-            square_examples=ev.square_examples,
-            seed=ev.subset_seed,
-        )
+        robustness = onnx_robustness(ctx, ctx.out_dir / MODEL_ONNX, deployable.cpu())
         deployable.to(ctx.device)
         summary: dict[str, Any] = {
             "onnx.clean_acc": robustness.clean_acc,

@@ -1,5 +1,5 @@
 """Plots people compare (PNG, written atomically, logged to MLflow)."""
 
-from robprune_deploy.reporting.plots import plot_gate, plot_layers, plot_training
+from robprune_deploy.reporting.plots import plot_gate, plot_layers, plot_training, save_figure
 
-__all__ = ["plot_gate", "plot_layers", "plot_training"]
+__all__ = ["plot_gate", "plot_layers", "plot_training", "save_figure"]

@@ -17,7 +17,8 @@ from robprune_deploy.atomic import atomic_path
 History = Mapping[str, list[tuple[int, dict[str, float]]]]
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically and close it (for plugins' own plots too)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
@@ -44,7 +45,7 @@ def plot_training(history: History, path: Path) -> Path | None:
         ax.set_xlabel("epoch")
         ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_layers(stats: PruningStatistics, path: Path) -> Path:
@@ -64,7 +65,7 @@ def plot_layers(stats: PruningStatistics, path: Path) -> Path:
     ax.set_xticks(position, names, rotation=45, ha="right", fontsize=8)
     ax.set_title(f"{stats.algorithm} ({stats.granularity}), target {stats.target_ratio:.0%}")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gate(candidate: Mapping[str, float | None], baseline: Mapping[str, float | None] | None, path: Path) -> Path:
@@ -82,4 +83,4 @@ def plot_gate(candidate: Mapping[str, float | None], baseline: Mapping[str, floa
     ax.set_ylabel("accuracy (onnxruntime)")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,20 @@ class ModelCount:
     macs: int
     effective_macs: int
     layers: dict[str, LayerCount] = field(default_factory=dict)
+
+
+def traced_forward(model: nn.Module, example_inputs: torch.Tensor, hooks: list[RemovableHandle]) -> None:
+    """One eval-mode, no-grad forward of a single sample with ``hooks`` attached; removes them and
+    restores the model's mode afterwards, whatever happens."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example_inputs[:1])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
 
 
 def effective_parameters(model: nn.Module) -> Iterator[torch.Tensor]:
@@ -86,15 +101,7 @@ def count_model(model: nn.Module, example_inputs: torch.Tensor) -> ModelCount:
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             hooks.append(module.register_forward_hook(make_hook(name, module)))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_inputs[:1])
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    traced_forward(model, example_inputs, hooks)
     effective = list(effective_parameters(model))
     params = sum(p.numel() for p in effective)
     nonzero = sum(int((p != 0).sum()) for p in effective)

@@ -16,6 +16,7 @@ import torch_pruning as tp
 from torch import nn
 
 from robprune_deploy.errors import PruningError
+from robprune_deploy.surgery.counting import traced_forward
 from robprune_deploy.surgery.scope import ignored_layer_names
 
 
@@ -43,15 +44,7 @@ def output_layer_name(model: nn.Module, example_inputs: torch.Tensor) -> str:
         for n, m in model.named_modules()
         if isinstance(m, (nn.Conv2d, nn.Linear))
     ]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            model(example_inputs[:1])
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
+    traced_forward(model, example_inputs, hooks)
     if not order:
         raise PruningError("the model has no Conv2d or Linear layer to prune")
     return order[-1]
