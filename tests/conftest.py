@@ -97,3 +97,10 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     )
     assert code == 0
     return {"out": out, "uri": uri, "recipe": recipe, "summary": json.loads((out / "summary.json").read_text())}
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: no MLflow run or experiment leaked from this process
+    (``mlflow.set_experiment`` exports ``MLFLOW_EXPERIMENT_ID``), one OpenMP thread per process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    return {**env, "OMP_NUM_THREADS": "1", **extra}

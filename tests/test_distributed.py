@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
-from conftest import FAST_RUN, overrides  # type: ignore[import-not-found]
+from conftest import FAST_RUN, overrides, subprocess_env  # type: ignore[import-not-found]
 from mlflow import MlflowClient
 
 
 def test_two_process_run_matches_the_single_process_sparsity(digits_run, tmp_path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "out"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = subprocess_env()
     command = [
         sys.executable,
         "-m",

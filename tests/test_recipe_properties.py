@@ -68,8 +68,8 @@ valid_overrides = st.one_of(
 def test_valid_overrides_always_load_and_take_effect(overrides: list[str]) -> None:
     document = apply_overrides({}, overrides)
     recipe = validate_recipe(document)
-    for text in overrides:
-        path, value = parse_override(text)
+    final = {tuple(parse_override(text)[0]): parse_override(text)[1] for text in overrides}  # the last one wins
+    for path, value in final.items():
         node: Any = recipe
         for part in path:
             node = getattr(node, part)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import FAST_RUN, overrides  # type: ignore[import-not-found]
+from conftest import FAST_RUN, overrides, subprocess_env  # type: ignore[import-not-found]
 from mlflow import MlflowClient
 
 from robprune_deploy.checkpoints import load_checkpoint
@@ -33,7 +32,7 @@ def test_sigkill_mid_pretrain_epoch_then_resume_matches_the_uninterrupted_run(di
         uri,
         *overrides(*FAST_RUN, "tracking.registered_model=digits-test", "tracking.alias=candidate"),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    env = subprocess_env(OMP_NUM_THREADS="2")
     proc = subprocess.Popen(robprune(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = out / "checkpoints" / "pretrain_last.pt"
     deadline = time.time() + 300
