@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--providers", nargs="*", default=["cpu"])
+    parser.add_argument("--round-to", type=int, default=8, help="kept channels rounded to a multiple of this")
     args = parser.parse_args()
     torch.manual_seed(0)
     folder = Path(tempfile.mkdtemp(prefix="onnx-speedup-"))
@@ -57,7 +58,9 @@ def main() -> None:
                 threat=ThreatModel(8 / 255, 2 / 255, 1),
                 example_inputs=x,
             )
-            stripped = ALGORITHMS.get("l1_filter")().apply(model, context).strip().eval()
+            algorithm = ALGORITHMS.get("l1_filter")
+            config = algorithm.Config.model_validate({"round_to": args.round_to})
+            stripped = algorithm(config).apply(model, context).strip().eval()
             macs = count_model(stripped, x).macs
             path = export_onnx(stripped, folder / f"{name}_{ratio}.onnx", x)
             line = f"{name:<9} {ratio:>5.2f} {1 - macs / dense_macs:>9.3f} {dense_macs / macs:>7.2f} "

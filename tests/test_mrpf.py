@@ -117,3 +117,12 @@ def test_nncf_magnitude_reaches_its_sparsity_and_strips(digits, robust_cnn) -> N
     weights = [m.weight for m in stripped.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(0.8, abs=0.01)
+
+
+def test_round_to_keeps_channel_counts_at_multiples_of_8(digits) -> None:
+    torch.manual_seed(0)
+    model = build_model("digits_resnet", 10, 1, digits.mean, digits.std)
+    result = run("l1_filter", model, context(digits, 0.5), round_to=8)
+    kept = result.extra["kept_channels"]
+    assert all(k % 8 == 0 for k in kept.values()), kept
+    assert abs(result.statistics().macs_reduction - 0.5) < 0.1

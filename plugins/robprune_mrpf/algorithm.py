@@ -29,6 +29,9 @@ class L1FilterConfig(AlgorithmConfig):
 
     unit: Literal["macs", "params"] = Field("macs", description="what compression.ratio reduces")
     max_ratio: float = Field(0.95, gt=0, lt=1, description="at most this fraction of a group is removed")
+    round_to: int = Field(
+        1, ge=1, description="kept channels rounded to a multiple of this (8 for fast CPU/GPU kernels)"
+    )
 
 
 class MRPFConfig(L1FilterConfig):
@@ -62,14 +65,16 @@ class L1Filter(CompressionAlgorithm):
         weights = (
             inverse_sensitivity_weights(mrs, getattr(config, "eps", 1e-3)) if mrs else {g.name: 1.0 for g in groups}
         )
-        cost = CostModel.build(model, groups, example, config.unit)
+        cost = CostModel.build(model, groups, example, config.unit, config.round_to)
         ratios, _ = allocate(weights, cost, context.ratio, config.max_ratio)
         # The uniform baseline keeps one ratio everywhere (its MACs land within a channel's worth of
         # the target); MRPF hands the rounding overshoot back to its most sensitive groups.
-        channel_ratios = refine_to_target(ratios, weights, cost, context.ratio) if mrs else ratios
+        # (Rounded channel counts move in steps of round_to, so the refinement applies to exact counts only.)
+        exact = mrs and config.round_to == 1
+        channel_ratios = refine_to_target(ratios, weights, cost, context.ratio) if exact else ratios
         planned = cost.reduction(channel_ratios)
         importance = groups.l1_importance()
-        keep = {name: probe_keep(importance[name], ratio) for name, ratio in channel_ratios.items()}
+        keep = {name: probe_keep(importance[name], ratio, config.round_to) for name, ratio in channel_ratios.items()}
         apply_masks(model, groups.parameter_masks(keep))
         result = PruningResult(
             model,

@@ -22,9 +22,17 @@ def _weight(model: nn.Module, layer: str) -> torch.Tensor:
     return weight
 
 
-def removed_channels(num_channels: int, ratio: float) -> int:
-    """Channels removed from a group of ``num_channels`` at ``ratio`` (one always survives)."""
-    return min(round(ratio * num_channels), num_channels - 1)
+def removed_channels(num_channels: int, ratio: float, round_to: int = 1) -> int:
+    """Channels removed from a group of ``num_channels`` at ``ratio`` (at least one survives).
+
+    With ``round_to > 1`` the kept count is rounded to a multiple of it: inference kernels
+    (onnxruntime's blocked NCHWc convolutions, tensor cores) run at full speed only on channel
+    counts that are multiples of 8 or 16, so odd counts can cost more than the MACs they save.
+    """
+    keep = num_channels - round(ratio * num_channels)
+    if round_to > 1 and num_channels >= round_to:
+        keep = max(round_to, round(keep / round_to) * round_to)
+    return num_channels - min(max(keep, 1), num_channels)
 
 
 @dataclass(frozen=True)
@@ -33,9 +41,12 @@ class CostModel:
     out_group: dict[str, str]
     in_group: dict[str, str]
     channels: dict[str, int]  # group -> channels
+    round_to: int = 1
 
     @classmethod
-    def build(cls, model: nn.Module, groups: ChannelGroups, example: torch.Tensor, unit: str) -> CostModel:
+    def build(
+        cls, model: nn.Module, groups: ChannelGroups, example: torch.Tensor, unit: str, round_to: int = 1
+    ) -> CostModel:
         count = count_model(model, example)
         dense = {n: (c.macs if unit == "macs" else _weight(model, n).numel()) for n, c in count.layers.items()}
         out_group, in_group = {}, {}
@@ -44,13 +55,13 @@ class CostModel:
                 out_group[layer] = g.name
             for layer in g.in_layers:
                 in_group[layer] = g.name
-        return cls(dense, out_group, in_group, {g.name: g.num_channels for g in groups.groups})
+        return cls(dense, out_group, in_group, {g.name: g.num_channels for g in groups.groups}, round_to)
 
     def kept_fraction(self, group: str | None, ratios: dict[str, float]) -> float:
         if group is None or group not in ratios:
             return 1.0
         c = self.channels[group]
-        return (c - removed_channels(c, ratios[group])) / c
+        return (c - removed_channels(c, ratios[group], self.round_to)) / c
 
     def cost(self, ratios: dict[str, float]) -> float:
         total = 0.0

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from robprune_deploy import PruningResult
-from robprune_deploy.atomic import atomic_path
+from robprune_deploy.reporting import save_figure
 
 
 def plot_allocation(result: PruningResult, directory: Path) -> list[Path]:
@@ -36,7 +36,4 @@ def plot_allocation(result: PruningResult, directory: Path) -> list[Path]:
     fig.suptitle(f"{result.algorithm}: per-group ratios")
     fig.tight_layout()
     path = directory / f"{result.algorithm}_allocation.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, path)]

@@ -20,9 +20,9 @@ from robprune_mrpf.cost import removed_channels
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
-def probe_keep(importance: torch.Tensor, ratio: float) -> torch.Tensor:
+def probe_keep(importance: torch.Tensor, ratio: float, round_to: int = 1) -> torch.Tensor:
     """Keep mask removing the ``ratio`` fraction of channels with the lowest importance."""
-    n_remove = removed_channels(importance.numel(), ratio)
+    n_remove = removed_channels(importance.numel(), ratio, round_to)
     keep = torch.ones(importance.numel(), dtype=torch.bool)
     keep[torch.argsort(importance, stable=True)[:n_remove]] = False
     return keep

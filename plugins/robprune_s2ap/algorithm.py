@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -14,11 +15,21 @@ from robprune_deploy.masking import apply_masks
 from robprune_deploy.surgery import ChannelGroups, count_model
 from robprune_s2ap.report import plot_history
 from robprune_s2ap.search import SearchSettings, search_masks
-from robprune_s2ap.setup_scores import attach_channel, attach_unstructured
+from robprune_s2ap.setup_scores import ScoreInit, attach_channel, attach_unstructured
+
+logger = logging.getLogger(__name__)
 
 
 class HydraConfig(AlgorithmConfig):
-    """Options of the HYDRA mask search (``compression.config`` in a recipe)."""
+    """Options of the HYDRA mask search (``compression.config`` in a recipe).
+
+    The recipe's ``compression.ratio`` is the fraction of weights masked in every layer
+    (``unstructured``) or the fraction of channels removed from every coupled channel group
+    (``channel``); with ``scope: global`` it holds over all layers (groups) together instead.
+    For channel results, the parameter and MACs reductions this gives are reported in the
+    result's statistics (they differ from the ratio: removing a channel also shrinks the next
+    layer's input).
+    """
 
     granularity: Granularity = Field(Granularity.UNSTRUCTURED, description="unstructured (paper) or channel")
     epochs: int = Field(10, ge=1, description="mask-search epochs")
@@ -26,6 +37,9 @@ class HydraConfig(AlgorithmConfig):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     scope: Literal["local", "global"] = Field("local", description="top-k per layer or over all layers")
+    score_init: ScoreInit = Field(
+        "scaled", description="scaled: sqrt(6/fan_in) * w / max|w| (L1 per channel); kaiming: random, HYDRA's ablation"
+    )
     measure_radius: float = Field(0.1, ge=0, description="radius at which score-space sharpness is measured")
     hessian_eigenvalue: bool = Field(False, description="also measure the top Hessian eigenvalue (analysis runs)")
     hessian_iterations: int = Field(10, ge=1)
@@ -49,10 +63,22 @@ class S2AP(CompressionAlgorithm):
     def _gamma_and_warmup(self) -> tuple[float, int]:
         config = self.config
         assert isinstance(config, S2APConfig)
-        return config.gamma, min(config.warmup_epochs, config.epochs)
+        warmup = min(config.warmup_epochs, config.epochs)
+        if config.gamma > 0 and warmup == config.epochs:
+            logger.warning(
+                "s2ap: warmup_epochs (%d) >= epochs (%d): no epoch takes the ascent, this run is HYDRA",
+                config.warmup_epochs,
+                config.epochs,
+            )
+        return config.gamma, warmup
 
     def apply(self, model: nn.Module, context: PruningContext) -> PruningResult:
-        """Search masks on ``model`` in place; returns it with frozen masks (scores removed)."""
+        """Search masks on ``model`` in place; returns it with frozen masks (scores removed).
+
+        ``result.extra`` holds ``gamma``, ``warmup_epochs``, ``epochs`` (one dict of measurements
+        per mask-search epoch: robust loss, perturbed loss, sharpness, mask flips, sparsity, step
+        time), ``layer_sparsity_per_epoch`` and the final ``sparsity_per_layer``.
+        """
         config = self.config
         assert isinstance(config, HydraConfig)
         model = model.to(context.device)
@@ -61,9 +87,11 @@ class S2AP(CompressionAlgorithm):
         groups = None
         if config.granularity is Granularity.CHANNEL:
             groups = ChannelGroups(model, example, context.ignored_scope)
-            score_set = attach_channel(model, groups, context.ratio, config.scope)
+            score_set = attach_channel(model, groups, context.ratio, config.scope, config.score_init, context.seed)
         else:
-            score_set = attach_unstructured(model, context.ratio, config.scope, context.ignored_scope)
+            score_set = attach_unstructured(
+                model, context.ratio, config.scope, context.ignored_scope, config.score_init, context.seed
+            )
         score_set.refresh()
         gamma, warmup = self._gamma_and_warmup()
         settings = SearchSettings(
@@ -79,7 +107,7 @@ class S2AP(CompressionAlgorithm):
         )
         history = search_masks(model, score_set, context, settings)
         final = score_set.masks()
-        history.sparsity_per_layer = {n: 1.0 - float(m.float().mean()) for n, m in final.items()}
+        _, history.sparsity_per_layer = score_set.sparsity()
         score_set.detach_from_model()
         keep: dict[str, torch.Tensor] | None = None
         if groups is not None:

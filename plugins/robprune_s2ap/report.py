@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from robprune_deploy import PruningResult
-from robprune_deploy.atomic import atomic_path
+from robprune_deploy.reporting import save_figure
 
 
 def plot_history(result: PruningResult, directory: Path) -> list[Path]:
@@ -39,7 +39,4 @@ def plot_history(result: PruningResult, directory: Path) -> list[Path]:
     fig.suptitle(f"{result.algorithm}, {result.granularity.value}, target {result.ratio:.0%}")
     fig.tight_layout()
     path = directory / f"{result.algorithm}_mask_search.png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, path)]

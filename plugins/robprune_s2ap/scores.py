@@ -9,7 +9,7 @@ channel group is shared by every parameter whose output channels belong to the g
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -23,38 +23,54 @@ def keep_count(total: int, ratio: float) -> int:
 
 
 def top_k_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """Exactly ``keep`` ones at the largest ``|scores|``; ties broken by position (stable sort)."""
+    """Exactly ``keep`` ones at the largest ``|scores|``; ties at the threshold go to the lowest positions.
+
+    The result equals a stable descending sort's first ``keep`` entries, but a selection
+    (``kthvalue``, linear time) replaces the sort: the top-k runs after every optimizer step and
+    after every ascent, and a full sort of a large layer's scores costs as much as a small model's
+    forward pass.
+    """
     flat = scores.detach().abs().flatten()
-    order = torch.argsort(flat, descending=True, stable=True)
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask[order[:keep]] = True
+    total = flat.numel()
+    if keep >= total:
+        return torch.ones_like(scores, dtype=torch.bool)
+    threshold = torch.kthvalue(flat, total - keep + 1).values
+    mask = flat > threshold
+    missing = keep - int(mask.sum())
+    if missing > 0:
+        mask[torch.nonzero(flat == threshold).flatten()[:missing]] = True
     return mask.view_as(scores)
 
 
 class ScoreVector(nn.Module):
     """One layer's (or one channel group's) scores and the hard mask computed from them.
 
-    The mask is recomputed whenever the scores change (tracked by the tensor's version counter),
-    or assigned from outside for a global top-k over several layers.
+    The mask is recomputed whenever the scores change (tracked by the tensor's version counter):
+    by this vector's own top-k (local scope) or by ``selector``, which recomputes the masks of
+    every vector of a global top-k at once.
     """
 
     def __init__(self, init: torch.Tensor, keep: int) -> None:
         super().__init__()
         self.scores = nn.Parameter(init.detach().clone())
         self.keep = keep
-        self.global_threshold: float | None = None
+        self.selector: Callable[[], None] | None = None
         self._mask: torch.Tensor | None = None
         self._version = -1
 
     def hard_mask(self) -> torch.Tensor:
-        version = self.scores._version
-        if self._mask is None or version != self._version:
-            if self.global_threshold is None:
-                self._mask = top_k_mask(self.scores, self.keep)
+        if self._mask is None or self.scores._version != self._version:
+            if self.selector is not None:
+                self.selector()
             else:
-                self._mask = self.scores.detach().abs() >= self.global_threshold
-            self._version = version
+                self.assign(top_k_mask(self.scores, self.keep))
+        assert self._mask is not None
         return self._mask
+
+    def assign(self, mask: torch.Tensor) -> None:
+        """Set the hard mask for the scores as they are now."""
+        self._mask = mask
+        self._version = self.scores._version
 
     def invalidate(self) -> None:
         self._mask = None
@@ -96,6 +112,13 @@ def scaled_init(weight: torch.Tensor) -> torch.Tensor:
     return math.sqrt(6.0 / fan_in) * weight / weight.abs().max().clamp_min(1e-12)
 
 
+def kaiming_init(shape: tuple[int, ...], fan_in: int, generator: torch.Generator) -> torch.Tensor:
+    """HYDRA's default (unscaled) init: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, i.e. PyTorch's
+    ``kaiming_uniform_(a=sqrt(5))``; it ignores the pretrained weights (an ablation baseline)."""
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+    return (torch.rand(shape, generator=generator) * 2.0 - 1.0) * bound
+
+
 class ScoreSet:
     """All score vectors of a model under mask search."""
 
@@ -107,6 +130,8 @@ class ScoreSet:
 
     def add_vector(self, name: str, vector: ScoreVector) -> ScoreVector:
         self.vectors[name] = vector
+        if self.scope == "global":
+            vector.selector = self._select_global
         return vector
 
     def attach(self, layer: str, param: str, vector: ScoreVector, view: tuple[int, ...]) -> None:
@@ -118,20 +143,47 @@ class ScoreSet:
         for vector in self.vectors.values():
             yield vector.scores
 
+    def _select_global(self) -> None:
+        """One exact top-k over all layers' scores (same tie rule as :func:`top_k_mask`).
+
+        Each vector's largest score is always kept: a layer (or channel group) with nothing left
+        would cut the network, and a group cannot be removed entirely.
+        """
+        vectors = list(self.vectors.values())
+        keep = sum(v.keep for v in vectors)
+        parts = []
+        for v in vectors:
+            magnitude = v.scores.detach().abs().flatten().clone()
+            magnitude[int(torch.argmax(magnitude))] = float("inf")
+            parts.append(magnitude)
+        mask = top_k_mask(torch.cat(parts), keep)
+        start = 0
+        for v in vectors:
+            size = v.scores.numel()
+            v.assign(mask[start : start + size].view_as(v.scores))
+            start += size
+
     def refresh(self) -> None:
-        """Recompute masks after scores changed (for global scope: one threshold over all layers)."""
-        if self.scope == "global":
-            keep = sum(v.keep for v in self.vectors.values())
-            flat = torch.cat([v.scores.detach().abs().flatten() for v in self.vectors.values()])
-            threshold = float(torch.sort(flat, descending=True, stable=True).values[keep - 1])
-            for v in self.vectors.values():
-                v.global_threshold = threshold
+        """Recompute every mask from the current scores."""
         for v in self.vectors.values():
             v.invalidate()
+        if self.scope == "global":
+            self._select_global()
+        else:
+            for v in self.vectors.values():
+                v.hard_mask()
 
     def masks(self) -> dict[str, torch.Tensor]:
         """The current hard mask of every score vector, by vector name."""
         return {name: v.hard_mask().clone() for name, v in self.vectors.items()}
+
+    def sparsity(self) -> tuple[float, dict[str, float]]:
+        """Fraction of entries masked, over all vectors and per vector (channels for channel scores)."""
+        masks = self.masks()
+        per = {name: 1.0 - float(m.float().mean()) for name, m in masks.items()}
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        return 1.0 - kept / max(total, 1), per
 
     def detach_from_model(self) -> None:
         """Remove the score parametrizations, restoring the original (unmasked) parameters."""

@@ -8,16 +8,29 @@ One step (ALGORITHMS.md):
 5. restore ``s`` and step the optimizer with ``g'``.
 With ``gamma = 0`` (HYDRA) and during the warm-up epochs, steps 2-4 are skipped and the
 optimizer steps with ``grad_s L_rob(w * M(s, k); x')``: the same code path minus the ascent.
+
+Cost: crafting ``x'`` (``steps`` forward/input-backward passes) dominates a step and is shared by
+both loss evaluations, so the ascent adds one forward/backward pass and one top-k per step.
+
+BatchNorm is in train mode during the search, as in HYDRA (its ``prune`` phase trains the scores
+with ``model.train()``): batch statistics normalize, and the running statistics follow the
+*masked* network, so the eval-mode model after the search is calibrated for the masks it ends
+with. The affine parameters are frozen with the weights. The second (perturbed) pass of an S2AP
+step restores the running statistics afterwards, so they track the model at ``s``, not ``s + z``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.utils import parametrize
 
 from robprune_deploy import PruningContext, distributed
 from robprune_deploy.attacks import craft_adversarial, loss_on_adversarial
@@ -45,14 +58,36 @@ class SearchHistory:
     """Per-epoch measurements of a mask search."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
+    layer_sparsity: list[dict[str, float]] = field(default_factory=list)
     sparsity_per_layer: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "sparsity_per_layer": self.sparsity_per_layer}
+        return {
+            "epochs": self.epochs,
+            "layer_sparsity_per_epoch": self.layer_sparsity,
+            "sparsity_per_layer": self.sparsity_per_layer,
+        }
 
 
 def _hamming(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> int:
     return int(sum(int((a[k] != b[k]).sum()) for k in a))
+
+
+@contextlib.contextmanager
+def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
+    """Run a train-mode pass without letting it move any BatchNorm running statistic."""
+    saved = [
+        (buffer, buffer.detach().clone())
+        for module in model.modules()
+        if isinstance(module, _BatchNorm)
+        for buffer in module.buffers()
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def search_masks(
@@ -73,63 +108,78 @@ def search_masks(
     probe: tuple[torch.Tensor, torch.Tensor] | None = None
     env = distributed.current()
 
+    def robust(module: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        return loss_on_adversarial(module, x, y, x_adv, context.loss, context.trades_beta)
+
     for epoch in range(settings.epochs):
         torch.manual_seed(epoch_seed(context.seed, "prune", epoch))
         ascend = settings.gamma > 0 and epoch >= settings.warmup_epochs
         model.train()
         totals = {"loss": 0.0, "perturbed_loss": 0.0, "steps": 0.0, "ascent_steps": 0.0, "seconds": 0.0}
-        totals["min_ascent_gain"] = float("inf")
-        batches = context.epoch_batches(epoch)
+        min_gain = float("inf")
         with progress_bar(f"mask search {epoch + 1}/{settings.epochs}", None, context.show_progress) as bar:
-            for x, y in batches:
+            for x, y in context.epoch_batches(epoch):
                 if probe is None:
                     probe = (x.detach().clone(), y.detach().clone())
                 start = time.perf_counter()
-                x_adv = craft_adversarial(model, x, y, context.threat, context.loss)
-                loss = loss_on_adversarial(net, x, y, x_adv, context.loss, context.trades_beta)
+                # The scores do not move while x' is crafted: compute each w * M(s, k) once, not per attack step.
+                with parametrize.cached():
+                    x_adv = craft_adversarial(model, x, y, context.threat, context.loss)
                 optimizer.zero_grad(set_to_none=True)
                 if ascend:
-                    grads = torch.autograd.grad(loss, scores, allow_unused=True)
-                    grads = tuple(
-                        g if g is not None else torch.zeros_like(s) for g, s in zip(grads, scores, strict=True)
-                    )
-                    z = ascent_direction(scores, list(grads), settings.gamma)
+                    # The bare module: a gradient taken with autograd.grad must not go through DDP's reducer;
+                    # the ranks average it explicitly so every rank perturbs by the same z.
+                    loss = robust(model, x, y, x_adv)
+                    raw = torch.autograd.grad(loss, scores, allow_unused=True)
+                    grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(raw, scores, strict=True)]
+                    distributed.all_mean_(grads)
+                    z = ascent_direction(scores, grads, settings.gamma)
+                    saved = [s.detach().clone() for s in scores]
                     with torch.no_grad():
                         for s, dz in zip(scores, z, strict=True):
                             s.add_(dz)
                     score_set.refresh()
-                    perturbed = loss_on_adversarial(net, x, y, x_adv, context.loss, context.trades_beta)
-                    perturbed.backward()
+                    # backward() inside: autograd saved the running statistics and checks their version.
+                    with frozen_batchnorm_statistics(model):
+                        perturbed = robust(net, x, y, x_adv)
+                        perturbed.backward()
                     with torch.no_grad():
-                        for s, dz in zip(scores, z, strict=True):
-                            s.sub_(dz)
-                    totals["perturbed_loss"] += perturbed.item()
-                    totals["ascent_steps"] += 1
-                    totals["min_ascent_gain"] = min(totals["min_ascent_gain"], perturbed.item() - loss.item())
+                        for s, value in zip(scores, saved, strict=True):
+                            s.copy_(value)  # exact restore (s + z - z is not s in floating point)
                 else:
-                    loss = loss_on_adversarial(net, x, y, x_adv, context.loss, context.trades_beta)
+                    loss = robust(net, x, y, x_adv)
                     loss.backward()
                 optimizer.step()
                 score_set.refresh()
+                loss_value = loss.item()  # also waits for an accelerator, so the step time is complete
+                if ascend:
+                    perturbed_value = perturbed.item()
                 totals["seconds"] += time.perf_counter() - start
-                totals["loss"] += loss.item()
+                totals["loss"] += loss_value
                 totals["steps"] += 1
+                if ascend:
+                    totals["perturbed_loss"] += perturbed_value
+                    totals["ascent_steps"] += 1
+                    min_gain = min(min_gain, perturbed_value - loss_value)
                 bar.advance(status=f"loss {totals['loss'] / totals['steps']:.3f}")
         scheduler.step()
         current = score_set.masks()
         flips = _hamming(current, previous)
         previous = current
+        sparsity, per_layer = score_set.sparsity()
+        history.layer_sparsity.append(per_layer)
         metrics = {
             "robust_loss": totals["loss"] / max(totals["steps"], 1),
             "mask_flips": float(flips),
             "mask_flip_fraction": flips / max(sum(m.numel() for m in current.values()), 1),
+            "sparsity": sparsity,
             "step_seconds": totals["seconds"] / max(totals["steps"], 1),
             "score_lr": optimizer.param_groups[0]["lr"],
+            "ascent_steps": totals["ascent_steps"],
         }
-        metrics["ascent_steps"] = totals["ascent_steps"]
         if totals["ascent_steps"]:
             metrics["perturbed_loss"] = totals["perturbed_loss"] / totals["ascent_steps"]
-            metrics["min_ascent_gain"] = totals["min_ascent_gain"]
+            metrics["min_ascent_gain"] = min_gain
         assert probe is not None
         metrics.update(_measure(model, score_set, context, settings, probe, epoch))
         history.epochs.append({"epoch": float(epoch), **metrics})

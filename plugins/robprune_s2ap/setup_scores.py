@@ -2,47 +2,74 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from robprune_deploy.errors import PruningError
 from robprune_deploy.surgery import ChannelGroups, ignored_layer_names, prunable_layers
-from robprune_s2ap.scores import ScoreSet, ScoreVector, keep_count, scaled_init
+from robprune_s2ap.scores import ScoreSet, ScoreVector, kaiming_init, keep_count, scaled_init
+
+ScoreInit = Literal["scaled", "kaiming"]
 
 
-def attach_unstructured(model: nn.Module, ratio: float, scope: str, ignored_scope: Any | None) -> ScoreSet:
+def attach_unstructured(
+    model: nn.Module,
+    ratio: float,
+    scope: str,
+    ignored_scope: Any | None,
+    init: ScoreInit = "scaled",
+    seed: int = 0,
+) -> ScoreSet:
     """One score per weight of every Conv2d/Linear layer not ignored (biases are not masked)."""
     ignored = ignored_layer_names(model, ignored_scope)
     score_set = ScoreSet(model, scope)
     layers = {n: m for n, m in prunable_layers(model).items() if n not in ignored}
     if not layers:
         raise PruningError("ignored_scope excludes every prunable layer")
+    generator = torch.Generator().manual_seed(seed)
     for name, layer in layers.items():
         weight = layer.weight
         assert isinstance(weight, torch.Tensor)
-        vector = score_set.add_vector(name, ScoreVector(scaled_init(weight), keep_count(weight.numel(), ratio)))
+        if init == "scaled":
+            values = scaled_init(weight)
+        else:
+            values = kaiming_init(tuple(weight.shape), weight[0].numel(), generator).to(weight)
+        vector = score_set.add_vector(name, ScoreVector(values, keep_count(weight.numel(), ratio)))
         score_set.attach(name, "weight", vector, tuple(weight.shape))
     return score_set
 
 
-def attach_channel(model: nn.Module, groups: ChannelGroups, ratio: float, scope: str) -> ScoreSet:
+def attach_channel(
+    model: nn.Module,
+    groups: ChannelGroups,
+    ratio: float,
+    scope: str,
+    init: ScoreInit = "scaled",
+    seed: int = 0,
+) -> ScoreSet:
     """One score per channel of each coupled group, shared by every out-layer parameter of the group.
 
-    The init is the group's per-channel L1 norm, scaled like HYDRA's weight init.
+    ``ratio`` is the fraction of each group's channels removed (local scope) or of all groups'
+    channels together (global scope). The scaled init is the group's per-channel L1 norm, scaled
+    like HYDRA's weight init.
     """
     score_set = ScoreSet(model, scope)
     importance = groups.l1_importance()
     modules = dict(model.named_modules())
     if not groups.groups:
         raise PruningError("the model has no prunable channel group (all ignored?)")
+    generator = torch.Generator().manual_seed(seed)
     for group in groups.groups:
         root = modules[group.name].weight
         assert isinstance(root, torch.Tensor)
-        l1 = importance[group.name].to(root.device, root.dtype)
-        init = (6.0 / root[0].numel()) ** 0.5 * l1 / l1.abs().max().clamp_min(1e-12)
-        vector = score_set.add_vector(group.name, ScoreVector(init, keep_count(group.num_channels, ratio)))
+        if init == "scaled":
+            l1 = importance[group.name].to(root.device, root.dtype)
+            values = (6.0 / root[0].numel()) ** 0.5 * l1 / l1.abs().max().clamp_min(1e-12)
+        else:
+            values = kaiming_init((group.num_channels,), root[0].numel(), generator).to(root)
+        vector = score_set.add_vector(group.name, ScoreVector(values, keep_count(group.num_channels, ratio)))
         for layer in group.out_layers:
             for pname, param in list(modules[layer].named_parameters(recurse=False)):
                 if param.shape[0] != group.num_channels:

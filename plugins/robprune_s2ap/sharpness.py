@@ -20,12 +20,13 @@ def sharpness(loss_fn: LossFn, scores: Sequence[torch.Tensor], gamma: float) -> 
     raw = torch.autograd.grad(loss, scores, allow_unused=True)
     grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(raw, scores, strict=True)]
     z = ascent_direction(scores, grads, gamma)
+    saved = [s.detach().clone() for s in scores]
     with torch.no_grad():
         for s, dz in zip(scores, z, strict=True):
             s.add_(dz)
         perturbed = loss_fn()
-        for s, dz in zip(scores, z, strict=True):
-            s.sub_(dz)
+        for s, value in zip(scores, saved, strict=True):
+            s.copy_(value)  # exact restore
     return (perturbed - loss).item(), loss.item()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from robprune_deploy.pipeline import RunContext
 from robprune_deploy.recipe import Recipe, load_recipe
+from robprune_deploy.tracking.uris import localize_checkpoint
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, *, recipe_flag: bool = False) -> None:
@@ -46,6 +47,9 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
 def context_of(args: argparse.Namespace, recipe: Recipe) -> RunContext:
     """The run context, tracked in MLflow (rank 0 only) unless ``tracking.enabled`` is false."""
     ctx = RunContext(recipe, args.out, resume=args.resume, show_progress=not args.quiet)
+    origin = localize_checkpoint(recipe)  # stages chain across runs: models:/... or runs:/... checkpoints
+    if origin:
+        ctx.summary["mlflow.checkpoint_uri"] = origin
     if recipe.tracking.enabled and ctx.is_main:
         from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
 

@@ -18,6 +18,7 @@ from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.report import write_report
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.reporting import plot_layers, plot_training
+from robprune_deploy.tracking.uris import localize_checkpoint
 
 SUMMARY = "summary.json"
 REPORT = "report.md"
@@ -31,8 +32,13 @@ def run_pipeline(ctx: RunContext) -> dict[str, Any]:
     folder and records everything in one parent MLflow run with a nested run per stage.
     """
     recipe = ctx.recipe
+    origin = localize_checkpoint(recipe)  # a models:/ or runs:/ checkpoint becomes a local file
+    if origin:
+        ctx.summary["mlflow.checkpoint_uri"] = origin
     ctx.preflight()
     document = recipe_to_dict(recipe)
+    if "mlflow.checkpoint_uri" in ctx.summary:  # log the URI the user gave, not the download folder
+        document["model"]["checkpoint"] = ctx.summary["mlflow.checkpoint_uri"]
     tags = {
         "algorithm": recipe.compression.algorithm,
         "target_ratio": str(recipe.compression.ratio),

@@ -61,7 +61,8 @@ def pretrain(ctx: RunContext) -> nn.Module:
     with ctx.tracker.stage("pretrain"):
         if recipe.model.checkpoint is not None:
             load_model_weights(model, recipe.model.checkpoint)
-            ctx.tracker.log_params({"checkpoint": str(Path(recipe.model.checkpoint).resolve())})
+            source = ctx.summary.get("mlflow.checkpoint_uri") or str(Path(recipe.model.checkpoint).resolve())
+            ctx.tracker.log_params({"checkpoint": source})
         elif recipe.pretrain.enabled and recipe.pretrain.epochs > 0:
             ctx.tracker.log_params(recipe.pretrain.model_dump(mode="json"))
             adversarial_train(
@@ -82,6 +83,12 @@ def pretrain(ctx: RunContext) -> nn.Module:
         ctx.tracker.log_metrics({f"dense_{k}": v for k, v in metrics.items()})
         ctx.summary.update({"torch.dense_clean_acc": metrics["clean_acc"], "torch.dense_pgd_acc": metrics["pgd_acc"]})
         save_checkpoint({"model": model.state_dict()}, path)
+        if recipe.model.checkpoint is None:
+            # Trained here: a later run (or the MLproject `prune` entry point) can start from it
+            # with model.checkpoint=runs:/<stage run>/checkpoints/pretrained.pt.
+            uri = ctx.tracker.log_checkpoint(path)
+            if uri:
+                ctx.summary["mlflow.pretrained_uri"] = uri
         ctx.mark_done("pretrain", metrics)
     return model
 

@@ -42,6 +42,9 @@ class Tracker(Protocol):
 
     def log_torch_model(self, model: nn.Module, example: np.ndarray) -> str | None: ...
 
+    def log_checkpoint(self, path: Path) -> str | None:
+        """Log a weights file of the active run; returns a ``runs:/`` URI a later run can load."""
+
     def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None: ...
 
     def register_model(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str | None: ...
@@ -76,6 +79,9 @@ class NullTracker:
         pass
 
     def log_torch_model(self, model: nn.Module, example: np.ndarray) -> str | None:
+        return None
+
+    def log_checkpoint(self, path: Path) -> str | None:
         return None
 
     def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None:

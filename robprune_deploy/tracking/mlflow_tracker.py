@@ -6,6 +6,7 @@ import contextlib
 import math
 import os
 import re
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -138,13 +139,33 @@ class MlflowTracker:
         import torch
         from mlflow.models import infer_signature
 
+        from robprune_deploy.checkpoints import save_checkpoint
+        from robprune_deploy.tracking.uris import WEIGHTS_FILE
+
         model = model.eval().cpu()
         with torch.no_grad():
             output = model(torch.from_numpy(example)).numpy()
-        info = mlflow.pytorch.log_model(
-            model, name="torch_model", signature=infer_signature(example, output), input_example=example
-        )
+        with tempfile.TemporaryDirectory(prefix="robprune-weights-") as folder:
+            # The state dict travels inside the logged model, so a later run can take this model
+            # as `model.checkpoint` (models:/..., runs:/...) and load it with weights_only=True.
+            weights = save_checkpoint({"model": model.state_dict()}, Path(folder) / WEIGHTS_FILE)
+            info = mlflow.pytorch.log_model(
+                model,
+                name="torch_model",
+                signature=infer_signature(example, output),
+                input_example=example,
+                extra_files=[str(weights)],
+            )
         return str(info.model_uri)
+
+    def log_checkpoint(self, path: Path) -> str | None:
+        """Log a weights file under ``checkpoints/`` of the active run; returns its ``runs:/`` URI,
+        which a later run accepts as ``model.checkpoint``."""
+        run = self.mlflow.active_run()
+        if run is None:
+            return None
+        self.mlflow.log_artifact(str(path), "checkpoints")
+        return f"runs:/{run.info.run_id}/checkpoints/{Path(path).name}"
 
     def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None:
         """The deployable ONNX file, with a signature and an input example; returns its model URI."""

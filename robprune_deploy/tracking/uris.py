@@ -1,0 +1,110 @@
+"""MLflow model and artifact URIs as stage inputs, so stages chain across runs.
+
+``model.checkpoint`` (and the MLproject ``checkpoint`` parameter) accepts, besides a local file:
+
+- ``runs:/<run_id>/<path>``: an artifact of an earlier run, e.g. the ``checkpoints/pretrained.pt``
+  the pretrain stage logs, or the ``torch_model`` a pipeline logs;
+- ``models:/<name>/<version>``, ``models:/<name>/latest``, ``models:/<name>@<alias>``: a registered
+  model version;
+- ``models:/<model_id>``: a logged model (what :meth:`MlflowTracker.log_torch_model` returns).
+
+The URI is downloaded with MLflow into a temporary folder and turned into one local weights file.
+Weights are never unpickled: a plain ``.pt``/``.safetensors`` artifact is used as is (it is loaded
+later with ``weights_only=True``), an MLflow pytorch model contributes the state dict the tracker
+stored beside it (``extra_files/weights.pt``) or, failing that, the state dict of its ``torch.export``
+archive (``data/model.pt2``). A pickled ``nn.Module`` is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from robprune_deploy.errors import CheckpointError, TrackingError
+from robprune_deploy.recipe import Recipe
+from robprune_deploy.tracking.models import is_mlflow_uri
+
+WEIGHTS_FILE = "weights.pt"
+"""Name of the state-dict file stored inside every torch model the tracker logs."""
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
+
+
+def download(uri: str, tracking_uri: str | None = None) -> Path:
+    """Download ``uri`` (an artifact or a whole model) into a fresh temporary folder.
+
+    :param tracking_uri: the store to resolve it in (default: ``MLFLOW_TRACKING_URI`` or ``./mlflow.db``).
+    :raises TrackingError: naming the URI when MLflow cannot resolve or fetch it.
+    """
+    import mlflow
+
+    from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="robprune-"))
+    except Exception as exc:  # MLflow raises its own, OSError and sqlalchemy errors alike
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise TrackingError(f"model.checkpoint {uri}: cannot be downloaded from MLflow ({detail})") from None
+    return Path(local)
+
+
+def _weights_in_model_dir(uri: str, folder: Path) -> Path:
+    """The weights file of a downloaded MLflow pytorch model folder (see the module docstring)."""
+    stored = folder / "extra_files" / WEIGHTS_FILE
+    if stored.is_file():
+        return stored
+    exported = folder / "data" / "model.pt2"
+    if exported.is_file():
+        import torch
+
+        from robprune_deploy.checkpoints import save_checkpoint
+
+        try:
+            state = torch.export.load(str(exported)).state_dict
+        except Exception as exc:
+            detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"model.checkpoint {uri}: unreadable torch.export archive ({detail})") from None
+        return save_checkpoint({"model": dict(state)}, folder / WEIGHTS_FILE)
+    raise CheckpointError(
+        f"model.checkpoint {uri}: an MLflow model without a state dict (a pickled module is never loaded); "
+        f"log it with robprune, or log a .pt state dict as an artifact and pass runs:/<run_id>/<path>"
+    )
+
+
+def resolve_checkpoint(spec: str | os.PathLike[str], tracking_uri: str | None = None) -> Path:
+    """A local weights file for ``spec``: a path as given, or an MLflow URI downloaded and unpacked.
+
+    :raises TrackingError: for a URI MLflow cannot fetch.
+    :raises CheckpointError: for a URI that holds no weights file (or more than one).
+    """
+    text = str(spec)
+    if not is_mlflow_uri(text):
+        return Path(text).expanduser()
+    local = download(text, tracking_uri)
+    if local.is_file():
+        return local
+    if (local / "MLmodel").is_file():
+        return _weights_in_model_dir(text, local)
+    files = sorted(p for p in local.rglob("*") if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+    if len(files) != 1:
+        found = ", ".join(p.name for p in files[:5]) or "none"
+        raise CheckpointError(f"model.checkpoint {text}: expected one weights file in it, found {found}")
+    return files[0]
+
+
+def localize_checkpoint(recipe: Recipe) -> str | None:
+    """Replace an MLflow URI in ``recipe.model.checkpoint`` by the downloaded local weights file.
+
+    Every later reader of the recipe (preflight, the pretrain stage) then sees a plain file.
+    Idempotent: a recipe whose checkpoint is already local is left alone.
+
+    :returns: the original URI, for the run's tags and params, or None when nothing was resolved.
+    """
+    checkpoint = recipe.model.checkpoint
+    if checkpoint is None or not is_mlflow_uri(str(checkpoint)):
+        return None
+    uri = str(checkpoint)
+    recipe.model.checkpoint = resolve_checkpoint(uri, recipe.tracking.tracking_uri)
+    return uri
