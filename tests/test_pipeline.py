@@ -153,3 +153,49 @@ def test_resume_skips_completed_stages_and_reproduces_the_summary(digits_run, tm
     again = json.loads((out / "summary.json").read_text())
     for key in ("params_pruned", "macs_pruned", "torch.clean_acc", "torch.pgd_acc", "onnx.clean_acc", "onnx.pgd_acc"):
         assert math.isclose(again[key], digits_run["summary"][key]), key
+
+
+def _pretrain_from(digits_run, checkpoint: str, out: Path) -> int:
+    return main(
+        [
+            "pretrain",
+            str(digits_run["recipe"]),
+            "--out",
+            str(out),
+            "--tracking-uri",
+            digits_run["uri"],
+            "--quiet",
+            *overrides(*FAST_RUN, f"model.checkpoint={checkpoint}"),
+        ]
+    )
+
+
+def test_stages_chain_across_runs_through_mlflow_uris(digits_run, tmp_path: Path) -> None:
+    """The pretrain stage's runs:/ checkpoint and the logged torch model (models:/) start later runs."""
+    import torch
+
+    summary = digits_run["summary"]
+    pretrained = torch.load(digits_run["out"] / "pretrained.pt", weights_only=True)["model"]
+    assert _pretrain_from(digits_run, summary["mlflow.pretrained_uri"], tmp_path / "a") == 0
+    again = torch.load(tmp_path / "a" / "pretrained.pt", weights_only=True)["model"]
+    assert pretrained.keys() == again.keys() and all(torch.equal(pretrained[k], again[k]) for k in pretrained)
+
+    # The stripped HYDRA model keeps dense shapes, so it loads into the recipe's architecture: 90% zeros.
+    assert summary["mlflow.torch_model_uri"].startswith("models:/")
+    assert _pretrain_from(digits_run, summary["mlflow.torch_model_uri"], tmp_path / "b") == 0
+    pruned = torch.load(tmp_path / "b" / "pretrained.pt", weights_only=True)["model"]
+    weights = [v for k, v in pruned.items() if k.endswith("weight") and v.dim() > 1]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.9, abs=0.01)
+    client = MlflowClient(digits_run["uri"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, "params.checkpoint LIKE 'models:/%'")
+    assert [r.data.params["checkpoint"] for r in runs] == [summary["mlflow.torch_model_uri"]]  # the URI as given
+
+
+def test_an_mlflow_checkpoint_that_does_not_exist_exits_2(digits_run, tmp_path: Path, capsys) -> None:
+    code = _pretrain_from(digits_run, "runs:/0123456789abcdef/checkpoints/pretrained.pt", tmp_path / "c")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "model.checkpoint runs:/0123456789abcdef" in err[0]
+    assert not (tmp_path / "c" / "pretrained.pt").exists()

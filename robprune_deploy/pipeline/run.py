@@ -114,7 +114,9 @@ def _log_models(ctx: RunContext, deployable: torch.nn.Module) -> str | None:
     """Log the stripped torch model and the ONNX model; register the ONNX one when the recipe names it."""
     example = ctx.example_inputs.cpu().numpy()
     with ctx.tracker.stage("models"):
-        ctx.tracker.log_torch_model(deployable, example)
+        torch_uri = ctx.tracker.log_torch_model(deployable, example)
+        if torch_uri:  # a later run can start from it: model.checkpoint=<this URI>
+            ctx.summary["mlflow.torch_model_uri"] = torch_uri
         uri = ctx.tracker.log_onnx_model(ctx.out_dir / deploy.MODEL_ONNX, example)
         ctx.summary["mlflow.model_uri"] = uri or ""
         name = ctx.recipe.tracking.registered_model

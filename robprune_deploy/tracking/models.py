@@ -15,6 +15,26 @@ def is_mlflow_uri(text: str) -> bool:
     return text.startswith(MLFLOW_SCHEMES)
 
 
+def download_artifact(uri: str, field: str, tracking_uri: str | None = None) -> Path:
+    """Download ``uri`` (an artifact or a whole logged model) into a fresh temporary folder.
+
+    :param field: what the URI was given as (``"model"``, ``"model.checkpoint"``), for the error.
+    :param tracking_uri: the store to resolve it in (default: ``MLFLOW_TRACKING_URI`` or ``./mlflow.db``).
+    :raises TrackingError: naming the field and the URI when MLflow cannot resolve or fetch it.
+    """
+    import mlflow
+
+    from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="robprune-"))
+    except Exception as exc:  # MLflow raises its own, OSError and sqlalchemy errors alike
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise TrackingError(f"{field} {uri}: cannot be downloaded from MLflow ({detail})") from None
+    return Path(local)
+
+
 def resolve_onnx(model: str, tracking_uri: str | None = None) -> Path:
     """A local ONNX file for ``model``: a path, or an MLflow model URI downloaded to a temp folder.
 
@@ -25,16 +45,7 @@ def resolve_onnx(model: str, tracking_uri: str | None = None) -> Path:
         if not path.is_file():
             raise OnnxModelError(f"ONNX file {path}: no such file")
         return path.resolve()
-    import mlflow
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    try:
-        local = Path(
-            mlflow.artifacts.download_artifacts(artifact_uri=model, dst_path=tempfile.mkdtemp(prefix="robprune-"))
-        )
-    except Exception as exc:
-        raise TrackingError(f"model {model}: cannot be downloaded from MLflow ({str(exc).splitlines()[0]})") from None
+    local = download_artifact(model, "model", tracking_uri)
     files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
     if not files:
         raise TrackingError(f"model {model}: holds no .onnx file")

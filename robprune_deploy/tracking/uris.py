@@ -18,36 +18,16 @@ archive (``data/model.pt2``). A pickled ``nn.Module`` is refused.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
-from robprune_deploy.errors import CheckpointError, TrackingError
+from robprune_deploy.errors import CheckpointError
 from robprune_deploy.recipe import Recipe
-from robprune_deploy.tracking.models import is_mlflow_uri
+from robprune_deploy.tracking.models import download_artifact, is_mlflow_uri
 
 WEIGHTS_FILE = "weights.pt"
 """Name of the state-dict file stored inside every torch model the tracker logs."""
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
-
-
-def download(uri: str, tracking_uri: str | None = None) -> Path:
-    """Download ``uri`` (an artifact or a whole model) into a fresh temporary folder.
-
-    :param tracking_uri: the store to resolve it in (default: ``MLFLOW_TRACKING_URI`` or ``./mlflow.db``).
-    :raises TrackingError: naming the URI when MLflow cannot resolve or fetch it.
-    """
-    import mlflow
-
-    from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="robprune-"))
-    except Exception as exc:  # MLflow raises its own, OSError and sqlalchemy errors alike
-        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise TrackingError(f"model.checkpoint {uri}: cannot be downloaded from MLflow ({detail})") from None
-    return Path(local)
 
 
 def _weights_in_model_dir(uri: str, folder: Path) -> Path:
@@ -82,7 +62,7 @@ def resolve_checkpoint(spec: str | os.PathLike[str], tracking_uri: str | None = 
     text = str(spec)
     if not is_mlflow_uri(text):
         return Path(text).expanduser()
-    local = download(text, tracking_uri)
+    local = download_artifact(text, "model.checkpoint", tracking_uri)
     if local.is_file():
         return local
     if (local / "MLmodel").is_file():
