@@ -29,7 +29,7 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     data = digits()
     base = pretrained(data, args.pretrain_epochs, args.cache)
-    print(f"{'ratio':>5} {'algorithm':<15} {'clean':>6} {'pgd20':>6} {'params':>8} {'MACs':>9}")
+    print(f"{'ratio':>5} {'algorithm':<15} {'clean':>6} {'pgd20':>6} {'pgd sd':>6} {'params':>8} {'MACs':>9}")
     for ratio in args.ratios:
         means = {}
         for algo in ("mrpf", "l1_filter", "nncf_magnitude"):
@@ -41,11 +41,12 @@ def main() -> None:
             means[algo] = (
                 statistics.mean(o.clean for o in outcomes),
                 statistics.mean(o.pgd for o in outcomes),
+                statistics.pstdev(o.pgd for o in outcomes),
                 outcomes[0].params,
                 outcomes[0].macs,
             )
-            c, p, n, m = means[algo]
-            print(f"{ratio:>5.2f} {algo:<15} {c:>6.3f} {p:>6.3f} {n:>8d} {m:>9d}")
+            c, p, sd, n, m = means[algo]
+            print(f"{ratio:>5.2f} {algo:<15} {c:>6.3f} {p:>6.3f} {sd:>6.3f} {n:>8d} {m:>9d}", flush=True)
         for other in ("l1_filter", "nncf_magnitude"):
             print(
                 f"{ratio:>5.2f} mrpf - {other:<15} clean {means['mrpf'][0] - means[other][0]:+.3f} "

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from robprune_deploy.algorithms import ALGORITHMS
-from robprune_deploy.cli.common import add_recipe_arguments, add_run_arguments, context_of, recipe_of
+from robprune_deploy.cli.common import add_stage_parser, context_of, recipe_of
 from robprune_deploy.cli.deploy_commands import register_deploy_commands
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import RunContext, stages
@@ -32,11 +32,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register_run(sub: Any) -> None:
-    p = sub.add_parser("run", help="run the whole pipeline of a recipe")
-    add_recipe_arguments(p)
-    add_run_arguments(p)
-    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    p.set_defaults(handler=_run)
+    add_stage_parser(sub, "run", _run, "run the whole pipeline of a recipe")
 
 
 def _algorithms(args: argparse.Namespace) -> int:
@@ -105,11 +101,7 @@ def register_stages(sub: Any) -> None:
         ("prune", _prune, "pretrain (or load model.checkpoint) and run the mask search; writes pruned.pt"),
         ("finetune", _finetune, "adversarial fine-tuning of --out/pruned.pt; writes finetuned.pt"),
     ):
-        p = sub.add_parser(name, help=text)
-        add_recipe_arguments(p)
-        add_run_arguments(p)
-        p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-        p.set_defaults(handler=handler)
+        add_stage_parser(sub, name, handler, text)
 
 
 REGISTRARS = [register_run, register_algorithms, register_stages, register_deploy_commands]

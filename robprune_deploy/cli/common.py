@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from robprune_deploy.pipeline import RunContext
 from robprune_deploy.recipe import Recipe, load_recipe
@@ -32,6 +34,15 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+
+
+def add_stage_parser(sub: Any, name: str, handler: Callable[[argparse.Namespace], int], text: str) -> None:
+    """A subcommand that runs pipeline stages of ``RECIPE`` into ``--out`` (``run`` and each stage)."""
+    p = sub.add_parser(name, help=text)
+    add_recipe_arguments(p)
+    add_run_arguments(p)
+    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    p.set_defaults(handler=handler)
 
 
 def recipe_of(args: argparse.Namespace) -> Recipe:

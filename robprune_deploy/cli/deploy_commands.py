@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from robprune_deploy.cli.common import add_recipe_arguments, add_run_arguments, context_of, recipe_of
+from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.gate.run import evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import RunContext, deploy, stages
@@ -105,11 +105,7 @@ def register_deploy_commands(sub: Any) -> None:
         ("export", _export, "export model.onnx and dense.onnx from the stages in --out, with the graph audit"),
         ("evaluate", _evaluate, "robustness under onnxruntime and dense vs pruned latency of --out/model.onnx"),
     ):
-        p = sub.add_parser(name, help=text)
-        add_recipe_arguments(p)
-        add_run_arguments(p)
-        p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-        p.set_defaults(handler=handler)
+        add_stage_parser(sub, name, handler, text)
     p = sub.add_parser(
         "gate", help="robustness gate on an ONNX file or MLflow model URI (exit 0 pass, 1 fail, 2 bad input)"
     )

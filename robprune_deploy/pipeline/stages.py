@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from torch import nn
 
@@ -51,6 +52,25 @@ def _epoch_logger(ctx: RunContext, stage: str) -> Callable[[int, dict[str, float
     return lambda epoch, metrics: ctx.record_epoch(stage, epoch, metrics)
 
 
+def _train(ctx: RunContext, model: nn.Module, stage: Literal["pretrain", "finetune"]) -> None:
+    """Adversarial training of ``model`` under the recipe section of ``stage``, resumable per epoch."""
+    section = ctx.recipe.pretrain if stage == "pretrain" else ctx.recipe.finetune
+    ctx.tracker.log_params(section.model_dump(mode="json"))
+    adversarial_train(
+        model,
+        plan_of(section),
+        ctx.recipe.attack.threat(),
+        ctx.train_loader,
+        device=ctx.device,
+        stage=stage,
+        seed=ctx.recipe.seed,
+        checkpoint_dir=ctx.out_dir / "checkpoints",
+        resume=ctx.resume,
+        on_epoch_end=_epoch_logger(ctx, stage),
+        show_progress=ctx.show_progress,
+    )
+
+
 def pretrain(ctx: RunContext) -> nn.Module:
     """Dense adversarial training, or the checkpoint named by ``model.checkpoint``."""
     recipe = ctx.recipe
@@ -64,20 +84,7 @@ def pretrain(ctx: RunContext) -> nn.Module:
             source = ctx.summary.get("mlflow.checkpoint_uri") or str(Path(recipe.model.checkpoint).resolve())
             ctx.tracker.log_params({"checkpoint": source})
         elif recipe.pretrain.enabled and recipe.pretrain.epochs > 0:
-            ctx.tracker.log_params(recipe.pretrain.model_dump(mode="json"))
-            adversarial_train(
-                model,
-                plan_of(recipe.pretrain),
-                recipe.attack.threat(),
-                ctx.train_loader,
-                device=ctx.device,
-                stage="pretrain",
-                seed=recipe.seed,
-                checkpoint_dir=ctx.out_dir / "checkpoints",
-                resume=ctx.resume,
-                on_epoch_end=_epoch_logger(ctx, "pretrain"),
-                show_progress=ctx.show_progress,
-            )
+            _train(ctx, model, "pretrain")
         model.to(ctx.device)
         metrics = robustness(ctx, model)
         ctx.tracker.log_metrics({f"dense_{k}": v for k, v in metrics.items()})
@@ -144,20 +151,7 @@ def finetune(ctx: RunContext, result: PruningResult) -> nn.Module:
         load_model_weights(trained, path)
         return trained if channel else result.strip()
     with ctx.tracker.stage("finetune"):
-        ctx.tracker.log_params(recipe.finetune.model_dump(mode="json"))
-        adversarial_train(
-            trained,
-            plan_of(recipe.finetune),
-            recipe.attack.threat(),
-            ctx.train_loader,
-            device=ctx.device,
-            stage="finetune",
-            seed=recipe.seed,
-            checkpoint_dir=ctx.out_dir / "checkpoints",
-            resume=ctx.resume,
-            on_epoch_end=_epoch_logger(ctx, "finetune"),
-            show_progress=ctx.show_progress,
-        )
+        _train(ctx, trained, "finetune")
         if recipe.finetune.bn_recalibration_batches:
             recalibrate_batchnorm(trained, ctx.train_loader(0), ctx.device, recipe.finetune.bn_recalibration_batches)
         save_checkpoint({"model": trained.state_dict()}, path)

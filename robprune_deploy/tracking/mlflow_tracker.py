@@ -172,13 +172,26 @@ class MlflowTracker:
         import mlflow.onnx
         import onnx
         import onnxruntime as ort
+        import torch
         from mlflow.models import infer_signature
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         output = session.run(None, {session.get_inputs()[0].name: example})[0]
-        info = mlflow.onnx.log_model(
-            onnx.load(str(path)), name="onnx_model", signature=infer_signature(example, output), input_example=example
-        )
+        # The logged model keeps MLflow's [CUDA, CPU] providers for whoever serves it; on a machine
+        # without a GPU, the validation load would otherwise print onnxruntime's CUDA load failure.
+        quiet = not torch.cuda.is_available()
+        if quiet:
+            ort.set_default_logger_severity(4)
+        try:
+            info = mlflow.onnx.log_model(
+                onnx.load(str(path)),
+                name="onnx_model",
+                signature=infer_signature(example, output),
+                input_example=example,
+            )
+        finally:
+            if quiet:
+                ort.set_default_logger_severity(2)  # onnxruntime's default: warnings and above
         self.model_uri = str(info.model_uri)
         return self.model_uri
 
