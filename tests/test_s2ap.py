@@ -138,3 +138,38 @@ def test_functional_api_with_nncf_dataset_and_hessian(digits, robust_cnn) -> Non
     assert not any("parametrizations" in k for k in deployable.state_dict())
     x = digits.test.tensors[0][:32]  # type: ignore[attr-defined]
     assert eval_diff(result.model, deployable, x) < 1e-6
+
+
+class _Killed(Exception):
+    """Stands in for a crash right after an epoch's checkpoint was written."""
+
+
+def test_an_interrupted_search_resumes_to_the_uninterrupted_result(digits, robust_cnn, tmp_path) -> None:
+    options = {"epochs": 3, "gamma": 0.1, "warmup_epochs": 1}
+    reference = run("s2ap", copy.deepcopy(robust_cnn), context(digits, 0.9), **options)
+
+    def crash_after_epoch_1(stage: str, epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 1:
+            raise _Killed
+
+    killed = context(digits, 0.9)
+    killed.checkpoint_dir, killed.on_epoch_end = tmp_path, crash_after_epoch_1
+    with pytest.raises(_Killed):
+        run("s2ap", copy.deepcopy(robust_cnn), killed, **options)
+    resumed_ctx = context(digits, 0.9)
+    resumed_ctx.checkpoint_dir, resumed_ctx.resume = tmp_path, True
+    logged: list[int] = []
+    resumed_ctx.on_epoch_end = lambda stage, epoch, metrics: logged.append(epoch)
+    resumed = run("s2ap", copy.deepcopy(robust_cnn), resumed_ctx, **options)
+
+    assert logged == [2]  # epochs 0 and 1 came from the checkpoint
+    for (name, a), b in zip(reference.masks().items(), resumed.masks().values(), strict=True):
+        assert torch.equal(a, b), name
+    for (name, a), b in zip(reference.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # weights and BatchNorm statistics
+    assert [e["robust_loss"] for e in resumed.extra["epochs"]] == [e["robust_loss"] for e in reference.extra["epochs"]]
+
+    # A checkpoint of another search (here another gamma) is not resumed: all three epochs run.
+    logged.clear()
+    run("s2ap", copy.deepcopy(robust_cnn), resumed_ctx, **{**options, "gamma": 0.2})
+    assert logged == [0, 1, 2]

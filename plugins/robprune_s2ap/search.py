@@ -34,6 +34,7 @@ from torch.nn.utils import parametrize
 
 from robprune_deploy import PruningContext, distributed
 from robprune_deploy.attacks import craft_adversarial, loss_on_adversarial
+from robprune_deploy.checkpoints import load_checkpoint, save_checkpoint
 from robprune_deploy.progress import progress_bar
 from robprune_deploy.training import epoch_seed
 from robprune_s2ap.scores import ScoreSet
@@ -67,6 +68,16 @@ class SearchHistory:
             "layer_sparsity_per_epoch": self.layer_sparsity,
             "sparsity_per_layer": self.sparsity_per_layer,
         }
+
+
+SEARCH_CHECKPOINT = "prune_search_last.pt"
+"""Per-epoch state of the mask search in ``context.checkpoint_dir`` (scores, optimizer, BN statistics)."""
+
+
+def _fingerprint(settings: SearchSettings, context: PruningContext, score_set: ScoreSet) -> str:
+    # A checkpoint of another search (other options, ratio, seed or layers) must not be resumed.
+    shapes = ",".join(f"{n}:{tuple(v.scores.shape)}" for n, v in score_set.vectors.items())
+    return f"{settings!r}|ratio={context.ratio}|seed={context.seed}|loss={context.loss}|{shapes}"
 
 
 def _hamming(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> int:
@@ -111,7 +122,24 @@ def search_masks(
     def robust(module: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
         return loss_on_adversarial(module, x, y, x_adv, context.loss, context.trades_beta)
 
-    for epoch in range(settings.epochs):
+    checkpoint = context.checkpoint_dir / SEARCH_CHECKPOINT if context.checkpoint_dir is not None else None
+    fingerprint = _fingerprint(settings, context, score_set)
+    first_epoch = 0
+    if context.resume and checkpoint is not None and checkpoint.is_file():
+        state = load_checkpoint(checkpoint)
+        if state.get("fingerprint") == fingerprint:
+            # Every epoch reseeds torch and reshuffles from (seed, epoch) alone, so continuing after
+            # the last completed epoch gives the uninterrupted search's scores exactly.
+            model.load_state_dict(state["model"])  # scores (they live in the parametrizations) and BN statistics
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            history.epochs, history.layer_sparsity = list(state["epochs"]), list(state["layer_sparsity"])
+            probe = (state["probe_x"].to(context.device), state["probe_y"].to(context.device))
+            score_set.refresh()
+            previous = score_set.masks()
+            first_epoch = int(state["epoch"]) + 1
+
+    for epoch in range(first_epoch, settings.epochs):
         torch.manual_seed(epoch_seed(context.seed, "prune", epoch))
         ascend = settings.gamma > 0 and epoch >= settings.warmup_epochs
         model.train()
@@ -183,6 +211,22 @@ def search_masks(
         assert probe is not None
         metrics.update(_measure(model, score_set, context, settings, probe, epoch))
         history.epochs.append({"epoch": float(epoch), **metrics})
+        if checkpoint is not None and env.is_main:
+            save_checkpoint(
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epochs": history.epochs,
+                    "layer_sparsity": history.layer_sparsity,
+                    "probe_x": probe[0].cpu(),
+                    "probe_y": probe[1].cpu(),
+                },
+                checkpoint,
+            )
+        distributed.barrier()  # no rank runs ahead of the checkpoint it may have to resume from
         if env.is_main:
             context.log_epoch("prune", epoch, metrics)
     distributed.broadcast_state(model)

@@ -59,6 +59,8 @@ class PruningContext:
     :param ignored_scope: an :class:`nncf.IgnoredScope` or ``None``.
     :param on_epoch_end: metrics sink (MLflow in the pipeline).
     :param checkpoint_dir: where the algorithm may keep per-epoch state for ``--resume``.
+    :param resume: continue the algorithm's own training loop from its state in ``checkpoint_dir``
+        (``robprune run --resume`` after a crash); algorithms without such a loop ignore it.
     """
 
     train_data: Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -73,6 +75,7 @@ class PruningContext:
     show_progress: bool = False
     on_epoch_end: EpochCallback | None = None
     checkpoint_dir: Path | None = None
+    resume: bool = False
     epoch_loader: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def epoch_batches(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:

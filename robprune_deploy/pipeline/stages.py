@@ -126,6 +126,7 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
             show_progress=ctx.show_progress,
             on_epoch_end=lambda stage, epoch, metrics: ctx.record_epoch(stage, epoch, metrics),
             checkpoint_dir=ctx.out_dir / "checkpoints",
+            resume=ctx.resume,
         )
         result = algorithm.apply(model, context)
         for file in algorithm.report(result, ctx.out_dir / "plots"):
