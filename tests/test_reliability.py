@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import FAST_RUN, overrides, subprocess_env  # type: ignore[import-not-found]
 from mlflow import MlflowClient
@@ -20,8 +21,19 @@ def robprune(*args: str) -> list[str]:
     return [sys.executable, "-m", "robprune_deploy.cli.main", *args]
 
 
-def test_sigkill_mid_pretrain_epoch_then_resume_matches_the_uninterrupted_run(digits_run, tmp_path: Path) -> None:
+KILL_POINTS = {
+    # stage: (the per-epoch checkpoint to wait for, the epoch it must hold, extra overrides)
+    "pretrain": ("pretrain_last.pt", 1, []),
+    # Starts from the reference run's pretrained weights, so the kill lands in the mask search sooner.
+    "prune": ("prune_search_last.pt", 0, ["model.checkpoint={pretrained}"]),
+}
+
+
+@pytest.mark.parametrize("stage", list(KILL_POINTS))
+def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(digits_run, tmp_path: Path, stage: str) -> None:
+    name, epoch, extra = KILL_POINTS[stage]
     out, uri = tmp_path / "out", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    pretrained = digits_run["out"] / "pretrained.pt"
     args = [
         "run",
         str(digits_run["recipe"]),
@@ -30,23 +42,28 @@ def test_sigkill_mid_pretrain_epoch_then_resume_matches_the_uninterrupted_run(di
         "--quiet",
         "--tracking-uri",
         uri,
-        *overrides(*FAST_RUN, "tracking.registered_model=digits-test", "tracking.alias=candidate"),
+        *overrides(
+            *FAST_RUN,
+            "tracking.registered_model=digits-test",
+            "tracking.alias=candidate",
+            *(e.format(pretrained=pretrained) for e in extra),
+        ),
     ]
     env = subprocess_env(OMP_NUM_THREADS="2")
     proc = subprocess.Popen(robprune(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = out / "checkpoints" / "pretrain_last.pt"
+    checkpoint = out / "checkpoints" / name
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
-        if checkpoint.is_file() and load_checkpoint(checkpoint)["epoch"] >= 1:
-            time.sleep(0.5)  # somewhere inside epoch 2 or 3
+        if checkpoint.is_file() and load_checkpoint(checkpoint)["epoch"] >= epoch:
+            time.sleep(0.5)  # somewhere inside the next epoch
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     state = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}
-    assert "pretrain" not in state  # the kill landed inside pretraining
+    assert stage not in state  # the kill landed inside the stage
     killed_epoch = load_checkpoint(checkpoint)["epoch"]
-    assert 1 <= killed_epoch < 4
+    assert epoch <= killed_epoch < {"pretrain": 4, "prune": 1}[stage]
 
     resumed = subprocess.run(robprune(*args, "--resume"), env=env, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

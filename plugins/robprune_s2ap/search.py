@@ -245,27 +245,35 @@ def _measure(
 ) -> dict[str, float]:
     """Sharpness at ``measure_radius`` (and optionally the Hessian's top eigenvalue) on a fixed batch.
 
-    Measured the same way for HYDRA and S2AP so their sharpness is comparable; BatchNorm is put in
-    eval mode so the measurement itself changes no running statistic.
+    Measured the same way for HYDRA and S2AP so their sharpness is comparable. BatchNorm normalizes
+    with batch statistics, as in the search objective: running statistics follow a mask that moved
+    during the epoch, and a perturbed mask in eval mode is normalized with statistics of another
+    network, which measures the statistics' mismatch rather than the loss landscape (at channel
+    granularity it reached thousands of nats). No running statistic moves, and dropout is off.
     """
     x, y = probe
     scores = list(score_set.parameters())
     was_training = model.training
     model.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(epoch_seed(context.seed, "sharpness", 0))
-        x_adv = craft_adversarial(model, x, y, context.threat, context.loss)
+    for module in model.modules():
+        if isinstance(module, _BatchNorm):
+            module.train()
 
     def loss_fn() -> torch.Tensor:
         score_set.refresh()
         return loss_on_adversarial(model, x, y, x_adv, context.loss, context.trades_beta)
 
     result: dict[str, float] = {}
-    sharp, base = sharpness(loss_fn, scores, settings.measure_radius)
-    result["sharpness"] = sharp
-    result["probe_loss"] = base
-    if settings.hessian_eigenvalue:
-        result["hessian_top_eigenvalue"] = top_hessian_eigenvalue(loss_fn, scores, settings.hessian_iterations, epoch)
+    with frozen_batchnorm_statistics(model):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(epoch_seed(context.seed, "sharpness", 0))
+            x_adv = craft_adversarial(model, x, y, context.threat, context.loss)
+        sharp, base = sharpness(loss_fn, scores, settings.measure_radius)
+        result["sharpness"] = sharp
+        result["probe_loss"] = base
+        if settings.hessian_eigenvalue:
+            eigenvalue = top_hessian_eigenvalue(loss_fn, scores, settings.hessian_iterations, epoch)
+            result["hessian_top_eigenvalue"] = eigenvalue
     score_set.refresh()
     model.train(was_training)
     return result
