@@ -54,7 +54,7 @@ def main() -> None:
                 tail = epochs[-max(1, len(epochs) // 4) :]
                 # Step time over the epochs where S2AP takes the ascent, for both algorithms.
                 timed = epochs[args.warmup_epochs :] or epochs
-                step_ms = 1000 * statistics.mean(e["step_seconds"] for e in timed)
+                step_ms = 1000 * statistics.median(e["step_seconds_median"] for e in timed)
                 outcome = finetune_and_evaluate(result, data, args.finetune_epochs, seed)
                 sharp = epochs[-1]["sharpness"]
                 flips = statistics.mean(e["mask_flips"] for e in tail)

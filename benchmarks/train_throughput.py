@@ -60,7 +60,7 @@ def images_per_second(kind: str, device: torch.device, batch: int, steps: int, b
         )
         result = cls(cls.Config.model_validate(config)).apply(model, context)
         # The search's own per-step clock: excludes score set-up and the end-of-epoch sharpness probe.
-        return batch * env.world_size / result.extra["epochs"][0]["step_seconds"]
+        return batch * env.world_size / result.extra["epochs"][0]["step_seconds_median"]
     if device.type == "cuda":
         torch.cuda.synchronize()
     return len(data) / (time.perf_counter() - start)
