@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -77,6 +77,7 @@ def pretrain(ctx: RunContext) -> nn.Module:
     model = ctx.new_model()
     path = ctx.out_dir / PRETRAINED
     if ctx.is_done("pretrain") and path.is_file():
+        ctx.summary.update(ctx.completed()["pretrain"])  # the dense figures, measured before the interruption
         return load_model_weights(model, path).to(ctx.device)
     with ctx.tracker.stage("pretrain"):
         if recipe.model.checkpoint is not None:
@@ -88,15 +89,19 @@ def pretrain(ctx: RunContext) -> nn.Module:
         model.to(ctx.device)
         metrics = robustness(ctx, model)
         ctx.tracker.log_metrics({f"dense_{k}": v for k, v in metrics.items()})
-        ctx.summary.update({"torch.dense_clean_acc": metrics["clean_acc"], "torch.dense_pgd_acc": metrics["pgd_acc"]})
+        figures: dict[str, Any] = {
+            "torch.dense_clean_acc": metrics["clean_acc"],
+            "torch.dense_pgd_acc": metrics["pgd_acc"],
+        }
         save_checkpoint({"model": model.state_dict()}, path)
         if recipe.model.checkpoint is None:
             # Trained here: a later run (or the MLproject `prune` entry point) can start from it
             # with model.checkpoint=runs:/<stage run>/checkpoints/pretrained.pt.
             uri = ctx.tracker.log_checkpoint(path)
             if uri:
-                ctx.summary["mlflow.pretrained_uri"] = uri
-        ctx.mark_done("pretrain", metrics)
+                figures["mlflow.pretrained_uri"] = uri
+        ctx.summary.update(figures)
+        ctx.mark_done("pretrain", figures)  # --resume restores them into the summary
     return model
 
 
