@@ -173,3 +173,13 @@ def test_an_interrupted_search_resumes_to_the_uninterrupted_result(digits, robus
     logged.clear()
     run("s2ap", copy.deepcopy(robust_cnn), resumed_ctx, **{**options, "gamma": 0.2})
     assert logged == [0, 1, 2]
+
+
+def test_ascent_every_reuses_the_direction_between_fresh_gradients(digits, robust_cnn) -> None:
+    exact = run("s2ap", copy.deepcopy(robust_cnn), context(digits, 0.9), epochs=1, gamma=0.5, warmup_epochs=0)
+    cheap = run("s2ap", robust_cnn, context(digits, 0.9), epochs=1, gamma=0.5, warmup_epochs=0, ascent_every=3)
+    first, reused = exact.extra["epochs"][0], cheap.extra["epochs"][0]
+    assert first["ascent_steps"] == first["fresh_ascent_steps"] == 6  # 6 batches, each with its own gradient
+    assert reused["ascent_steps"] == 6 and reused["fresh_ascent_steps"] == 2  # steps 0 and 3
+    assert reused["min_ascent_gain"] >= 0.0  # on fresh steps the perturbed loss is still the larger
+    assert any(not torch.equal(a, b) for a, b in zip(exact.masks().values(), cheap.masks().values(), strict=True))

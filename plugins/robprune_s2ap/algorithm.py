@@ -50,6 +50,14 @@ class S2APConfig(HydraConfig):
 
     gamma: float = Field(0.1, ge=0, description="relative radius: ||z_l|| = gamma * ||s_l||; 0 is HYDRA")
     warmup_epochs: int = Field(5, ge=0, description="plain HYDRA epochs before the ascent starts (clipped)")
+    ascent_every: int = Field(
+        1,
+        ge=1,
+        description=(
+            "recompute the ascent gradient every k steps and reuse its direction in between "
+            "(1: the paper's step; k > 1 trades exactness for about 1/k of the ascent's extra pass)"
+        ),
+    )
 
 
 class S2AP(CompressionAlgorithm):
@@ -104,6 +112,7 @@ class S2AP(CompressionAlgorithm):
             measure_radius=config.measure_radius,
             hessian_eigenvalue=config.hessian_eigenvalue,
             hessian_iterations=config.hessian_iterations,
+            ascent_every=getattr(config, "ascent_every", 1),
         )
         history = search_masks(model, score_set, context, settings)
         final = score_set.masks()

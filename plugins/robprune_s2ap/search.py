@@ -10,7 +10,11 @@ With ``gamma = 0`` (HYDRA) and during the warm-up epochs, steps 2-4 are skipped 
 optimizer steps with ``grad_s L_rob(w * M(s, k); x')``: the same code path minus the ascent.
 
 Cost: crafting ``x'`` (``steps`` forward/input-backward passes) dominates a step and is shared by
-both loss evaluations, so the ascent adds one forward/backward pass and one top-k per step.
+both loss evaluations, so the ascent adds one forward/backward pass and one top-k per step
+(measured: see ``benchmarks/s2ap_vs_hydra.py``). With ``ascent_every = k > 1`` step 2 runs on
+every k-th step of an epoch only; the steps in between perturb along the last ``g`` (rescaled to
+the current ``||s_l||``), as in SAM variants that reuse the ascent direction (LookSAM, Liu et
+al. 2022), and cost what a HYDRA step costs. ``k = 1`` is the paper's step and the default.
 
 BatchNorm is in train mode during the search, as in HYDRA (its ``prune`` phase trains the scores
 with ``model.train()``): batch statistics normalize, and the running statistics follow the
@@ -53,6 +57,7 @@ class SearchSettings:
     measure_radius: float
     hessian_eigenvalue: bool
     hessian_iterations: int
+    ascent_every: int = 1
 
 
 @dataclass
@@ -144,11 +149,12 @@ def search_masks(
         torch.manual_seed(epoch_seed(context.seed, "prune", epoch))
         ascend = settings.gamma > 0 and epoch >= settings.warmup_epochs
         model.train()
-        totals = {"loss": 0.0, "perturbed_loss": 0.0, "steps": 0.0, "ascent_steps": 0.0}
+        totals = dict.fromkeys(("loss", "loss_steps", "perturbed_loss", "steps", "ascent_steps", "fresh_ascents"), 0.0)
         step_times: list[float] = []
         min_gain = float("inf")
+        grads: list[torch.Tensor] | None = None  # the last ascent gradient (reset every epoch: resume stays exact)
         with progress_bar(f"mask search {epoch + 1}/{settings.epochs}", None, context.show_progress) as bar:
-            for x, y in context.epoch_batches(epoch):
+            for step, (x, y) in enumerate(context.epoch_batches(epoch)):
                 if probe is None:
                     probe = (x.detach().clone(), y.detach().clone())
                 start = time.perf_counter()
@@ -156,14 +162,18 @@ def search_masks(
                 with parametrize.cached():
                     x_adv = craft_adversarial(model, x, y, context.threat, context.loss)
                 optimizer.zero_grad(set_to_none=True)
+                loss: torch.Tensor | None = None
+                perturbed: torch.Tensor | None = None
                 if ascend:
-                    # The bare module: a gradient taken with autograd.grad must not go through DDP's reducer;
-                    # the ranks average it explicitly so every rank perturbs by the same z.
-                    loss = robust(model, x, y, x_adv)
-                    raw = torch.autograd.grad(loss, scores, allow_unused=True)
-                    grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(raw, scores, strict=True)]
-                    distributed.all_mean_(grads)
-                    z = ascent_direction(scores, grads, settings.gamma)
+                    if grads is None or step % settings.ascent_every == 0:
+                        # The bare module: a gradient taken with autograd.grad must not go through DDP's
+                        # reducer; the ranks average it explicitly so every rank perturbs by the same z.
+                        loss = robust(model, x, y, x_adv)
+                        raw = torch.autograd.grad(loss, scores, allow_unused=True)
+                        grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(raw, scores, strict=True)]
+                        distributed.all_mean_(grads)
+                        totals["fresh_ascents"] += 1
+                    z = ascent_direction(scores, grads, settings.gamma)  # radius from the current ||s_l||
                     saved = [s.detach().clone() for s in scores]
                     with torch.no_grad():
                         for s, dz in zip(scores, z, strict=True):
@@ -181,17 +191,20 @@ def search_masks(
                     loss.backward()
                 optimizer.step()
                 score_set.refresh()
-                loss_value = loss.item()  # also waits for an accelerator, so the step time is complete
-                if ascend:
-                    perturbed_value = perturbed.item()
+                # .item() also waits for an accelerator, so the step time is complete.
+                loss_value = loss.item() if loss is not None else None
+                perturbed_value = perturbed.item() if perturbed is not None else None
                 step_times.append(time.perf_counter() - start)
-                totals["loss"] += loss_value
                 totals["steps"] += 1
-                if ascend:
+                if loss_value is not None:
+                    totals["loss"] += loss_value
+                    totals["loss_steps"] += 1
+                if perturbed_value is not None:
                     totals["perturbed_loss"] += perturbed_value
                     totals["ascent_steps"] += 1
-                    min_gain = min(min_gain, perturbed_value - loss_value)
-                bar.advance(status=f"loss {totals['loss'] / totals['steps']:.3f}")
+                    if loss_value is not None:
+                        min_gain = min(min_gain, perturbed_value - loss_value)
+                bar.advance(status=f"loss {totals['loss'] / max(totals['loss_steps'], 1):.3f}")
         scheduler.step()
         current = score_set.masks()
         flips = _hamming(current, previous)
@@ -199,7 +212,7 @@ def search_masks(
         sparsity, per_layer = score_set.sparsity()
         history.layer_sparsity.append(per_layer)
         metrics = {
-            "robust_loss": totals["loss"] / max(totals["steps"], 1),
+            "robust_loss": totals["loss"] / max(totals["loss_steps"], 1),
             "mask_flips": float(flips),
             "mask_flip_fraction": flips / max(sum(m.numel() for m in current.values()), 1),
             "sparsity": sparsity,
@@ -208,6 +221,7 @@ def search_masks(
             "step_seconds_median": statistics.median(step_times) if step_times else 0.0,
             "score_lr": optimizer.param_groups[0]["lr"],
             "ascent_steps": totals["ascent_steps"],
+            "fresh_ascent_steps": totals["fresh_ascents"],
         }
         if totals["ascent_steps"]:
             metrics["perturbed_loss"] = totals["perturbed_loss"] / totals["ascent_steps"]
