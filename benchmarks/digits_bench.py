@@ -36,10 +36,10 @@ def digits() -> DatasetBundle:
     return build_dataset("digits", None, 16)
 
 
-def pretrained(data: DatasetBundle, epochs: int, cache: Path) -> nn.Module:
-    """The adversarially pretrained digits CNN (cached on disk so every benchmark starts from it)."""
-    model = build_model("digits_cnn", 10, 1, data.mean, data.std)
-    path = cache / f"digits_cnn_pgd7_e{epochs}.pt"
+def pretrained(data: DatasetBundle, epochs: int, cache: Path, name: str = "digits_cnn") -> nn.Module:
+    """The adversarially pretrained digits model ``name`` (cached on disk so every benchmark starts from it)."""
+    model = build_model(name, 10, 1, data.mean, data.std)
+    path = cache / f"{name}_pgd7_e{epochs}.pt"
     if path.is_file():
         return load_model_weights(model, path)
     torch.manual_seed(0)

@@ -24,11 +24,12 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--ratios", type=float, nargs="*", default=[0.5, 0.75])
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_cache"))
+    parser.add_argument("--model", default="digits_cnn", choices=["digits_cnn", "digits_resnet"])
     args = parser.parse_args()
     torch.set_num_threads(2)
     args.cache.mkdir(parents=True, exist_ok=True)
     data = digits()
-    base = pretrained(data, args.pretrain_epochs, args.cache)
+    base = pretrained(data, args.pretrain_epochs, args.cache, args.model)
     print(f"{'ratio':>5} {'algorithm':<15} {'clean':>6} {'pgd20':>6} {'pgd sd':>6} {'params':>8} {'MACs':>9}")
     for ratio in args.ratios:
         means = {}

@@ -34,11 +34,12 @@ def main() -> None:
     parser.add_argument("--unstructured", type=float, nargs="*", default=[0.9, 0.95, 0.99])
     parser.add_argument("--channel", type=float, nargs="*", default=[0.5, 0.75])
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_cache"))
+    parser.add_argument("--model", default="digits_cnn", choices=["digits_cnn", "digits_resnet"])
     args = parser.parse_args()
     torch.set_num_threads(2)
     args.cache.mkdir(parents=True, exist_ok=True)
     data = digits()
-    base = pretrained(data, args.pretrain_epochs, args.cache)
+    base = pretrained(data, args.pretrain_epochs, args.cache, args.model)
     settings = [("unstructured", r) for r in args.unstructured] + [("channel", r) for r in args.channel]
     s2ap = [("s2ap", g, k) for g in args.gammas for k in args.ascent_every]
     variants = [("hydra", 0.0, 1), *s2ap]
