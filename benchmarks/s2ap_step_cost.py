@@ -1,0 +1,86 @@
+"""Mask-search step cost of S2AP against HYDRA, measured interleaved in one process.
+
+A shared machine drifts (other jobs, frequency scaling), so the variants take turns: every round
+runs one short mask-search epoch of HYDRA, then of S2AP with each ``ascent_every``, on the same
+batches; the figure is the median over rounds of each epoch's median step time. Prints the step
+times and the ratios S2AP/HYDRA.
+
+    python benchmarks/s2ap_step_cost.py                               # digits CNN (PGD-7) and ResNet18 (PGD-10)
+    python benchmarks/s2ap_step_cost.py --models resnet18 --batch 128 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+from torch.utils.data import TensorDataset
+
+from robprune_deploy import ALGORITHMS, PruningContext, ThreatModel
+from robprune_deploy.data import build_dataset, make_loader
+from robprune_deploy.models import build_model
+
+SETUPS = {
+    # model: (input channels, image size, threat of the field's convention for that data)
+    "digits_cnn": (1, 16, ThreatModel(0.2, 0.05, 7)),
+    "resnet18": (3, 32, ThreatModel(8 / 255, 2 / 255, 10)),
+}
+
+
+def step_ms(
+    model: torch.nn.Module, data: TensorDataset, threat: ThreatModel, batch: int, device: str, **config
+) -> float:
+    name = "s2ap" if config.get("gamma") else "hydra"
+    cls = ALGORITHMS.get(name)
+    context = PruningContext(
+        train_data=make_loader(data, batch, shuffle=False),
+        ratio=0.9,
+        threat=threat,
+        example_inputs=data.tensors[0][:1].to(device),
+        device=torch.device(device),
+    )
+    result = cls(cls.Config.model_validate({"epochs": 1, **config})).apply(model, context)
+    return 1000 * result.extra["epochs"][0]["step_seconds_median"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=6, help="mask-search steps per epoch")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--ascent-every", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    variants = {"hydra": {}} | {
+        f"s2ap k={k}": {"gamma": 0.1, "warmup_epochs": 0, "ascent_every": k} for k in args.ascent_every
+    }
+    print(f"{'model':<11} " + " ".join(f"{v + ' ms':>13}" for v in variants) + "   ratios to hydra")
+    for name in args.models:
+        channels, size, threat = SETUPS[name]
+        torch.manual_seed(0)
+        if name == "digits_cnn":
+            digits = build_dataset("digits", None, size)
+            data = TensorDataset(*(t[: args.batch * args.steps] for t in digits.train.tensors))  # type: ignore[attr-defined]
+            mean, std = digits.mean, digits.std
+        else:
+            n = args.batch * args.steps
+            data = TensorDataset(torch.rand(n, channels, size, size), torch.randint(0, 10, (n,)))
+            mean, std = (0.5,) * channels, (0.25,) * channels
+        dense = build_model(name, 10, channels, mean, std)
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        for _ in range(args.rounds):
+            for variant, config in variants.items():
+                model = build_model(name, 10, channels, mean, std)
+                model.load_state_dict(dense.state_dict())
+                times[variant].append(step_ms(model.to(args.device), data, threat, args.batch, args.device, **config))
+        medians = {v: statistics.median(t) for v, t in times.items()}
+        ratios = " ".join(f"{v}: {medians[v] / medians['hydra']:.3f}" for v in variants if v != "hydra")
+        print(f"{name:<11} " + " ".join(f"{medians[v]:>13.1f}" for v in variants) + f"   {ratios}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
