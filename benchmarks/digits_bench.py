@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import time
 from dataclasses import dataclass
@@ -53,6 +54,25 @@ def pretrained(data: DatasetBundle, epochs: int, cache: Path, name: str = "digit
     )
     save_checkpoint({"model": model.state_dict()}, path)
     return model
+
+
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments every digits benchmark takes: seeds, budgets, the model and the pretrained cache."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--pretrain-epochs", type=int, default=20)
+    parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--cache", type=Path, default=Path("runs/bench_cache"))
+    parser.add_argument("--model", default="digits_cnn", choices=["digits_cnn", "digits_resnet"])
+    return parser
+
+
+def prepare(args: argparse.Namespace) -> tuple[DatasetBundle, nn.Module]:
+    """The digits data and the pretrained model of ``args`` (2 threads, as on the CI machine)."""
+    torch.set_num_threads(2)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    data = digits()
+    return data, pretrained(data, args.pretrain_epochs, args.cache, args.model)
 
 
 def prune(

@@ -9,27 +9,16 @@ MACs physically; nncf_magnitude masks the same fraction of weights (unstructured
 
 from __future__ import annotations
 
-import argparse
 import statistics
-from pathlib import Path
 
-import torch
-from digits_bench import digits, finetune_and_evaluate, pretrained, prune
+from digits_bench import bench_parser, finetune_and_evaluate, prepare, prune
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--pretrain-epochs", type=int, default=20)
-    parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--ratios", type=float, nargs="*", default=[0.5, 0.75])
-    parser.add_argument("--cache", type=Path, default=Path("runs/bench_cache"))
-    parser.add_argument("--model", default="digits_cnn", choices=["digits_cnn", "digits_resnet"])
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    args.cache.mkdir(parents=True, exist_ok=True)
-    data = digits()
-    base = pretrained(data, args.pretrain_epochs, args.cache, args.model)
+    data, base = prepare(args)
     print(f"{'ratio':>5} {'algorithm':<15} {'clean':>6} {'pgd20':>6} {'pgd sd':>6} {'params':>8} {'MACs':>9}")
     for ratio in args.ratios:
         means = {}

@@ -12,34 +12,23 @@ HYDRA runs once per seed and every gamma is compared with it.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-from pathlib import Path
 
-import torch
-from digits_bench import digits, finetune_and_evaluate, pretrained, prune
+from digits_bench import bench_parser, finetune_and_evaluate, prepare, prune
 
 FIELDS = ("clean", "pgd20", "sharp", "flips", "ms/step")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--pretrain-epochs", type=int, default=20)
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--search-epochs", type=int, default=8)
     parser.add_argument("--warmup-epochs", type=int, default=2)
-    parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--gammas", type=float, nargs="+", default=[0.1])
     parser.add_argument("--ascent-every", type=int, nargs="+", default=[1], help="S2AP ascent_every values")
     parser.add_argument("--unstructured", type=float, nargs="*", default=[0.9, 0.95, 0.99])
     parser.add_argument("--channel", type=float, nargs="*", default=[0.5, 0.75])
-    parser.add_argument("--cache", type=Path, default=Path("runs/bench_cache"))
-    parser.add_argument("--model", default="digits_cnn", choices=["digits_cnn", "digits_resnet"])
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    args.cache.mkdir(parents=True, exist_ok=True)
-    data = digits()
-    base = pretrained(data, args.pretrain_epochs, args.cache, args.model)
+    data, base = prepare(args)
     settings = [("unstructured", r) for r in args.unstructured] + [("channel", r) for r in args.channel]
     s2ap = [("s2ap", g, k) for g in args.gammas for k in args.ascent_every]
     variants = [("hydra", 0.0, 1), *s2ap]
