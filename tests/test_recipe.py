@@ -102,6 +102,16 @@ def test_parse_override_parses_yaml_scalars() -> None:
     assert parse_override("a=true") == (["a"], True)
     assert parse_override("a=null") == (["a"], None)
     assert parse_override("a=[1, 2]") == (["a"], [1, 2])
+    # YAML 1.2 floats: PyYAML's YAML 1.1 rules would give the strings "1e-12" and "2E3".
+    assert parse_override("a=1e-12") == (["a"], 1e-12) and parse_override("a=2E3") == (["a"], 2000.0)
+    assert parse_override("a=1e") == (["a"], "1e")
+
+
+def test_exponent_floats_in_a_recipe_file_are_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("pretrain:\n  lr: 5e-2\ncompression:\n  algorithm: s2ap\n  config:\n    gamma: 1e-2\n")
+    recipe = load_recipe(path)
+    assert recipe.pretrain.lr == 0.05 and recipe.compression.config["gamma"] == 0.01
 
 
 def test_cli_bad_recipe_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

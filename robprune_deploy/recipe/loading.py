@@ -7,6 +7,7 @@ file. Every problem is a single :class:`RecipeError` line naming the file and th
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,25 @@ from pydantic import ValidationError
 
 from robprune_deploy.errors import RecipeError, RobPruneError
 from robprune_deploy.recipe.schema import Recipe
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads exponent floats without a dot (``1e-3``) as floats.
+
+    PyYAML follows YAML 1.1, where ``1e-3`` is a string: a recipe's ``lr: 1e-3`` would reach the
+    schema as text, and ``--set`` values would not round-trip. YAML 1.2 reads it as a number.
+    """
+
+
+_RecipeLoader.add_implicit_resolver(  # add_implicit_resolver copies the table: SafeLoader is unchanged
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # safe: a SafeLoader subclass builds no arbitrary objects
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -31,7 +51,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if any(not part or not part.replace("_", "").replace("-", "").isalnum() for part in path):
         raise RecipeError(f"--set {text!r}: {key!r} is not a dotted field path")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise RecipeError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
     return path, value
@@ -108,7 +128,7 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if not file.is_file():
         raise RecipeError(f"recipe {file}: no such file")
     try:
-        document = yaml.safe_load(file.read_text(encoding="utf-8"))
+        document = _load_yaml(file.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
