@@ -11,10 +11,11 @@ optimizer steps with ``grad_s L_rob(w * M(s, k); x')``: the same code path minus
 
 Cost: crafting ``x'`` (``steps`` forward/input-backward passes) dominates a step and is shared by
 both loss evaluations, so the ascent adds one forward/backward pass and one top-k per step
-(measured: see ``benchmarks/s2ap_vs_hydra.py``). With ``ascent_every = k > 1`` step 2 runs on
-every k-th step of an epoch only; the steps in between perturb along the last ``g`` (rescaled to
-the current ``||s_l||``), as in SAM variants that reuse the ascent direction (LookSAM, Liu et
-al. 2022), and cost what a HYDRA step costs. ``k = 1`` is the paper's step and the default.
+(measured on CPU with ``benchmarks/s2ap_step_cost.py``: 1.12-1.21x a HYDRA step for ResNet18
+with PGD-10). With ``ascent_every = k > 1`` step 2 runs on every k-th step of an epoch only; the
+steps in between perturb along the last ``g`` (rescaled to the current ``||s_l||``), as in SAM
+variants that reuse the ascent direction (LookSAM, Liu et al. 2022), and cost about what a HYDRA
+step costs (k = 2: 1.10x for ResNet18). ``k = 1`` is the paper's step and the default.
 
 BatchNorm is in train mode during the search, as in HYDRA (its ``prune`` phase trains the scores
 with ``model.train()``): batch statistics normalize, and the running statistics follow the
