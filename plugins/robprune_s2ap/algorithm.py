@@ -68,7 +68,8 @@ class S2AP(CompressionAlgorithm):
     description = "score-space sharpness-aware adversarial pruning (HYDRA scores + SAM in score space)"
     name: ClassVar[str] = "s2ap"
 
-    def _gamma_and_warmup(self) -> tuple[float, int]:
+    def _ascent(self) -> tuple[float, int, int]:
+        """``(gamma, warmup_epochs, ascent_every)`` of the search; HYDRA's is the no-ascent triple."""
         config = self.config
         assert isinstance(config, S2APConfig)
         warmup = min(config.warmup_epochs, config.epochs)
@@ -78,7 +79,7 @@ class S2AP(CompressionAlgorithm):
                 config.warmup_epochs,
                 config.epochs,
             )
-        return config.gamma, warmup
+        return config.gamma, warmup, config.ascent_every
 
     def apply(self, model: nn.Module, context: PruningContext) -> PruningResult:
         """Search masks on ``model`` in place; returns it with frozen masks (scores removed).
@@ -101,7 +102,7 @@ class S2AP(CompressionAlgorithm):
                 model, context.ratio, config.scope, context.ignored_scope, config.score_init, context.seed
             )
         score_set.refresh()
-        gamma, warmup = self._gamma_and_warmup()
+        gamma, warmup, ascent_every = self._ascent()
         settings = SearchSettings(
             epochs=config.epochs,
             lr=config.lr,
@@ -112,7 +113,7 @@ class S2AP(CompressionAlgorithm):
             measure_radius=config.measure_radius,
             hessian_eigenvalue=config.hessian_eigenvalue,
             hessian_iterations=config.hessian_iterations,
-            ascent_every=getattr(config, "ascent_every", 1),
+            ascent_every=ascent_every,
         )
         history = search_masks(model, score_set, context, settings)
         final = score_set.masks()
@@ -147,5 +148,5 @@ class HYDRA(S2AP):
     description = "HYDRA importance-score mask search under a robust loss (S2AP with gamma = 0)"
     name: ClassVar[str] = "hydra"
 
-    def _gamma_and_warmup(self) -> tuple[float, int]:
-        return 0.0, 0
+    def _ascent(self) -> tuple[float, int, int]:
+        return 0.0, 0, 1

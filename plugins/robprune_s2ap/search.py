@@ -150,7 +150,7 @@ def search_masks(
         torch.manual_seed(epoch_seed(context.seed, "prune", epoch))
         ascend = settings.gamma > 0 and epoch >= settings.warmup_epochs
         model.train()
-        totals = dict.fromkeys(("loss", "loss_steps", "perturbed_loss", "steps", "ascent_steps", "fresh_ascents"), 0.0)
+        totals = dict.fromkeys(("loss", "loss_steps", "perturbed_loss", "ascent_steps", "fresh_ascents"), 0.0)
         step_times: list[float] = []
         min_gain = float("inf")
         grads: list[torch.Tensor] | None = None  # the last ascent gradient (reset every epoch: resume stays exact)
@@ -196,7 +196,6 @@ def search_masks(
                 loss_value = loss.item() if loss is not None else None
                 perturbed_value = perturbed.item() if perturbed is not None else None
                 step_times.append(time.perf_counter() - start)
-                totals["steps"] += 1
                 if loss_value is not None:
                     totals["loss"] += loss_value
                     totals["loss_steps"] += 1
