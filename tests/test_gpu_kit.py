@@ -127,3 +127,27 @@ def test_kit_reassembles_installs_offline_and_refuses_a_tampered_part(kit, tmp_p
     assert tampered.returncode != 0
     assert f"{first.name}: checksum mismatch" in tampered.stderr
     assert not (tmp_path / "site2").exists()
+
+
+def test_gpu_check_dry_run_plans_every_step_and_checks_the_fmnist_inputs(tmp_path, capsys) -> None:
+    gpu_check = _load("gpu_check")
+    code = gpu_check.main(["--out", str(tmp_path / "a"), "--dry-run", "--recipe", str(tmp_path / "missing.yaml")])
+    report = json.loads((tmp_path / "a" / "gpu_check.json").read_text())
+    assert code == 0 and report["mode"] == "dry-run"
+    assert list(report["steps"]) == [s.name for s in gpu_check.STEPS]
+    assert report["planned_seconds"] <= gpu_check.BUDGET_S
+    statuses = {name: entry["status"] for name, entry in report["steps"].items()}
+    assert statuses.pop("fmnist_run") == "skipped" and set(statuses.values()) == {"planned"}
+    assert "missing.yaml not found" in report["steps"]["fmnist_run"]["plan"]
+    assert "| fmnist_run | skipped |" in (tmp_path / "a" / "gpu_check.md").read_text()
+
+    root = tmp_path / "fmnist"  # a recipe and dataset files that exist: the run is planned
+    root.mkdir()
+    for name in gpu_check.DATASET_FILES:
+        (root / name).write_bytes(b"")
+    (tmp_path / "recipe.yaml").write_text("data: {name: digits}\n")
+    args = ["--dry-run", "--only", "fmnist_run", "--recipe", str(tmp_path / "recipe.yaml"), "--data-root", str(root)]
+    assert gpu_check.main(["--out", str(tmp_path / "b"), *args]) == 0
+    fmnist = json.loads((tmp_path / "b" / "gpu_check.json").read_text())["steps"]["fmnist_run"]
+    assert fmnist["status"] == "planned" and f"data.root={root}" in fmnist["plan"]
+    capsys.readouterr()

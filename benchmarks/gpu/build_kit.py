@@ -59,6 +59,7 @@ DATASET_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 
+
 class KitError(Exception):
     """A bad input or a failed pip call, reported as one ``error:`` line."""
 
@@ -194,10 +195,14 @@ class Pip:
                     closure.left_out.setdefault(name, "on the target")
                 elif NEVER.match(name):
                     closure.left_out[name] = "never carried"
-                    closure.warnings.append(f"{origin} requires {req}, which the target lacks and the kit never carries")
+                    closure.warnings.append(
+                        f"{origin} requires {req}, which the target lacks and the kit never carries"
+                    )
                 elif name in closure.chosen:
                     if not req.specifier.contains(closure.chosen[name], prereleases=True):
-                        raise KitError(f"{origin} requires {req}, but the kit already has {name} {closure.chosen[name]}")
+                        raise KitError(
+                            f"{origin} requires {req}, but the kit already has {name} {closure.chosen[name]}"
+                        )
                     new = set(req.extras) - closure.extras[name]
                     if new:
                         closure.extras[name] |= new
@@ -304,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / ".kit", help="kit folder (replaced; default .kit/)")
     parser.add_argument("--python-version", default="3.12", help="the target's Python (default 3.12)")
-    parser.add_argument("--platform", dest="platforms", action="append", help=f"wheel platform tags ({PLATFORMS[0]}...)")
+    parser.add_argument(
+        "--platform", dest="platforms", action="append", help=f"wheel platform tags ({PLATFORMS[0]}...)"
+    )
     parser.add_argument(
         "--target-list",
         default=str(DEFAULT_TARGET),

@@ -69,7 +69,6 @@ class OnnxruntimeProbe:
 
 def tiny_model() -> bytes:
     """A one-node ONNX model (y = x + x, float32[2]): enough to create a session on any provider."""
-    import onnx
     from onnx import TensorProto, helper
 
     node = helper.make_node("Add", ["x", "x"], ["y"])

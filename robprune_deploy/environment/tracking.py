@@ -57,7 +57,7 @@ def _probe_sqlite(uri: str, path: Path, timeout: float) -> TrackingProbe:
 def _probe_http(uri: str, timeout: float) -> TrackingProbe:
     url = uri.rstrip("/") + "/health"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only, checked by caller)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return TrackingProbe(uri, True, f"GET {url}: HTTP {response.status}")
     except urllib.error.HTTPError as exc:
         # A server that answers with an error still answers: MLflow behind a proxy may lack /health.
