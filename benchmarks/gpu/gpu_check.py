@@ -377,7 +377,7 @@ def step_nccl(args: argparse.Namespace, rec: Recorder) -> None:
         str(Path(__file__).resolve()), "--nccl-child", str(report), "--device", args.device,
         "--out", str(args.out), "--train-batch", str(args.train_batch),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=_box(args, "nccl") - 5)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=_seconds(args, "nccl") - 5)
     if report.is_file():
         for key, value in json.loads(report.read_text()).items():
             rec.put(key, value)
@@ -445,32 +445,40 @@ def step_fmnist_run(args: argparse.Namespace, rec: Recorder) -> None:
         command += ["--set", override]
     rec.put("command", " ".join(command[1:]))
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=_box(args, "fmnist_run") - 10)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=_seconds(args, "fmnist_run") - 10)
+    except subprocess.TimeoutExpired:
+        rec.put("wall_seconds", time.perf_counter() - start)
+        rec.put("stage_seconds", _stage_seconds(db, None))  # the stages that finished
+        raise RuntimeError(f"robprune run did not finish in {_seconds(args, 'fmnist_run') - 10:.0f} s") from None
     rec.put("wall_seconds", time.perf_counter() - start)
     summary_file = out / "summary.json"
-    if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        keys = ("onnx.provider", "onnx.clean_acc", "onnx.pgd_acc", "torch.pgd_acc", "onnx.max_abs_diff",
-                "latency.speedup", "gate.passed", "mlflow.run_id")  # fmt: skip
-        rec.put("summary", {k: summary.get(k) for k in keys})
-        rec.put("stage_seconds", _stage_seconds(db, summary.get("mlflow.run_id")))
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    keys = ("onnx.provider", "onnx.clean_acc", "onnx.pgd_acc", "torch.pgd_acc", "onnx.max_abs_diff",
+            "latency.speedup", "gate.passed", "mlflow.run_id")  # fmt: skip
+    rec.put("summary", {k: summary.get(k) for k in keys})
+    rec.put("stage_seconds", _stage_seconds(db, summary.get("mlflow.run_id")))
     if done.returncode != 0:
         raise RuntimeError(f"robprune run exited {done.returncode}: {_tail(done.stderr)}")
 
 
 def _stage_seconds(tracking_uri: str, parent: str | None) -> dict[str, float]:
-    """Each stage's wall time, from its nested MLflow run."""
-    if not parent:
-        return {}
+    """Each finished stage's wall time, from its nested MLflow run (``parent``: default the latest run)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    experiment = client.get_run(parent).info.experiment_id
-    runs = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if parent is None:
+        parents = client.search_runs(experiments, "attributes.start_time > 0", order_by=["attributes.start_time DESC"])
+        top = [r for r in parents if "mlflow.parentRunId" not in r.data.tags]
+        if not top:
+            return {}
+        parent = top[0].info.run_id
+    runs = client.search_runs(experiments, f"tags.mlflow.parentRunId = '{parent}'")
     return {
         r.data.tags.get("mlflow.runName", r.info.run_id): round((r.info.end_time - r.info.start_time) / 1000, 1)
         for r in sorted(runs, key=lambda r: r.info.start_time)
-        if r.info.end_time
+        if r.info.end_time and r.info.status == "FINISHED"
     }
 
 
@@ -485,8 +493,9 @@ STEP_FUNCTIONS: dict[str, Callable[[argparse.Namespace, Recorder], None]] = {
 STEP_BY_NAME = {s.name: s for s in STEPS}
 
 
-def _box(args: argparse.Namespace, name: str) -> float:
-    return STEP_BY_NAME[name].seconds * (args.box_scale or (6.0 if args.smoke else 1.0))
+def _seconds(args: argparse.Namespace, name: str) -> float:
+    """The seconds this step was given (its box, or less when the overall budget runs out)."""
+    return args.step_seconds or STEP_BY_NAME[name].seconds * (args.box_scale or (6.0 if args.smoke else 1.0))
 
 
 # ---------------------------------------------------------------- the driver
@@ -510,7 +519,8 @@ def run_step(step: Step, args: argparse.Namespace, seconds: float) -> dict[str, 
     """Run one step in its own process group, killed after ``seconds``; its figures survive a kill."""
     figures = args.out / "steps" / f"{step.name}.json"
     figures.unlink(missing_ok=True)
-    command = [sys.executable, str(Path(__file__).resolve()), "--step", step.name, *args.passthrough]
+    command = [sys.executable, str(Path(__file__).resolve()), "--step", step.name, "--step-seconds", str(seconds)]
+    command += args.passthrough
     started = time.perf_counter()
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
@@ -548,6 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--step", help=argparse.SUPPRESS)
     parser.add_argument("--nccl-child", help=argparse.SUPPRESS)
+    parser.add_argument("--step-seconds", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--train-batch", type=int, default=128, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.passthrough = [a for a in (argv if argv is not None else sys.argv[1:]) if a not in ("--dry-run",)]
@@ -576,12 +587,13 @@ def sizes(args: argparse.Namespace) -> None:
         if "--train-batch" not in (args.passthrough or []):
             args.train_batch = 8
             args.passthrough += ["--train-batch", "8"]
-        args.fmnist_set = [
-            *args.fmnist_set, "pretrain.epochs=1", "finetune.epochs=1", "data.train_subset=256",
-            "data.test_subset=128", "evaluate.num_examples=32", "evaluate.square_queries=5",
-            "evaluate.square_examples=8",
+        tiny = [
+            "pretrain.epochs=1", "finetune.epochs=1", "data.train_subset=256", "data.test_subset=128",
+            "evaluate.num_examples=32", "evaluate.square_queries=5", "evaluate.square_examples=8",
         ]  # fmt: skip
-        args.passthrough += [x for o in args.fmnist_set for x in ("--fmnist-set", o)]
+        new = [o for o in tiny if o not in args.fmnist_set]
+        args.fmnist_set = [*args.fmnist_set, *new]
+        args.passthrough += [x for o in new for x in ("--fmnist-set", o)]
 
 
 def drive(args: argparse.Namespace) -> int:
