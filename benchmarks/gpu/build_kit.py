@@ -3,10 +3,12 @@ Fashion-MNIST, packed into checksummed parts small enough to copy one per transf
 
 Run it where pip reaches an index. The target is described by its Python version, its platform
 tags and its installed packages (a ``pip list`` or ``pip freeze`` file; default: the packages of
-this workplace's GPU image, ``targets/cuda_image.txt``). pip resolves robprune-deploy (built from
-this checkout) and onnxruntime-gpu for that target with the target's known versions as
-constraints; what the target already has is left out, and torch, torchvision, triton and the
-``nvidia-*`` CUDA libraries never travel (the target's CUDA torch is reused).
+this workplace's GPU image, ``targets/cuda_image.txt``). robprune-deploy's wheel is built from
+this checkout; it and onnxruntime-gpu are closed over their requirements for that target
+(``pip download --no-deps`` for each wheel, in the version installed where this script runs, the
+tested one, unless ``--unpinned``). What the target already has is left out, and torch,
+torchvision, triton and the ``nvidia-*`` CUDA libraries never travel (the target's CUDA torch is
+reused).
 
     python benchmarks/gpu/build_kit.py                                   # -> .kit/parts/ + .kit/manifest.json
     python benchmarks/gpu/build_kit.py --target-list pip_list.txt --python-version 3.11
@@ -100,12 +102,6 @@ def read_target_list(path: Path) -> dict[str, str | None]:
             raise KitError(f"--target-list {path}: cannot read line {raw!r}")
         packages[normalize(name.strip())] = version.strip() if version else None
     return packages
-
-
-def project_requirements() -> list[str]:
-    import tomllib
-
-    return list(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
 
 
 @dataclass
