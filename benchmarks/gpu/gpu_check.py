@@ -241,6 +241,7 @@ def step_onnx_cuda(args: argparse.Namespace, rec: Recorder) -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
     rng = np.random.default_rng(0)
     probe = rng.random((64, 3, 32, 32), dtype=np.float32)
+    rec.put("parity_reference", "torch in strict fp32 (TF32 off) on 64 random images; onnxruntime with its defaults")
     for name in args.models:
         variants = _pruned_models(name, args.ratios)
         sessions: dict[tuple[float, str], Any] = {}
@@ -325,7 +326,7 @@ def step_train_throughput(args: argparse.Namespace, rec: Recorder) -> None:
     model = build_model("resnet18", 10, 3, (0.5,) * 3, (0.25,) * 3).to(device)
     rec.put("setup", f"ResNet18 32x32, PGD-10 (eps 8/255), batch {batch}, {steps} steps per timing, {args.device}")
     results: dict[str, list[float]] = {"fp32": [], "bf16": []}
-    for round_ in range(3):  # round 0 warms cuDNN's autotuner up for both precisions
+    for round_ in range(args.rounds + 1):  # round 0 warms cuDNN's autotuner up for both precisions
         for precision in ("fp32", "bf16"):
             threat = ThreatModel(8 / 255, 2 / 255, 10, bf16=precision == "bf16")
             if device.type == "cuda":
