@@ -14,6 +14,7 @@ from rich.table import Table
 from robprune_deploy.algorithms import ALGORITHMS
 from robprune_deploy.cli.common import add_stage_parser, context_of, recipe_of
 from robprune_deploy.cli.deploy_commands import register_deploy_commands
+from robprune_deploy.cli.doctor_command import register_doctor
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import RunContext, stages
 from robprune_deploy.pipeline.run import run_pipeline
@@ -104,4 +105,4 @@ def register_stages(sub: Any) -> None:
         add_stage_parser(sub, name, handler, text)
 
 
-REGISTRARS = [register_run, register_algorithms, register_stages, register_deploy_commands]
+REGISTRARS = [register_run, register_algorithms, register_stages, register_deploy_commands, register_doctor]
