@@ -103,7 +103,8 @@ def main() -> None:
         far = (adv - xk).flatten(1).abs().amax(1) > eps + 1e-6
         left_ref = int((_correct(model, adv, yk) | far).sum())
         print(
-            f"{name.upper():8} survivors of {len(yk)}: ours {left} ({t_ours:.1f} s)  reference {left_ref} ({t_ref:.1f} s)"
+            f"{name.upper():8} survivors of {len(yk)}: ours {left} ({t_ours:.1f} s)  "
+            f"reference {left_ref} ({t_ref:.1f} s)"
         )
 
     if args.adv_lib is not None:
