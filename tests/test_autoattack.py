@@ -248,6 +248,7 @@ def test_the_gate_fails_with_exit_1_and_names_the_indicator(digits_run, masked, 
         "gate.min_pgd_acc=0.5",
         "gate.max_square_below_pgd=1.0",  # the black-box guard alone would not say which symptom it is
         "gate.max_parity_error=0.1",  # logits of 1e4 carry float error in absolute terms
+        "gate.max_pgd_drop=null",  # no baseline here
         "gate.indicators=[unavailable_gradients]",
     ]
     assert main([*args, "--tracking-uri", digits_run["uri"], "--quiet", *overrides(*sets)]) == 1

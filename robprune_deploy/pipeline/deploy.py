@@ -83,30 +83,30 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
     return info
 
 
-def robustness_summary(result: OnnxRobustness, prefix: str = "onnx") -> dict[str, Any]:
-    """``summary.json`` entries for one model's robustness (``prefix.*``; indicators as ``indicators.*``
-    for the shipped model)."""
+def robustness_summary(result: OnnxRobustness, prefix: str = "onnx.") -> dict[str, Any]:
+    """``summary.json`` entries for one model's robustness (``onnx.*`` for the shipped model, with its
+    indicators as ``indicators.*``; ``onnx.dense_*`` for the dense baseline)."""
     summary: dict[str, Any] = {
-        f"{prefix}.clean_acc": result.clean_acc,
-        f"{prefix}.pgd_acc": result.pgd_acc,
-        f"{prefix}.square_acc": result.square_acc,
-        f"{prefix}.autoattack_acc": result.autoattack_acc,
-        f"{prefix}.whitebox_acc": result.whitebox_acc,
-        f"{prefix}.attacks": result.attacks,
-        f"{prefix}.attack_budget": result.budget,
-        f"{prefix}.median_linf_distance": result.median_linf_distance,
-        f"{prefix}.curve_acc_at_eps": result.curve_acc_at_eps,
-        f"{prefix}.fmn_acc_at_eps": result.fmn_acc_at_eps,
-        f"{prefix}.max_abs_diff": result.max_abs_diff,
-        f"{prefix}.argmax_agreement": result.argmax_agreement,
-        f"{prefix}.provider": result.provider,
-        f"{prefix}.examples": result.examples,
+        f"{prefix}clean_acc": result.clean_acc,
+        f"{prefix}pgd_acc": result.pgd_acc,
+        f"{prefix}square_acc": result.square_acc,
+        f"{prefix}autoattack_acc": result.autoattack_acc,
+        f"{prefix}whitebox_acc": result.whitebox_acc,
+        f"{prefix}attacks": result.attacks,
+        f"{prefix}attack_budget": result.budget,
+        f"{prefix}median_linf_distance": result.median_linf_distance,
+        f"{prefix}curve_acc_at_eps": result.curve_acc_at_eps,
+        f"{prefix}fmn_acc_at_eps": result.fmn_acc_at_eps,
+        f"{prefix}max_abs_diff": result.max_abs_diff,
+        f"{prefix}argmax_agreement": result.argmax_agreement,
+        f"{prefix}provider": result.provider,
+        f"{prefix}examples": result.examples,
     }
     for member in result.members:
         key = member["name"].replace("-", "_")
-        summary[f"{prefix}.{key}_acc"] = member["accuracy_after"]
-        summary[f"{prefix}.{key}_seconds"] = member["seconds"]
-    if prefix == "onnx":
+        summary[f"{prefix}{key}_acc"] = member["accuracy_after"]
+        summary[f"{prefix}{key}_seconds"] = member["seconds"]
+    if prefix == "onnx.":
         summary.update({f"indicators.{name}": ind.value for name, ind in result.indicators.items()})
     return summary
 

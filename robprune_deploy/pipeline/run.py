@@ -92,7 +92,7 @@ def _run_stages(ctx: RunContext) -> None:
             show_progress=ctx.show_progress,
         )
         if "baseline" in verdict.robustness:
-            ctx.summary.update(deploy.robustness_summary(verdict.robustness["baseline"], "onnx.dense"))
+            ctx.summary.update(deploy.robustness_summary(verdict.robustness["baseline"], "onnx.dense_"))
         for file in write_gate_report(verdict, ctx.out_dir):
             ctx.tracker.log_artifact(file, "gate")
         ctx.tracker.log_metrics({"gate_passed": float(verdict.passed)})
