@@ -21,6 +21,10 @@ GATE = [
     "evaluate.num_examples=150",
     "evaluate.square_queries=40",
     "evaluate.square_examples=40",
+    "evaluate.apgd_steps=20",
+    "evaluate.curve_steps=20",
+    "evaluate.curve_examples=60",
+    "evaluate.indicator_examples=30",
     "evaluate.latency.repeats=3",
     "evaluate.latency.warmup=1",
 ]

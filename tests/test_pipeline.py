@@ -32,6 +32,13 @@ SUMMARY_KEYS = {
     "onnx.clean_acc",
     "onnx.pgd_acc",
     "onnx.square_acc",
+    "onnx.autoattack_acc",
+    "onnx.apgd_ce_acc",
+    "onnx.apgd_t_acc",
+    "onnx.attacks",
+    "onnx.attack_budget",
+    "onnx.median_linf_distance",
+    "onnx.dense_autoattack_acc",
     "onnx.max_abs_diff",
     "onnx.provider",
     "latency.dense_ms",
@@ -52,6 +59,14 @@ def test_summary_has_the_contract_keys_and_sane_values(digits_run) -> None:
     assert summary["onnx.max_abs_diff"] < 1e-4 and summary["onnx.provider"] in ("cpu", "cuda")
     assert summary["onnx.clean_acc"] == pytest.approx(summary["torch.clean_acc"], abs=0.01)
     assert 0 <= summary["onnx.pgd_acc"] <= summary["onnx.clean_acc"]
+    # the ensemble is the per-example worst case: never above any of its members or plain PGD
+    assert summary["onnx.autoattack_acc"] <= summary["onnx.apgd_t_acc"] <= summary["onnx.apgd_ce_acc"]
+    assert summary["onnx.autoattack_acc"] <= summary["onnx.pgd_acc"]
+    assert (
+        summary["onnx.attacks"] == "autoattack-fast" and "apgd-t 20 steps x 3 targets" in summary["onnx.attack_budget"]
+    )
+    assert 0 < summary["onnx.median_linf_distance"] < 1
+    assert all(math.isfinite(summary[f"indicators.{name}"]) for name in ("silent_success", "unavailable_gradients"))
     for name in (
         "model.onnx",
         "dense.onnx",
@@ -59,6 +74,7 @@ def test_summary_has_the_contract_keys_and_sane_values(digits_run) -> None:
         "gate.json",
         "gate.md",
         "gate.png",
+        "security_curve.png",
         "layers.png",
         "training.png",
     ):
@@ -85,6 +101,10 @@ def test_mlflow_has_the_parent_run_nested_stages_metrics_plots_and_models(digits
     assert {"recipe.yaml", "summary.json", "report.md", "plots"} <= artifacts
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/layers.png", "plots/training.png"} <= plots
+    gate_files = {a.path for a in client.list_artifacts(stages["gate"].info.run_id, "gate")}
+    assert {"gate/gate.json", "gate/gate.md", "gate/security_curve.png"} <= gate_files
+    evaluated = client.get_run(stages["evaluate"].info.run_id).data.metrics
+    assert evaluated["onnx.autoattack_acc"] <= evaluated["onnx.pgd_acc"]
     versions = client.search_model_versions("name='digits-test'")
     assert len(versions) >= 1
     models = client.search_logged_models(experiment_ids=[parent.info.experiment_id])

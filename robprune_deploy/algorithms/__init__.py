@@ -4,9 +4,9 @@ from robprune_deploy.algorithms.base import (
     AlgorithmConfig,
     CompressionAlgorithm,
     EpochCallback,
-    Granularity,
     PruningContext,
 )
+from robprune_deploy.algorithms.granularity import Granularity
 from robprune_deploy.algorithms.result import (
     CompressionStage,
     LayerStatistics,

@@ -12,27 +12,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from robprune_deploy.algorithms.granularity import Granularity
+from robprune_deploy.algorithms.result import PruningResult
 from robprune_deploy.attacks import RobustLoss, ThreatModel
-
-if TYPE_CHECKING:
-    from robprune_deploy.algorithms.result import PruningResult
-
-
-class Granularity(str, Enum):
-    """What one pruning decision removes."""
-
-    UNSTRUCTURED = "unstructured"
-    """Single weights; the model keeps dense shapes with zeros."""
-    CHANNEL = "channel"
-    """Whole output channels of coupled groups; physically removable."""
 
 
 class AlgorithmConfig(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robprune_deploy.algorithms.base import Granularity
+from robprune_deploy.algorithms.granularity import Granularity
 from robprune_deploy.masking import fold_masks, masks_of
 from robprune_deploy.surgery import (
     ChannelGroups,

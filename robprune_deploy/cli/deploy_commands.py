@@ -11,7 +11,7 @@ from typing import Any
 
 from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
 from robprune_deploy.errors import RobPruneError
-from robprune_deploy.gate.run import evaluate_gate, promote, write_gate_report
+from robprune_deploy.gate.run import baseline_path, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import RunContext, deploy, stages
 from robprune_deploy.recipe import recipe_to_dict
 from robprune_deploy.tracking import models as registry
@@ -45,7 +45,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         _, _, deployable = _deployable(ctx)
         if not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
             raise RobPruneError(f"{ctx.out_dir}: no {deploy.MODEL_ONNX}; run `robprune export` first")
-        summary = deploy.evaluate(ctx, deployable)
+        summary, _ = deploy.evaluate(ctx, deployable)
     print(json.dumps(summary, indent=2))
     print(
         f"latency (median, {summary['latency.provider']}): batch {summary['latency.batch']}: "
@@ -62,7 +62,14 @@ def _gate(args: argparse.Namespace) -> int:
         raise RobPruneError("--alias needs --register NAME")
     model = registry.resolve_onnx(args.model, recipe.tracking.tracking_uri)
     ctx = RunContext(recipe, Path(tempfile.mkdtemp(prefix="robprune-gate-")), show_progress=not args.quiet)
-    verdict = evaluate_gate(ctx, model)
+    verdict = evaluate_gate(
+        recipe,
+        model,
+        ctx.eval_subset_batches(),
+        tuple(ctx.example_inputs.shape[1:]),
+        baseline_file=baseline_path(recipe, model),
+        show_progress=ctx.show_progress,
+    )
     verdict.details["model"] = args.model
     write_gate_report(verdict, args.report)
     if args.register:

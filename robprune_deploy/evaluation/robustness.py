@@ -1,27 +1,44 @@
 """Robust accuracy measured on the deployed ONNX model.
 
-White-box: PGD crafted on the identical torch model, the adversarial batch classified by the
-onnxruntime session. Black-box: the Square attack querying the session itself.
+White-box attacks are crafted on a differentiable torch twin of the graph (the identical torch
+model, or one converted from the ONNX file) and every adversarial input is classified by the
+onnxruntime session of the shipped file. Black-box: the Square attack querying the session itself.
+``attacks`` selects the protocol: ``pgd`` (PGD plus an independent Square run), ``autoattack-fast``
+or ``autoattack`` (the ensembles of :mod:`robprune_deploy.evaluation.ensemble`; PGD is still run
+on its own, for comparison). Optionally: the security curve (FMN) and the attack-failure indicators.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from robprune_deploy.attacks import ThreatModel, pgd
+from robprune_deploy.evaluation.ensemble import ENSEMBLES, EnsembleBudget, EnsembleResult, run_ensemble
+from robprune_deploy.evaluation.indicators import Indicator, measure_indicators
 from robprune_deploy.evaluation.parity import parity
+from robprune_deploy.evaluation.security_curve import SecurityCurve, security_curve
 from robprune_deploy.evaluation.sessions import OnnxClassifier
 from robprune_deploy.evaluation.square import square_attack
+
+ATTACK_PROTOCOLS = ("pgd", *ENSEMBLES)
 
 
 @dataclass(frozen=True)
 class OnnxRobustness:
+    """Every robustness figure of one ONNX model on one fixed evaluation subset (fractions).
+
+    ``member_acc`` maps each ensemble member to the robust accuracy after it and every member
+    before it; ``autoattack_acc`` is the accuracy after the whole ensemble (the per-example worst
+    case); ``whitebox_acc`` after its white-box members only.
+    """
+
     provider: str
     examples: int
     clean_acc: float
@@ -30,9 +47,69 @@ class OnnxRobustness:
     square_examples: int
     max_abs_diff: float | None
     argmax_agreement: float | None
+    attacks: str = "pgd"
+    autoattack_acc: float | None = None
+    whitebox_acc: float | None = None
+    member_acc: dict[str, float] = field(default_factory=dict)
+    budget: str = ""
+    members: list[dict[str, Any]] = field(default_factory=list)
+    curve: SecurityCurve | None = None
+    indicators: dict[str, Indicator] = field(default_factory=dict)
+    eps: float | None = None
+
+    @property
+    def median_linf_distance(self) -> float | None:
+        return self.curve.median_distance if self.curve is not None else None
+
+    @property
+    def curve_acc_at_eps(self) -> float | None:
+        return self.curve.accuracy_at(self.eps) if self.curve is not None and self.eps is not None else None
+
+    @property
+    def fmn_acc_at_eps(self) -> float | None:
+        """FMN's own accuracy at eps (the curve merges in the ensemble's points)."""
+        return self.curve.fmn_accuracy_at(self.eps) if self.curve is not None and self.eps is not None else None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {
+            "provider": self.provider,
+            "examples": self.examples,
+            "clean_acc": self.clean_acc,
+            "pgd_acc": self.pgd_acc,
+            "square_acc": self.square_acc,
+            "square_examples": self.square_examples,
+            "max_abs_diff": self.max_abs_diff,
+            "argmax_agreement": self.argmax_agreement,
+            "attacks": self.attacks,
+            "autoattack_acc": self.autoattack_acc,
+            "whitebox_acc": self.whitebox_acc,
+            "member_acc": dict(self.member_acc),
+            "budget": self.budget,
+            "members": list(self.members),
+            "median_linf_distance": self.median_linf_distance,
+            "curve_acc_at_eps": self.curve_acc_at_eps,
+            "fmn_acc_at_eps": self.fmn_acc_at_eps,
+            "curve": self.curve.to_dict() if self.curve is not None else None,
+            "indicators": {k: v.to_dict() for k, v in self.indicators.items()},
+        }
+
+
+def _pgd_accuracy(
+    model: nn.Module, session: OnnxClassifier, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], threat: ThreatModel
+) -> float:
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    correct = total = 0
+    for x, y in batches:
+        x_adv = pgd(model, x.to(device), y.to(device), threat).cpu()
+        correct += int((session.predict(x_adv.numpy()).argmax(1) == y.numpy()).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+def _adversarial_distances(x: np.ndarray, x_adv: np.ndarray, robust: np.ndarray) -> np.ndarray:
+    """L-inf distance of each broken example's adversarial input (``inf`` where the example survived)."""
+    distance = np.abs(x_adv - x).reshape(len(x), -1).max(1).astype(np.float64)
+    return np.where(robust, np.inf, distance)
 
 
 def evaluate_onnx(
@@ -46,38 +123,99 @@ def evaluate_onnx(
     square_p_init: float = 0.8,
     square_examples: int | None = None,
     seed: int = 0,
+    attacks: str = "pgd",
+    budget: EnsembleBudget | None = None,
+    curve_steps: int = 0,
+    curve_examples: int | None = None,
+    indicator_examples: int = 0,
+    indicator_limits: Mapping[str, float] | None = None,
+    batch_size: int = 256,
+    show_progress: bool = False,
 ) -> OnnxRobustness:
     """Clean, white-box and black-box accuracy of the ONNX file at ``path`` under onnxruntime.
 
     :param batches: the (fixed) evaluation batches, inputs in [0, 1].
-    :param torch_model: the identical torch model: PGD is crafted on it and parity is checked.
-    :param threat: the white-box PGD threat and the Square radius.
-    :param square_queries: Square's query budget per example (0 skips the black-box attack).
+    :param torch_model: the differentiable twin: white-box attacks are crafted on it, parity is checked.
+    :param threat: the threat model (eps; PGD steps and step size).
+    :param square_queries: ``pgd`` protocol: Square's query budget (0 skips it) on the first
+        ``square_examples`` examples. The ensembles take their budgets from ``budget``.
+    :param attacks: ``pgd``, ``autoattack-fast`` or ``autoattack``.
+    :param curve_steps: FMN steps for the security curve on the first ``curve_examples`` (0: no curve).
+    :param indicator_examples: correctly classified examples the failure indicators are measured on
+        (0: none).
     """
+    if attacks not in ATTACK_PROTOCOLS:
+        raise ValueError(f"attacks must be one of {', '.join(ATTACK_PROTOCOLS)}")
     session = OnnxClassifier(path, providers)
-    correct = pgd_correct = total = 0
-    for x, y in batches:
-        total += len(y)
-        correct += int((session.predict(x.numpy()).argmax(1) == y.numpy()).sum())
+    x = torch.cat([b[0] for b in batches]) if batches else torch.empty(0)
+    y = torch.cat([b[1] for b in batches]) if batches else torch.empty(0, dtype=torch.long)
+    clean = session.predict(x.numpy()).argmax(1) == y.numpy() if len(y) else np.zeros(0, dtype=bool)
+    total = max(len(y), 1)
     pgd_acc = max_diff = agreement = None
-    if torch_model is not None:
-        check = parity(torch_model.cpu(), session, batches)
+    twin = torch_model.eval().cpu() if torch_model is not None else None
+    if twin is not None:
+        check = parity(twin, session, batches)
         max_diff, agreement = check.max_abs_diff, check.argmax_agreement
         if threat is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                for x, y in batches:
-                    x_adv = pgd(torch_model.eval(), x, y, threat)
-                    pgd_correct += int((session.predict(x_adv.numpy()).argmax(1) == y.numpy()).sum())
-            pgd_acc = pgd_correct / max(total, 1)
+                pgd_acc = _pgd_accuracy(twin, session, batches, threat)
     square_acc, square_n = None, 0
-    if square_queries > 0 and threat is not None:
-        xs = torch.cat([x for x, _ in batches]).numpy()
-        ys = torch.cat([y for _, y in batches]).numpy()
-        if square_examples is not None:
-            xs, ys = xs[:square_examples], ys[:square_examples]
-        result = square_attack(session.predict, xs, ys, threat.eps, square_queries, square_p_init, seed)
+    ensemble: EnsembleResult | None = None
+    if threat is not None and attacks == "pgd" and square_queries > 0:
+        xs, ys = (x, y) if square_examples is None else (x[:square_examples], y[:square_examples])
+        result = square_attack(session.predict, xs.numpy(), ys.numpy(), threat.eps, square_queries, square_p_init, seed)
         square_acc, square_n = result.accuracy, len(ys)
+    elif threat is not None and attacks != "pgd" and twin is not None:
+        ensemble = run_ensemble(
+            attacks,
+            twin,
+            session,
+            x,
+            y,
+            threat.eps,
+            budget=budget or EnsembleBudget.of(attacks),
+            batch_size=batch_size,
+            seed=seed,
+            bf16=threat.bf16,
+            show_progress=show_progress,
+        )
+        square_n = len(y)
+    curve = None
+    if twin is not None and curve_steps > 0 and len(y):
+        n = len(y) if curve_examples is None else min(curve_examples, len(y))
+        curve = security_curve(
+            twin, session, x[:n], y[:n], steps=curve_steps, batch_size=batch_size, show_progress=show_progress
+        )
+    indicators: dict[str, Indicator] = {}
+    if twin is not None and threat is not None and indicator_examples > 0:
+        chosen = np.flatnonzero(clean)[:indicator_examples]
+        if ensemble is not None:
+            gain: float | None = ensemble.whitebox_accuracy - ensemble.accuracy
+        else:
+            gain = None if square_acc is None or pgd_acc is None else pgd_acc - square_acc
+        indicators = measure_indicators(
+            twin,
+            session,
+            x[chosen],
+            y[chosen],
+            threat.eps,
+            blackbox_gain=gain,
+            steps=(budget or EnsembleBudget()).apgd_steps,
+            seed=seed,
+            limits=dict(indicator_limits or {}),
+            show_progress=show_progress,
+        )
+    if ensemble is not None:
+        member_acc = {r.name: r.accuracy_after for r in ensemble.records}
+        square_acc = member_acc.get("square")
+        return OnnxRobustness(
+            session.provider, len(y), float(clean.sum()) / total, pgd_acc, square_acc, square_n, max_diff, agreement,
+            attacks, ensemble.accuracy, ensemble.whitebox_accuracy, member_acc,
+            ensemble.budget.describe(ensemble.members), [r.to_dict() for r in ensemble.records], curve, indicators,
+            threat.eps if threat else None,
+        )  # fmt: skip
     return OnnxRobustness(
-        session.provider, total, correct / max(total, 1), pgd_acc, square_acc, square_n, max_diff, agreement
-    )
+        session.provider, len(y), float(clean.sum()) / total, pgd_acc, square_acc, square_n, max_diff, agreement,
+        attacks, curve=curve, indicators=indicators, eps=threat.eps if threat else None,
+    )  # fmt: skip

@@ -2,7 +2,8 @@
 
 Written against a plain ``predict(np.ndarray) -> logits`` function so it attacks any runtime
 (onnxruntime here) without gradients. Each iteration changes one random square window per image
-to a new vertex of the L-inf ball and keeps the change when the margin loss decreases.
+to a new vertex of the L-inf ball and keeps the change when the margin loss decreases. The
+proposals of all still-robust images are drawn together, and each iteration is one batched query.
 """
 
 from __future__ import annotations
@@ -52,6 +53,36 @@ def p_schedule(p_init: float, iteration: int, n_iters: int) -> float:
     return p_init / 512
 
 
+def _propose(
+    rng: np.random.Generator,
+    x: np.ndarray,
+    x_best: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    eps: float,
+    side: int,
+) -> np.ndarray:
+    """For each row, ``x_best`` with one random ``side x side`` window set to a new vertex of the ball
+    (one sign per channel; redrawn where it would not change the window)."""
+    k, c, h, w = x_best.shape
+    rows = rng.integers(0, h - side + 1, size=k)
+    cols = rng.integers(0, w - side + 1, size=k)
+    in_rows = (np.arange(h)[None, :] >= rows[:, None]) & (np.arange(h)[None, :] < rows[:, None] + side)
+    in_cols = (np.arange(w)[None, :] >= cols[:, None]) & (np.arange(w)[None, :] < cols[:, None] + side)
+    window = (in_rows[:, :, None] & in_cols[:, None, :])[:, None, :, :]  # k x 1 x h x w
+    proposal = x_best.copy()
+    redraw = np.ones(k, dtype=bool)
+    for _ in range(10):
+        signs = rng.choice([-eps, eps], size=(int(redraw.sum()), c, 1, 1)).astype(np.float32)
+        candidate = np.clip(x[redraw] + signs, lo[redraw], hi[redraw])
+        proposal[redraw] = np.where(window[redraw], candidate, x_best[redraw])
+        unchanged = ~np.any(np.abs(proposal - x_best) > 1e-7, axis=(1, 2, 3))
+        redraw = unchanged
+        if not redraw.any():
+            break
+    return proposal
+
+
 def square_attack(
     predict: Predict,
     x: np.ndarray,
@@ -60,9 +91,11 @@ def square_attack(
     n_queries: int = 1000,
     p_init: float = 0.8,
     seed: int = 0,
+    on_step: Callable[[], None] | None = None,
 ) -> SquareResult:
     """Attack ``predict`` on ``x`` (N x C x H x W in [0, 1]) with labels ``y``.
 
+    :param on_step: called after every iteration (one query per still-robust example).
     :returns: adversarial examples within ``eps`` (L-inf) of ``x`` and the per-example verdict.
     """
     rng = np.random.default_rng(seed)
@@ -83,26 +116,13 @@ def square_attack(
             break
         p = p_schedule(p_init, i, n_queries)
         side = int(min(max(round(np.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1))
-        x_new = x_best[active].copy()
-        for k in range(active.size):
-            r, s = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-            window = x_new[k, :, r : r + side, s : s + side]
-            idx = active[k]
-            # a new vertex per channel; redraw when it equals the current window (no-op change)
-            for _ in range(10):
-                vertex = rng.choice([-eps, eps], size=(c, 1, 1)).astype(np.float32)
-                proposal = np.clip(
-                    x[idx, :, r : r + side, s : s + side] + vertex,
-                    lo[idx, :, r : r + side, s : s + side],
-                    hi[idx, :, r : r + side, s : s + side],
-                )
-                if not np.allclose(proposal, window):
-                    break
-            x_new[k, :, r : r + side, s : s + side] = proposal
+        x_new = _propose(rng, x[active], x_best[active], lo[active], hi[active], eps, side)
         new_margin = _margin(predict(x_new), y[active])
         queries[active] += 1
         better = new_margin < margin[active]
         margin[active[better]] = new_margin[better]
         x_best[active[better]] = x_new[better]
+        if on_step is not None:
+            on_step()
     robust_after = robust & (margin > 0)
     return SquareResult(np.where(robust[:, None, None, None], x_best, x), robust_after, queries)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from robprune_deploy.evaluation.indicators import DEFAULT_LIMITS
 from robprune_deploy.recipe import GateSection
 
 
@@ -16,15 +17,21 @@ class Measurements:
     :param latency_ms: median latency at the recipe's batch, for the speed-up check.
     :param audit_sparsity: zero fraction / channel reduction measured from the ONNX graph.
     :param claimed_sparsity: what the model's metadata (or the pipeline) claims for it.
+    :param indicators: the attack-failure indicators' values (``None``: not measured) and, in
+        ``indicator_limits``, the limit each is held to.
     """
 
     clean_acc: float
     pgd_acc: float
     square_acc: float | None = None
+    autoattack_acc: float | None = None
     max_abs_diff: float | None = None
     latency_ms: float | None = None
     audit_sparsity: float | None = None
     claimed_sparsity: float | None = None
+    indicators: dict[str, float | None] = field(default_factory=dict)
+    indicator_limits: dict[str, float] = field(default_factory=dict)
+    median_linf_distance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,15 +77,25 @@ def run_checks(gate: GateSection, candidate: Measurements, baseline: Measurement
         checks.append(_at_least("min_pgd_acc", candidate.pgd_acc, gate.min_pgd_acc, "white-box PGD, classified by ORT"))
     if gate.min_square_acc is not None:
         checks.append(_at_least("min_square_acc", candidate.square_acc, gate.min_square_acc, "black-box Square on ORT"))
+    if gate.min_autoattack_acc is not None:
+        checks.append(
+            _at_least(
+                "min_autoattack_acc", candidate.autoattack_acc, gate.min_autoattack_acc, "worst case over AutoAttack"
+            )
+        )
     base = baseline
-    for name, threshold, field in (
+    for name, threshold, attribute in (
         ("max_clean_drop", gate.max_clean_drop, "clean_acc"),
         ("max_pgd_drop", gate.max_pgd_drop, "pgd_acc"),
         ("max_square_drop", gate.max_square_drop, "square_acc"),
+        ("max_autoattack_drop", gate.max_autoattack_drop, "autoattack_acc"),
     ):
         if threshold is None:
             continue
-        measured = _drop(getattr(candidate, field), getattr(base, field) if base else None)
+        if base is None:
+            checks.append(CheckResult(name, None, threshold, "<=", False, "no baseline: set gate.baseline"))
+            continue
+        measured = _drop(getattr(candidate, attribute), getattr(base, attribute))
         checks.append(_at_most(name, measured, threshold, "baseline minus candidate"))
     if gate.max_parity_error is not None:
         parity = candidate.max_abs_diff
@@ -91,8 +108,8 @@ def run_checks(gate: GateSection, candidate: Measurements, baseline: Measurement
     if gate.sparsity_tolerance is not None and candidate.claimed_sparsity is not None:
         gap = None if candidate.audit_sparsity is None else abs(candidate.audit_sparsity - candidate.claimed_sparsity)
         checks.append(_at_most("sparsity_audit", gap, gate.sparsity_tolerance, "|ONNX audit - claimed sparsity|"))
-    if gate.max_square_below_pgd is not None and candidate.square_acc is not None:
-        # Gradient masking: PGD finds no adversarial examples that a gradient-free attack finds.
-        gap = candidate.pgd_acc - candidate.square_acc
-        checks.append(_at_most("no_gradient_masking", gap, gate.max_square_below_pgd, "PGD acc minus Square acc"))
+    for name in gate.indicators:
+        # An enforced indicator that was not measured fails: the gate cannot vouch for the attacks.
+        limit = candidate.indicator_limits.get(name, gate.indicator_limits.get(name, DEFAULT_LIMITS[name]))
+        checks.append(_at_most(f"indicator:{name}", candidate.indicators.get(name), limit, "attack-failure indicator"))
     return checks

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import onnx
+import torch
 from torch import nn
 
 from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.evaluation import OnnxClassifier, compare_latency
+from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness, compare_latency
+from robprune_deploy.evaluation.indicators import INDICATORS
 from robprune_deploy.evaluation.twin import torch_twin
-from robprune_deploy.export import audit_onnx, load_onnx
+from robprune_deploy.export import load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks
-from robprune_deploy.pipeline.context import RunContext
-from robprune_deploy.pipeline.deploy import onnx_robustness
-from robprune_deploy.reporting import plot_gate
+from robprune_deploy.gate.measure import measure_onnx, measurements
+from robprune_deploy.recipe import Recipe
+from robprune_deploy.reporting import plot_gate, plot_security_curves
 from robprune_deploy.tracking import models as registry
 
-GATE_JSON, GATE_MD, GATE_PNG = "gate.json", "gate.md", "gate.png"
+GATE_JSON, GATE_MD, GATE_PNG, CURVE_PNG = "gate.json", "gate.md", "gate.png", "security_curve.png"
+Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -30,6 +33,7 @@ class GateVerdict:
     baseline: Measurements | None
     provider: str
     details: dict[str, Any] = field(default_factory=dict)
+    robustness: dict[str, OnnxRobustness] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[str]:
@@ -43,73 +47,138 @@ class GateVerdict:
             "candidate": self.candidate.to_dict(),
             "baseline": self.baseline.to_dict() if self.baseline else None,
             "provider": self.provider,
+            "robustness": {label: r.to_dict() for label, r in self.robustness.items()},
             **self.details,
         }
 
 
-def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in proto.metadata_props}
-
-
-def measure(ctx: RunContext, path: Path, torch_model: nn.Module | None = None) -> tuple[Measurements, str]:
-    """Every figure the gate checks, for one ONNX file, on the recipe's fixed evaluation subset."""
-    proto = load_onnx(path)
-    twin = torch_model if torch_model is not None else torch_twin(proto)
-    result = onnx_robustness(ctx, path, twin.cpu())
-    audit = audit_onnx(proto)
-    meta = _metadata(proto)
-    claimed = float(meta["robprune.claimed_sparsity"]) if "robprune.claimed_sparsity" in meta else None
-    audit_sparsity = audit.zero_fraction
-    if meta.get("robprune.granularity") == "channel" and "robprune.dense_weight_params" in meta:
-        audit_sparsity = 1 - audit.weight_params / int(meta["robprune.dense_weight_params"])
-    measurements = Measurements(
-        clean_acc=result.clean_acc,
-        pgd_acc=result.pgd_acc if result.pgd_acc is not None else float("nan"),
-        square_acc=result.square_acc,
-        max_abs_diff=result.max_abs_diff,
-        audit_sparsity=audit_sparsity,
-        claimed_sparsity=claimed,
-    )
-    return measurements, result.provider
-
-
-def baseline_path(ctx: RunContext, model: Path) -> Path | None:
+def baseline_path(recipe: Recipe, model: Path) -> Path | None:
     """``gate.baseline`` (path or MLflow URI), else ``dense.onnx`` beside the model when present."""
-    spec = ctx.recipe.gate.baseline
+    spec = recipe.gate.baseline
     if spec and spec != "dense":
-        return registry.resolve_onnx(spec, ctx.recipe.tracking.tracking_uri)
+        return registry.resolve_onnx(spec, recipe.tracking.tracking_uri)
     sibling = model.parent / "dense.onnx"
     return sibling if sibling.is_file() and sibling.resolve() != model.resolve() else None
 
 
+def _twin(path: Path, torch_model: nn.Module | None) -> nn.Module:
+    return torch_model if torch_model is not None else torch_twin(load_onnx(path))
+
+
 def evaluate_gate(
-    ctx: RunContext, model: Path, torch_model: nn.Module | None = None, dense_torch: nn.Module | None = None
+    recipe: Recipe,
+    model: Path,
+    batches: Batches,
+    input_shape: tuple[int, ...],
+    *,
+    torch_model: nn.Module | None = None,
+    candidate: OnnxRobustness | None = None,
+    dense_torch: nn.Module | None = None,
+    baseline_file: Path | None = None,
+    show_progress: bool = True,
 ) -> GateVerdict:
-    """Measure candidate and baseline, time them side by side, and run every configured check."""
-    candidate, provider = measure(ctx, model, torch_model)
-    base_file = baseline_path(ctx, model)
-    baseline = None
+    """Measure candidate and baseline, time them side by side, and run every configured check.
+
+    :param batches: the fixed evaluation subset; :param input_shape: one example's shape (C, H, W).
+    :param candidate: the candidate's figures when already measured (the pipeline's evaluate stage),
+        so they are not measured twice.
+    :param baseline_file: the baseline ONNX file (see :func:`baseline_path`), or none.
+    """
+    if candidate is None:
+        candidate = measure_onnx(recipe, model, batches, _twin(model, torch_model).cpu(), show_progress=show_progress)
+    measured = measurements(candidate, load_onnx(model))
     details: dict[str, Any] = {
         "model": str(model),
-        "subset": {"examples": ctx.recipe.evaluate.num_examples, "seed": ctx.recipe.evaluate.subset_seed},
+        "subset": {"examples": recipe.evaluate.num_examples, "seed": recipe.evaluate.subset_seed},
+        "attacks": recipe.evaluate.attacks,
     }
-    if base_file is not None:
-        baseline, _ = measure(ctx, base_file, dense_torch)
-        lat = ctx.recipe.evaluate.latency
-        shape = tuple(ctx.example_inputs.shape[1:])
+    robustness = {"candidate": candidate}
+    base = None
+    if baseline_file is not None:
+        twin = _twin(baseline_file, dense_torch).cpu()
+        reference = measure_onnx(recipe, baseline_file, batches, twin, indicators=False, show_progress=show_progress)
+        robustness["baseline"] = reference
+        base = measurements(reference, load_onnx(baseline_file))
+        lat = recipe.evaluate.latency
         base_lat, cand_lat = compare_latency(
-            OnnxClassifier(base_file, ctx.recipe.evaluate.providers),
-            OnnxClassifier(model, ctx.recipe.evaluate.providers),
-            shape,
+            OnnxClassifier(baseline_file, recipe.evaluate.providers),
+            OnnxClassifier(model, recipe.evaluate.providers),
+            input_shape,
             lat.batch,
             lat.warmup,
             lat.repeats,
         )
-        candidate = Measurements(**{**candidate.to_dict(), "latency_ms": cand_lat.median_ms})
-        baseline = Measurements(**{**baseline.to_dict(), "latency_ms": base_lat.median_ms})
-        details["baseline_model"] = str(base_file)
-    checks = run_checks(ctx.recipe.gate, candidate, baseline)
-    return GateVerdict(all(c.passed for c in checks), checks, candidate, baseline, provider, details)
+        measured = Measurements(**{**measured.to_dict(), "latency_ms": cand_lat.median_ms})
+        base = Measurements(**{**base.to_dict(), "latency_ms": base_lat.median_ms})
+        details["baseline_model"] = str(baseline_file)
+    checks = run_checks(recipe.gate, measured, base)
+    verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
+    verdict.robustness = robustness
+    return verdict
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _attack_lines(verdict: GateVerdict) -> list[str]:
+    lines: list[str] = []
+    for label, result in verdict.robustness.items():
+        if not result.members:
+            continue
+        if not lines:
+            lines += ["", f"### Attacks ({result.attacks}: {result.budget})", ""]
+            lines += [
+                "| model | attack | attacked | broken | accuracy after | seconds | cost |",
+                "|---|---|---:|---:|---:|---:|---:|",
+            ]
+        for m in result.members:
+            lines.append(
+                f"| {label} | {m['name']} | {m['attacked']} | {m['broken']} | {m['accuracy_after']:.4f} | "
+                f"{m['seconds']:.1f} | {m['cost']} |"
+            )
+    return lines
+
+
+def _indicator_lines(verdict: GateVerdict) -> list[str]:
+    result = verdict.robustness.get("candidate")
+    if result is None or not result.indicators:
+        return []
+    enforced = {c.name.split(":", 1)[1] for c in verdict.checks if c.name.startswith("indicator:")}
+    lines = [
+        "",
+        "### Attack-failure indicators (candidate)",
+        "",
+        "| indicator | measured | limit | enforced | result | how |",
+    ]
+    lines.append("|---|---:|---:|:---:|:---:|---|")
+    for name in INDICATORS:
+        ind = result.indicators.get(name)
+        if ind is None:
+            continue
+        state = "**FIRED**" if ind.triggered else "ok"
+        lines.append(
+            f"| {name} | {_fmt(ind.value)} | {ind.limit:.4f} | {'yes' if name in enforced else 'no'} | {state} | "
+            f"{ind.detail} |"
+        )
+    return lines
+
+
+def _curve_lines(verdict: GateVerdict) -> list[str]:
+    rows = [(label, r) for label, r in verdict.robustness.items() if r.curve is not None]
+    if not rows:
+        return []
+    lines = ["", "### Security curve (L-inf; FMN merged with the ensemble's points)", ""]
+    lines += [
+        "| model | median distance | curve acc at eps | FMN alone at eps | AutoAttack acc |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, r in rows:
+        lines.append(
+            f"| {label} | {_fmt(r.median_linf_distance)} | {_fmt(r.curve_acc_at_eps)} | {_fmt(r.fmn_acc_at_eps)} | "
+            f"{_fmt(r.autoattack_acc)} |"
+        )
+    return lines
 
 
 def render_markdown(verdict: GateVerdict) -> str:
@@ -120,20 +189,22 @@ def render_markdown(verdict: GateVerdict) -> str:
         f"Model: `{verdict.details.get('model')}` (onnxruntime provider: {verdict.provider}); "
         f"baseline: `{verdict.details.get('baseline_model', 'none')}`.",
         "",
-        "| check | measured | threshold | result |",
-        "|---|---:|---:|:---:|",
+        "| check | measured | threshold | result | detail |",
+        "|---|---:|---:|:---:|---|",
     ]
     for c in verdict.checks:
         measured = "not measured" if c.measured is None else f"{c.measured:.4f}"
-        lines.append(f"| {c.name} | {measured} | {c.op} {c.threshold:.4f} | {'pass' if c.passed else '**FAIL**'} |")
+        result = "pass" if c.passed else "**FAIL**"
+        lines.append(f"| {c.name} | {measured} | {c.op} {c.threshold:.4f} | {result} | {c.detail} |")
     if not verdict.checks:
-        lines.append("| (no thresholds configured) | | | pass |")
-    cand, base = verdict.candidate, verdict.baseline
-    lines += ["", "| | clean | PGD | Square |", "|---|---:|---:|---:|"]
-    for label, m in (("candidate", cand), ("baseline", base)):
+        lines.append("| (no thresholds configured) | | | pass | |")
+    lines += ["", "| | clean | PGD | Square | AutoAttack |", "|---|---:|---:|---:|---:|"]
+    for label, m in (("candidate", verdict.candidate), ("baseline", verdict.baseline)):
         if m is not None:
-            square = "n/a" if m.square_acc is None else f"{m.square_acc:.4f}"
-            lines.append(f"| {label} | {m.clean_acc:.4f} | {m.pgd_acc:.4f} | {square} |")
+            lines.append(
+                f"| {label} | {m.clean_acc:.4f} | {m.pgd_acc:.4f} | {_fmt(m.square_acc)} | {_fmt(m.autoattack_acc)} |"
+            )
+    lines += _attack_lines(verdict) + _indicator_lines(verdict) + _curve_lines(verdict)
     return "\n".join(lines) + "\n"
 
 
@@ -146,6 +217,11 @@ def write_gate_report(verdict: GateVerdict, directory: Path) -> list[Path]:
             verdict.candidate.to_dict(), verdict.baseline.to_dict() if verdict.baseline else None, directory / GATE_PNG
         ),
     ]
+    curves = {label: r.curve.distances.tolist() for label, r in verdict.robustness.items() if r.curve is not None}
+    eps = next((r.eps for r in verdict.robustness.values() if r.eps is not None), None)
+    if curves and eps is not None:
+        ensemble = {label: r.autoattack_acc for label, r in verdict.robustness.items()}
+        files.append(plot_security_curves(curves, eps, directory / CURVE_PNG, ensemble))
     return files
 
 
@@ -157,7 +233,8 @@ def promote(verdict: GateVerdict, name: str, version: str, alias: str | None) ->
         "gate.failures": ",".join(verdict.failures) or "none",
         "gate.clean_acc": f"{c.clean_acc:.4f}",
         "gate.pgd_acc": f"{c.pgd_acc:.4f}",
-        "gate.square_acc": "n/a" if c.square_acc is None else f"{c.square_acc:.4f}",
+        "gate.square_acc": _fmt(c.square_acc),
+        "gate.autoattack_acc": _fmt(c.autoattack_acc),
     }
     registry.tag_version(name, version, tags)
     if verdict.passed and alias:

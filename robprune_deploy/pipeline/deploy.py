@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,8 +10,9 @@ from torch import nn
 
 from robprune_deploy.algorithms import Granularity, PruningResult
 from robprune_deploy.errors import OnnxModelError
-from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness, compare_latency, evaluate_onnx
+from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness, compare_latency
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
+from robprune_deploy.gate.measure import measure_onnx
 from robprune_deploy.pipeline.context import RunContext
 
 MODEL_ONNX = "model.onnx"
@@ -81,41 +83,57 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
     return info
 
 
-def onnx_robustness(ctx: RunContext, path: Path, torch_model: nn.Module) -> OnnxRobustness:
-    """:func:`evaluate_onnx` with the recipe's threat, providers, Square budget and fixed subset."""
-    recipe = ctx.recipe
-    ev = recipe.evaluate
-    return evaluate_onnx(
-        path,
-        ctx.eval_subset_batches(),
-        torch_model=torch_model,
-        threat=recipe.attack.threat(recipe.attack.eval_steps),
-        providers=ev.providers,
-        square_queries=ev.square_queries,
-        square_p_init=ev.square_p_init,
-        square_examples=ev.square_examples,
-        seed=ev.subset_seed,
-    )
-
-
-def evaluate(ctx: RunContext, deployable: nn.Module) -> dict[str, Any]:
-    """Robustness of ``model.onnx`` under onnxruntime and latency of dense vs pruned ONNX."""
-    with ctx.tracker.stage("evaluate"):
-        robustness = onnx_robustness(ctx, ctx.out_dir / MODEL_ONNX, deployable.cpu())
-        deployable.to(ctx.device)
-        summary: dict[str, Any] = {
-            "onnx.clean_acc": robustness.clean_acc,
-            "onnx.pgd_acc": robustness.pgd_acc,
-            "onnx.square_acc": robustness.square_acc,
-            "onnx.max_abs_diff": robustness.max_abs_diff,
-            "onnx.argmax_agreement": robustness.argmax_agreement,
-            "onnx.provider": robustness.provider,
-            "onnx.examples": robustness.examples,
-        }
-        summary.update(latency(ctx, ctx.out_dir / DENSE_ONNX, ctx.out_dir / MODEL_ONNX))
-        ctx.tracker.log_metrics({k: float(v) for k, v in summary.items() if isinstance(v, (int, float))})
-        ctx.mark_done("evaluate", summary)
+def robustness_summary(result: OnnxRobustness, prefix: str = "onnx.") -> dict[str, Any]:
+    """``summary.json`` entries for one model's robustness (``onnx.*`` for the shipped model, with its
+    indicators as ``indicators.*``; ``onnx.dense_*`` for the dense baseline)."""
+    summary: dict[str, Any] = {
+        f"{prefix}clean_acc": result.clean_acc,
+        f"{prefix}pgd_acc": result.pgd_acc,
+        f"{prefix}square_acc": result.square_acc,
+        f"{prefix}autoattack_acc": result.autoattack_acc,
+        f"{prefix}whitebox_acc": result.whitebox_acc,
+        f"{prefix}attacks": result.attacks,
+        f"{prefix}attack_budget": result.budget,
+        f"{prefix}median_linf_distance": result.median_linf_distance,
+        f"{prefix}curve_acc_at_eps": result.curve_acc_at_eps,
+        f"{prefix}fmn_acc_at_eps": result.fmn_acc_at_eps,
+        f"{prefix}max_abs_diff": result.max_abs_diff,
+        f"{prefix}argmax_agreement": result.argmax_agreement,
+        f"{prefix}provider": result.provider,
+        f"{prefix}examples": result.examples,
+    }
+    for member in result.members:
+        key = member["name"].replace("-", "_")
+        summary[f"{prefix}{key}_acc"] = member["accuracy_after"]
+        summary[f"{prefix}{key}_seconds"] = member["seconds"]
+    if prefix == "onnx.":
+        summary.update({f"indicators.{name}": ind.value for name, ind in result.indicators.items()})
     return summary
+
+
+def evaluate(ctx: RunContext, deployable: nn.Module) -> tuple[dict[str, Any], OnnxRobustness]:
+    """Robustness of ``model.onnx`` under onnxruntime and latency of dense vs pruned ONNX.
+
+    :returns: the summary entries and the full measurement (the gate reuses it).
+    """
+    with ctx.tracker.stage("evaluate"):
+        robustness = measure_onnx(
+            ctx.recipe,
+            ctx.out_dir / MODEL_ONNX,
+            ctx.eval_subset_batches(),
+            deployable.cpu(),
+            show_progress=ctx.show_progress,
+        )
+        deployable.to(ctx.device)
+        summary = robustness_summary(robustness)
+        summary.update(latency(ctx, ctx.out_dir / DENSE_ONNX, ctx.out_dir / MODEL_ONNX))
+        ctx.tracker.log_metrics({k: float(v) for k, v in summary.items() if is_number(v)})
+        ctx.mark_done("evaluate", summary)
+    return summary, robustness
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def latency(ctx: RunContext, dense_path: Path, pruned_path: Path) -> dict[str, Any]:

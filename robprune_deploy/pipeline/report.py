@@ -37,15 +37,26 @@ def render_report(summary: dict[str, Any], layer_table: str | None = None) -> st
         "",
         "## Accuracy",
         "",
-        "| | clean | white-box PGD | black-box Square |",
-        "|---|---:|---:|---:|",
-        f"| dense (torch) | {_pct(s('torch.dense_clean_acc'))} | {_pct(s('torch.dense_pgd_acc'))} | |",
-        f"| pruned (torch) | {_pct(s('torch.clean_acc'))} | {_pct(s('torch.pgd_acc'))} | |",
+        f"Robust accuracy on {s('onnx.examples', '?')} fixed test examples; attacks: {s('onnx.attacks', 'pgd')} "
+        f"({s('onnx.attack_budget') or 'PGD + Square'}).",
+        "",
+        "| | clean | white-box PGD | AutoAttack (worst case) | Square (after the rest) | median L-inf distance |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| dense (torch) | {_pct(s('torch.dense_clean_acc'))} | {_pct(s('torch.dense_pgd_acc'))} | | | |",
+        f"| pruned (torch) | {_pct(s('torch.clean_acc'))} | {_pct(s('torch.pgd_acc'))} | | | |",
+        f"| dense (onnxruntime) | {_pct(s('onnx.dense_clean_acc'))} | {_pct(s('onnx.dense_pgd_acc'))} "
+        f"| {_pct(s('onnx.dense_autoattack_acc'))} | {_pct(s('onnx.dense_square_acc'))} "
+        f"| {_num(s('onnx.dense_median_linf_distance'))} |",
         f"| pruned (onnxruntime, {s('onnx.provider', 'n/a')}) | {_pct(s('onnx.clean_acc'))} "
-        f"| {_pct(s('onnx.pgd_acc'))} | {_pct(s('onnx.square_acc'))} |",
+        f"| {_pct(s('onnx.pgd_acc'))} | {_pct(s('onnx.autoattack_acc'))} | {_pct(s('onnx.square_acc'))} "
+        f"| {_num(s('onnx.median_linf_distance'))} |",
         "",
         f"torch vs onnxruntime max abs logit difference: {_num(s('onnx.max_abs_diff'))}",
     ]
+    indicators = {k.removeprefix("indicators."): v for k, v in summary.items() if k.startswith("indicators.")}
+    if indicators:
+        lines += ["", "## Attack-failure indicators (pruned model)", "", "| indicator | value |", "|---|---:|"]
+        lines += [f"| {name} | {_num(value)} |" for name, value in indicators.items()]
     if s("latency.dense_ms") is not None:
         lines += [
             "",

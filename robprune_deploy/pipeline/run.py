@@ -12,7 +12,7 @@ import yaml
 
 from robprune_deploy import distributed
 from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.gate.run import evaluate_gate, promote, write_gate_report
+from robprune_deploy.gate.run import baseline_path, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import deploy, stages
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.report import write_report
@@ -75,10 +75,24 @@ def _run_stages(ctx: RunContext) -> None:
     if not ctx.is_main:
         return
     ctx.summary.update(deploy.export(ctx, deployable, dense, result))
-    ctx.summary.update(deploy.evaluate(ctx, deployable))
+    evaluated, robustness = deploy.evaluate(ctx, deployable)
+    ctx.summary.update(evaluated)
     version = _log_models(ctx, deployable)
     with ctx.tracker.stage("gate"):
-        verdict = evaluate_gate(ctx, ctx.out_dir / deploy.MODEL_ONNX, deployable.cpu(), dense.cpu())
+        model_file = ctx.out_dir / deploy.MODEL_ONNX
+        verdict = evaluate_gate(
+            ctx.recipe,
+            model_file,
+            ctx.eval_subset_batches(),
+            tuple(ctx.example_inputs.shape[1:]),
+            torch_model=deployable.cpu(),
+            candidate=robustness,
+            dense_torch=dense.cpu(),
+            baseline_file=baseline_path(ctx.recipe, model_file),
+            show_progress=ctx.show_progress,
+        )
+        if "baseline" in verdict.robustness:
+            ctx.summary.update(deploy.robustness_summary(verdict.robustness["baseline"], "onnx.dense_"))
         for file in write_gate_report(verdict, ctx.out_dir):
             ctx.tracker.log_artifact(file, "gate")
         ctx.tracker.log_metrics({"gate_passed": float(verdict.passed)})
@@ -95,7 +109,7 @@ def _run_stages(ctx: RunContext) -> None:
             ctx.tracker.log_artifact(plot, "plots")
     for file in (ctx.out_dir / SUMMARY, ctx.out_dir / REPORT):
         ctx.tracker.log_artifact(file)
-    ctx.tracker.log_metrics({k: v for k, v in ctx.summary.items() if isinstance(v, (int, float))})
+    ctx.tracker.log_metrics({k: v for k, v in ctx.summary.items() if deploy.is_number(v)})
 
 
 def _check_ranks_agree(deployable: torch.nn.Module, result: Any) -> dict[str, Any]:

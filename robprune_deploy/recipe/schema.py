@@ -8,7 +8,7 @@ config model (found through the algorithm registry), so plugin options get the s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -114,16 +114,49 @@ class LatencySection(Section):
 
 
 class EvaluateSection(Section):
+    """How the deployed ONNX model is attacked (README, "Robustness evaluation")."""
+
     providers: list[Literal["cuda", "cpu"]] = Field(
         default_factory=lambda: ["cuda", "cpu"],  # type: ignore[arg-type]
         min_length=1,
     )
     num_examples: int = Field(450, gt=0, description="fixed, seeded subset of the test split for robust accuracy")
     subset_seed: int = 0
-    square_queries: int = Field(300, ge=0)
+    attacks: Literal["pgd", "autoattack-fast", "autoattack"] = Field(
+        "autoattack-fast",
+        description="pgd: PGD + an independent Square run; autoattack-fast: APGD-CE, APGD-T (3 targets), "
+        "Square 1000; autoattack: the standard ensemble (APGD-CE, APGD-T x9, FAB-T x9, Square 5000)",
+    )
+    apgd_steps: int | None = Field(None, gt=0, description="APGD iterations (default 100)")
+    apgd_targets: int | None = Field(None, gt=0, description="APGD-T target classes (default 3 fast, 9 standard)")
+    fab_targets: int | None = Field(None, gt=0, description="FAB-T target classes (default 9)")
+    square_queries: int | None = Field(
+        None, ge=0, description="Square's queries (default 300 for pgd, 1000 fast, 5000 standard)"
+    )
     square_p_init: float = Field(0.8, gt=0, le=1)
-    square_examples: int = Field(200, gt=0)
+    square_examples: int = Field(200, gt=0, description="pgd protocol: examples Square attacks")
+    curve_steps: int = Field(100, ge=0, description="FMN steps for the security curve (0: no curve)")
+    curve_examples: int | None = Field(200, gt=0, description="examples on the security curve (None: all)")
+    indicator_examples: int = Field(
+        100, ge=0, description="correctly classified examples the attack-failure indicators use (0: none)"
+    )
     latency: LatencySection = Field(default_factory=LatencySection)
+
+    @property
+    def pgd_square_queries(self) -> int:
+        return 300 if self.square_queries is None else self.square_queries
+
+
+IndicatorName = Literal[
+    "silent_success",
+    "unavailable_gradients",
+    "unstable_predictions",
+    "incomplete_optimization",
+    "transfer_failure",
+    "unconstrained_attack_failure",
+    "non_monotone_curve",
+    "blackbox_beats_whitebox",
+]
 
 
 class GateSection(Section):
@@ -139,7 +172,20 @@ class GateSection(Section):
     min_speedup: float | None = Field(None, ge=0)
     sparsity_tolerance: float | None = Field(0.01, ge=0, le=1, description="audit vs claimed sparsity")
     max_square_below_pgd: float | None = Field(
-        0.1, ge=0, le=1, description="gradient-masking guard: Square accuracy may not fall this far below PGD"
+        0.1,
+        ge=0,
+        le=1,
+        description="limit of the blackbox_beats_whitebox indicator: how far black-box accuracy may fall "
+        "below white-box accuracy (gradient masking)",
+    )
+    min_autoattack_acc: float | None = Field(None, ge=0, le=1)
+    max_autoattack_drop: float | None = Field(None, ge=0, le=1)
+    indicators: list[IndicatorName] = Field(
+        default_factory=lambda: list(get_args(IndicatorName)),
+        description="attack-failure indicators that fail the gate when they fire",
+    )
+    indicator_limits: dict[IndicatorName, float] = Field(
+        default_factory=dict, description="overrides of the indicators' default limits"
     )
     baseline: str | None = Field(None, description="baseline model: dense (default), an ONNX path or models:/ URI")
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -68,11 +70,11 @@ def plot_layers(stats: PruningStatistics, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def plot_gate(candidate: Mapping[str, float | None], baseline: Mapping[str, float | None] | None, path: Path) -> Path:
-    """Clean / PGD / Square accuracy of the candidate beside the baseline."""
-    keys = ["clean_acc", "pgd_acc", "square_acc"]
-    labels = ["clean", "white-box PGD", "black-box Square"]
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+def plot_gate(candidate: Mapping[str, Any], baseline: Mapping[str, Any] | None, path: Path) -> Path:
+    """Clean / PGD / Square / AutoAttack accuracy of the candidate beside the baseline."""
+    keys = ["clean_acc", "pgd_acc", "square_acc", "autoattack_acc"]
+    labels = ["clean", "white-box PGD", "Square", "AutoAttack"]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
     width = 0.38
     xs = range(len(keys))
     ax.bar([x - width / 2 for x in xs], [candidate.get(k) or 0 for k in keys], width, label="candidate")
@@ -81,6 +83,32 @@ def plot_gate(candidate: Mapping[str, float | None], baseline: Mapping[str, floa
     ax.set_xticks(list(xs), labels)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy (onnxruntime)")
+    ax.legend()
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_security_curves(
+    curves: Mapping[str, Sequence[float]], eps: float, path: Path, ensemble: Mapping[str, float | None] | None = None
+) -> Path:
+    """Robust accuracy against the L-inf radius, one line per model, from per-example minimal
+    adversarial distances; the recipe's eps is marked, with the ensemble's accuracy there."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    finite = [d for distances in curves.values() for d in distances if np.isfinite(d)]
+    top = max([2.5 * eps, *finite]) if finite else 2.5 * eps
+    grid = np.linspace(0.0, top, 200)
+    for i, (label, distances) in enumerate(curves.items()):
+        d = np.asarray(distances, dtype=float)
+        color = f"C{i}"
+        ax.plot(grid, [(d > e).mean() for e in grid], label=f"{label} (median {np.median(d):.3g})", color=color)
+        point = (ensemble or {}).get(label)
+        if point is not None:
+            ax.plot([eps], [point], marker="x", markersize=9, color=color, linestyle="none")
+    ax.axvline(eps, color="grey", linestyle="--", linewidth=1, label=f"eps = {eps:.3g} (x: AutoAttack)")
+    ax.set_xlabel("L-inf radius")
+    ax.set_ylabel("robust accuracy (FMN, onnxruntime)")
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, top)
     ax.legend()
     fig.tight_layout()
     return save_figure(fig, path)
