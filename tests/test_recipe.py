@@ -121,3 +121,21 @@ def test_cli_bad_recipe_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Cap
     assert code == 2
     assert err.count("\n") == 0 and err.startswith("error: ") and "compression.ratio" in err
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_switching_algorithm_with_set_drops_the_other_algorithms_options(caplog) -> None:
+    """`--set compression.algorithm=X` on a recipe written for S2AP keeps the options X shares and
+    drops the others with one notice; options given with --set are still validated against X."""
+    recipe = load_recipe(RECIPES / "digits_s2ap.yaml", ["compression.algorithm=hydra"])
+    assert recipe.compression.config == {"granularity": "unstructured", "epochs": 8, "lr": 0.1}
+    notices = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert notices == [
+        "notice: compression.algorithm is hydra (--set): dropped the recipe's compression.config "
+        "gamma, warmup_epochs (not options of hydra)"
+    ]
+    assert load_recipe(RECIPES / "digits_s2ap.yaml", ["compression.algorithm=mrpf"]).compression.config == {}
+    with pytest.raises(RecipeError, match="compression.config.gamma: unknown field"):
+        load_recipe(RECIPES / "digits_s2ap.yaml", ["compression.algorithm=mrpf", "compression.config.gamma=0.2"])
+    # Without a switch, a stray option is still an error (nothing is dropped silently).
+    with pytest.raises(RecipeError, match="compression.config.gamma: unknown field"):
+        load_recipe(RECIPES / "digits_hydra.yaml", ["compression.config.gamma=0.2"])

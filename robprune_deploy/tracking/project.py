@@ -64,7 +64,7 @@ def link_runs(parent_run_id: str, choice: ParentRun) -> None:
     client.set_tag(parent_run_id, PROJECT_RUN_TAG, choice.linked)
     client.set_tag(choice.linked, PIPELINE_RUN_TAG, parent_run_id)
     note = (
-        f"robprune logged this step in experiment '{choice.experiment}' (run {parent_run_id}), the recipe's "
+        f"robprune logged this run's pipeline in experiment '{choice.experiment}' (run {parent_run_id}), the recipe's "
         "tracking.experiment. Pass `mlflow run --experiment-name` to keep project runs there as well."
     )
     client.set_tag(choice.linked, "mlflow.note.content", note)
