@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ def _batches(dataset: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     # nncf.Dataset wraps an iterable of items; its transform is applied by get_inference_data().
     if hasattr(dataset, "get_inference_data"):
         return _Reiterable(dataset.get_inference_data)
-    if iter(dataset) is dataset:  # a one-shot iterator (a generator): keep its batches for every epoch
+    if isinstance(dataset, Iterator):  # a one-shot iterator (a generator): keep its batches for every epoch
         return list(dataset)
     return dataset
 
