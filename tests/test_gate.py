@@ -172,7 +172,8 @@ def test_gate_inside_an_mlflow_project_run_records_the_failed_verdict_on_that_ru
     project_run = client.create_run(experiment.experiment_id, tags={"mlflow.project.entryPoint": "gate"})
     monkeypatch.setenv("MLFLOW_RUN_ID", project_run.info.run_id)
     model = str(digits_run["out"] / "model.onnx")
-    assert gate(digits_run, model, tmp_path / "r", "gate.min_clean_acc=0.999") == 1
+    sets = ("gate.min_clean_acc=0.999", "gate.min_pgd_acc=0.05", "gate.max_pgd_drop=0.3")
+    assert gate(digits_run, model, tmp_path / "r", *sets) == 1
     verdict = capsys.readouterr().out.strip().splitlines()[-1]
     assert verdict == f"gate FAILED: min_clean_acc ({tmp_path / 'r' / 'gate.md'})"
     run = client.get_run(project_run.info.run_id)
