@@ -15,6 +15,7 @@ from robprune_deploy.data import build_dataset
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=10, help="adversarial training epochs (fewer for a smoke test)")
 parser.add_argument("--out", type=Path, default=Path("runs/api_example"))
+parser.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE", help="override the gate's recipe")
 args = parser.parse_args()
 torch.manual_seed(0)
 
@@ -65,6 +66,7 @@ verdict = rp.gate_onnx(
         "evaluate": {"num_examples": 200, "square_queries": 100, "square_examples": 100},
         "gate": {"min_clean_acc": 0.85, "min_pgd_acc": 0.2, "max_pgd_drop": 0.05},
     },
+    overrides=args.set,  # e.g. --set evaluate.num_examples=50, as on the command line
 )
 print(f"gate {'PASSED' if verdict.passed else 'FAILED: ' + ', '.join(verdict.failures)} ({args.out / 'gate'})")
 raise SystemExit(0 if verdict.passed else 1)

@@ -53,7 +53,9 @@ def test_readme_blocks_are_the_examples_or_run(tmp_path: Path, monkeypatch: pyte
 
 
 def test_api_example_goes_from_a_plain_module_to_a_gated_onnx_file(tmp_path: Path, monkeypatch) -> None:
-    code = run_example("api_from_module.py", "--epochs", "1", "--out", str(tmp_path), monkeypatch=monkeypatch)
+    quick = ["evaluate.num_examples=100", "evaluate.square_queries=30", "evaluate.latency.repeats=3"]
+    args = ["--epochs", "1", "--out", str(tmp_path), *(arg for item in quick for arg in ("--set", item))]
+    code = run_example("api_from_module.py", *args, monkeypatch=monkeypatch)
     verdict = json.loads((tmp_path / "gate" / "gate.json").read_text())
     assert code == (0 if verdict["passed"] else 1)
     assert verdict["baseline_model"].endswith("dense.onnx")
@@ -91,6 +93,9 @@ def test_plugin_package_installs_and_runs_end_to_end(tmp_path: Path) -> None:
     sets = [
         "pretrain.epochs=1",
         "finetune.epochs=1",
+        "data.train_subset=256",
+        "attack.train_steps=2",
+        "attack.eval_steps=5",
         "evaluate.num_examples=64",
         "evaluate.square_queries=20",
         "evaluate.square_examples=32",
