@@ -71,9 +71,9 @@ def main() -> int:
         gate = {"model": str(out / "model.onnx"), "recipe": common["recipe"], "report": str(report)}
         if not _step(PRUNING_PROJECT, "gate", experiment, {**gate, "overrides": args.overrides}):
             verdict = json.loads((report / "gate.json").read_text()) if (report / "gate.json").is_file() else None
-            failures = ", ".join(verdict["failures"]) if verdict else "no verdict"
-            mlflow.set_tags({"gate.passed": "false", "gate.failures": failures})
-            print(f"gate FAILED: {failures} ({report / 'gate.md'})", file=sys.stderr)
+            failures = verdict["failures"] if verdict else ["no verdict"]
+            mlflow.set_tags({"gate.passed": "false", "gate.failures": ",".join(failures)})  # as the gate run's tag
+            print(f"gate FAILED: {', '.join(failures)} ({report / 'gate.md'})", file=sys.stderr)
             mlflow.end_run("FAILED")
             return 1
         mlflow.set_tags({"gate.passed": "true", "gate.failures": "none"})
