@@ -70,3 +70,6 @@ def test_mlflow_run_main_nests_the_stages_in_the_recipes_experiment_and_records_
     assert {m.name for m in models} == {"torch_model", "onnx_model"}
     assert {m.source_run_id for m in models} == {parent.info.run_id}
     assert (out / "model.onnx").is_file()
+    # Artifacts stay beside the Default experiment's, where `mlflow run` ran, not in the project folder.
+    assert str(tmp_path) in client.get_experiment(parent.info.experiment_id).artifact_location
+    assert not (ROOT / "mlflow_projects" / "robust_pruning" / "mlruns").exists()

@@ -49,9 +49,20 @@ def choose_parent(experiment: str) -> ParentRun:
 
     client = MlflowClient()
     experiment_id = client.get_run(run_id).info.experiment_id
-    if experiment_id != DEFAULT_EXPERIMENT_ID or client.get_experiment(experiment_id).name == experiment:
+    default = client.get_experiment(experiment_id)
+    if experiment_id != DEFAULT_EXPERIMENT_ID or default.name == experiment:
         return ParentRun(run_id, None)
+    if client.get_experiment_by_name(experiment) is None and _is_local(default.artifact_location):
+        # A local store puts a new experiment's artifacts under ./mlruns of the creating process, and
+        # an entry point runs inside the project's folder: keep them beside Default's instead, where
+        # the user ran `mlflow run`.
+        root = default.artifact_location.rstrip("/").rpartition("/")[0]
+        client.create_experiment(experiment, artifact_location=f"{root}/{experiment}")
     return ParentRun(None, experiment, linked=run_id)
+
+
+def _is_local(location: str) -> bool:
+    return location.startswith(("/", "file:"))
 
 
 def link_runs(parent_run_id: str, choice: ParentRun) -> None:
