@@ -2,12 +2,17 @@
 
 The public API::
 
-    import nncf, robprune_deploy
-    result = robprune_deploy.prune(model, "s2ap", nncf.Dataset(loader), ratio=0.9)
+    import nncf, robprune_deploy as rp
+    rp.adversarial_train(model, loader, threat, epochs=10)       # PGD-AT or TRADES, in place
+    result = rp.prune(model, "s2ap", nncf.Dataset(loader), ratio=0.9, attack=threat)
+    rp.adversarial_train(result.model, loader, threat, epochs=3)  # fine-tune with the masks frozen
     deployable = result.strip()              # masks folded / channels physically removed
-    print(result.statistics().layer_table())
+    rp.export_onnx(deployable, "model.onnx", example_input)
+    verdict = rp.gate_onnx("model.onnx", baseline="dense.onnx", recipe={"gate": {"min_pgd_acc": 0.3}})
 
 Algorithms live in :data:`ALGORITHMS`, filled from the ``robprune_deploy.algorithms`` entry points.
+What a plugin's ``apply`` builds its result with is exported here too: :func:`prunable_layers`,
+:func:`ignored_layer_names`, :func:`apply_masks`, :func:`count_model`, :class:`ChannelGroups`.
 """
 
 from robprune_deploy.algorithms import (
@@ -20,7 +25,7 @@ from robprune_deploy.algorithms import (
     PruningResult,
     PruningStatistics,
 )
-from robprune_deploy.api import DEFAULT_THREAT, prune
+from robprune_deploy.api import DEFAULT_THREAT, adversarial_train, gate_onnx, prune
 from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.errors import (
     CheckpointError,
@@ -36,6 +41,9 @@ from robprune_deploy.errors import (
 )
 from robprune_deploy.evaluation import evaluate_onnx
 from robprune_deploy.export import export_onnx
+from robprune_deploy.masking import apply_masks, masks_of
+from robprune_deploy.models import NormalizedClassifier
+from robprune_deploy.surgery import ChannelGroups, ModelCount, count_model, ignored_layer_names, prunable_layers
 
 __version__ = "0.1.0"
 
@@ -43,11 +51,14 @@ __all__ = [
     "ALGORITHMS",
     "DEFAULT_THREAT",
     "AlgorithmConfig",
+    "ChannelGroups",
     "CheckpointError",
     "CompressionAlgorithm",
     "CompressionStage",
     "DatasetError",
     "Granularity",
+    "ModelCount",
+    "NormalizedClassifier",
     "OnnxModelError",
     "ProviderError",
     "PruningContext",
@@ -61,7 +72,14 @@ __all__ = [
     "ThreatModel",
     "TrackingError",
     "UnknownNameError",
+    "adversarial_train",
+    "apply_masks",
+    "count_model",
     "evaluate_onnx",
     "export_onnx",
+    "gate_onnx",
+    "ignored_layer_names",
+    "masks_of",
+    "prunable_layers",
     "prune",
 ]

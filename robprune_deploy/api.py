@@ -1,9 +1,12 @@
-"""The functional API, in the style of ``nncf.prune``."""
+"""The functional API, in the style of ``nncf.prune``: adversarial training, pruning and the gate."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import ValidationError
@@ -13,14 +16,21 @@ from robprune_deploy.algorithms import ALGORITHMS, PruningContext, PruningResult
 from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.errors import RecipeError
 
+if TYPE_CHECKING:
+    from robprune_deploy.gate.run import GateVerdict
+    from robprune_deploy.recipe import Recipe
+
 DEFAULT_THREAT = ThreatModel(eps=8 / 255, step_size=2 / 255, steps=10)
 """The field's CIFAR convention: L-inf 8/255, PGD-10 with step 2/255."""
 
 
 def _batches(dataset: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """Re-iterable ``(x, y)`` batches from an :class:`nncf.Dataset`, a DataLoader or any iterable."""
     # nncf.Dataset wraps an iterable of items; its transform is applied by get_inference_data().
     if hasattr(dataset, "get_inference_data"):
         return _Reiterable(dataset.get_inference_data)
+    if isinstance(dataset, Iterator):  # a one-shot iterator (a generator): keep its batches for every epoch
+        return list(dataset)
     return dataset
 
 
@@ -84,3 +94,104 @@ def prune(
         seed=seed,
     )
     return cls(config).apply(model.to(target), context)
+
+
+def adversarial_train(
+    model: nn.Module,
+    data: Any,
+    threat: ThreatModel | None = None,
+    *,
+    epochs: int,
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    loss: RobustLoss | str = RobustLoss.PGD_AT,
+    trades_beta: float = 6.0,
+    eps_warmup_epochs: int = 0,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    show_progress: bool = True,
+) -> nn.Module:
+    """Adversarially train ``model`` in place: PGD-AT (Madry et al.) or TRADES, SGD with momentum and a
+    cosine learning-rate schedule, the attack crafted against ``threat`` on every batch.
+
+    Use it to make a plain model robust before :func:`prune` (pruning a model that was never trained
+    adversarially gives a model no gate should pass), and to fine-tune a pruned model: train
+    ``result.model`` (its masks stay frozen) and then call ``result.strip()``.
+
+    :param model: a classifier taking inputs in [0, 1] (normalization inside the model).
+    :param data: the training batches ``(x, y)``: an :class:`nncf.Dataset`, a DataLoader or any
+        iterable (iterated once per epoch; a one-shot iterator is kept in memory).
+    :param threat: the L-inf threat model; default :data:`DEFAULT_THREAT`.
+    :param loss: ``"pgd_at"`` or ``"trades"`` (with ``trades_beta``).
+    :param eps_warmup_epochs: ramp eps up linearly over the first epochs.
+    :param on_epoch_end: ``callback(epoch, metrics)`` after every epoch, epochs counted from 1;
+        ``metrics`` has ``loss``, ``lr`` and, for PGD-AT, ``train_adv_acc``.
+    :returns: ``model``, trained.
+    """
+    from robprune_deploy.training import TrainingPlan
+    from robprune_deploy.training import adversarial_train as train
+
+    if epochs < 0 or lr <= 0:
+        raise RecipeError(f"adversarial_train: epochs must be >= 0 and lr > 0, got epochs={epochs}, lr={lr}")
+    batches = _batches(data)
+    target = torch.device(device) if device is not None else next(model.parameters()).device
+    plan = TrainingPlan(epochs, lr, momentum, weight_decay, RobustLoss(loss), trades_beta, eps_warmup_epochs)
+    callback = None if on_epoch_end is None else (lambda epoch, metrics: on_epoch_end(epoch + 1, metrics))
+    return train(
+        model,
+        plan,
+        threat or DEFAULT_THREAT,
+        lambda epoch: batches,
+        device=target,
+        seed=seed,
+        on_epoch_end=callback,
+        show_progress=show_progress,
+    )
+
+
+def gate_onnx(
+    model: str | os.PathLike[str],
+    *,
+    recipe: Recipe | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    baseline: str | os.PathLike[str] | None = None,
+    report: str | os.PathLike[str] | None = None,
+    show_progress: bool = True,
+) -> GateVerdict:
+    """The release gate of ``robprune gate``, from Python: measure ``model`` under onnxruntime and
+    check the recipe's ``gate`` thresholds.
+
+    The figures are measured on the recipe's data (its ``data`` section; default the digits test
+    split) over the fixed ``evaluate.num_examples`` subset: clean accuracy, PGD crafted on a torch
+    twin of the graph and classified by onnxruntime, the Square attack on the session, parity, and
+    the drops and speed-up against ``baseline``.
+
+    :param model: an ONNX file, or an MLflow ``models:/`` / ``runs:/`` URI.
+    :param recipe: a :class:`~robprune_deploy.recipe.Recipe`, a mapping of recipe sections, or a
+        recipe file; default: every field's default.
+    :param overrides: ``"key.path=value"`` overrides, as ``--set``.
+    :param baseline: the reference ONNX model for drops and speed-up (sets ``gate.baseline``).
+    :param report: a folder for ``gate.json``, ``gate.md`` and ``gate.png``.
+    :returns: the verdict: ``passed``, ``failures`` (names of the failed checks) and ``checks``.
+    """
+    from robprune_deploy.gate.run import evaluate_gate, write_gate_report
+    from robprune_deploy.pipeline import RunContext
+    from robprune_deploy.recipe import Recipe, apply_overrides, load_recipe, recipe_to_dict, validate_recipe
+    from robprune_deploy.tracking.models import resolve_onnx
+
+    if isinstance(recipe, (str, os.PathLike)):
+        resolved = load_recipe(Path(recipe), overrides)
+    else:
+        document = recipe_to_dict(recipe) if isinstance(recipe, Recipe) else dict(recipe or {})
+        resolved = validate_recipe(apply_overrides(document, overrides))
+    if baseline is not None:
+        resolved.gate.baseline = str(baseline)
+    path = resolve_onnx(str(model), resolved.tracking.tracking_uri)
+    ctx = RunContext(resolved, Path(tempfile.mkdtemp(prefix="robprune-gate-")), show_progress=show_progress)
+    verdict = evaluate_gate(ctx, path)
+    verdict.details["model"] = str(model)
+    if report is not None:
+        write_gate_report(verdict, Path(report))
+    return verdict

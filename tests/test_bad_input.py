@@ -35,6 +35,11 @@ def image_folder(root: Path, splits: tuple[str, ...]) -> Path:
     return root
 
 
+def empty_folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def text_checkpoint(tmp_path: Path) -> Path:
     path = tmp_path / "weights.pt"
     path.write_text("these are not tensors")
@@ -74,6 +79,10 @@ CASES = {
         lambda t: recipe_file(t, {"data": {"name": "cifar10", "root": str(t / "nowhere")}}),
         "data.root",
     ),
+    "empty data root": (  # torchvision's "You can use download=True" must not leak: nothing is downloaded
+        lambda t: recipe_file(t, {"data": {"name": "cifar10", "root": str(empty_folder(t / "empty"))}}),
+        "has no readable CIFAR-10",
+    ),
     "dataset without its root": (lambda t: recipe_file(t, {"data": {"name": "svhn"}}), "set data.root"),
     "imagefolder without val split": (
         lambda t: recipe_file(t, {"data": {"name": "imagefolder", "root": str(image_folder(t / "img", ("train",)))}}),
@@ -104,6 +113,7 @@ def test_run_with_bad_input_exits_2_with_one_line(case: str, tmp_path: Path, cap
     err = capsys.readouterr().err.strip()
     assert code == 2, err
     assert err.startswith("error: ") and "\n" not in err and needle in err, err
+    assert "download=True" not in err, err
     written = [p.name for p in out.rglob("*") if p.is_file()] if out.exists() else []
     assert written == [], written
 

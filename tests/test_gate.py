@@ -163,3 +163,27 @@ def test_the_same_gate_twice_gives_identical_numbers(digits_run, tmp_path) -> No
 
     assert robust_figures(reports[0]) == robust_figures(reports[1])
     assert reports[0]["subset"] == {"examples": 150, "seed": 0}
+
+
+def test_gate_inside_an_mlflow_project_run_records_the_failed_verdict_on_that_run(
+    digits_run, tmp_path, monkeypatch, capsys
+) -> None:
+    """As the MLproject `gate` step: `mlflow run` created the run (in the recipe's experiment) and passed
+    it in MLFLOW_RUN_ID. The failure lands on that run as tags, metrics and gate.md, and the command
+    ends with the verdict line (exit 1), not a traceback."""
+    client = MlflowClient(digits_run["uri"])
+    experiment = client.get_experiment_by_name("robprune-digits")
+    project_run = client.create_run(experiment.experiment_id, tags={"mlflow.project.entryPoint": "gate"})
+    monkeypatch.setenv("MLFLOW_RUN_ID", project_run.info.run_id)
+    model = str(digits_run["out"] / "model.onnx")
+    sets = ("gate.min_clean_acc=0.999", "gate.min_pgd_acc=0.05", "gate.max_pgd_drop=0.3")
+    assert gate(digits_run, model, tmp_path / "r", *sets) == 1
+    verdict = capsys.readouterr().out.strip().splitlines()[-1]
+    assert verdict == f"gate FAILED: min_clean_acc ({tmp_path / 'r' / 'gate.md'})"
+    run = client.get_run(project_run.info.run_id)
+    assert run.data.tags["gate.passed"] == "false" and run.data.tags["gate.failures"] == "min_clean_acc"
+    assert run.data.metrics["gate_passed"] == 0.0 and run.data.metrics["gate.min_clean_acc"] < 0.999
+    assert {"gate/gate.md", "gate/gate.json", "gate/gate.png"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id, "gate")
+    }
+    assert run.data.params["gate.min_clean_acc"] == "0.999"

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from robprune_deploy.cli.main import main
-from robprune_deploy.errors import RecipeError
+from robprune_deploy.errors import RecipeError, RobPruneError
 from robprune_deploy.recipe import load_recipe, parse_override
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -121,3 +121,44 @@ def test_cli_bad_recipe_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Cap
     assert code == 2
     assert err.count("\n") == 0 and err.startswith("error: ") and "compression.ratio" in err
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def test_switching_algorithm_with_set_drops_the_other_algorithms_options(caplog) -> None:
+    """`--set compression.algorithm=X` on a recipe written for S2AP keeps the options X shares and
+    drops the others with one notice; options given with --set are still validated against X."""
+    recipe = load_recipe(RECIPES / "digits_s2ap.yaml", ["compression.algorithm=hydra"])
+    assert recipe.compression.config == {"granularity": "unstructured", "epochs": 8, "lr": 0.1}
+    notices = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert notices == [
+        "notice: compression.algorithm is hydra (--set): dropped the recipe's compression.config "
+        "gamma, warmup_epochs (not options of hydra)"
+    ]
+    assert load_recipe(RECIPES / "digits_s2ap.yaml", ["compression.algorithm=mrpf"]).compression.config == {}
+    with pytest.raises(RecipeError, match=r"compression\.config\.gamma: unknown field"):
+        load_recipe(RECIPES / "digits_s2ap.yaml", ["compression.algorithm=mrpf", "compression.config.gamma=0.2"])
+    # Without a switch, a stray option is still an error (nothing is dropped silently).
+    with pytest.raises(RecipeError, match=r"compression\.config\.gamma: unknown field"):
+        load_recipe(RECIPES / "digits_hydra.yaml", ["compression.config.gamma=0.2"])
+
+
+def test_data_channels_3_puts_a_torchvision_model_on_gray_digits(tmp_path: Path) -> None:
+    """`--set model.name=torchvision:resnet18 --set data.channels=3`: the RGB stem gets the gray channel
+    three times from the model's input module; the model itself takes the data's 1 channel."""
+    import torch
+
+    from robprune_deploy.pipeline import RunContext
+
+    sets = ["model.name=torchvision:resnet18", "data.channels=3", "tracking.enabled=false"]
+    ctx = RunContext(load_recipe(RECIPES / "digits_hydra.yaml", sets), tmp_path, show_progress=False)
+    model = ctx.new_model().eval()
+    assert model.body.conv1.in_channels == 3 and model.normalize.repeat == 3
+    gray = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert model(gray).shape == (2, 10)
+        # Repeating is exact: the stem sees three identical normalized channels.
+        stem = model.body.conv1(model.normalize(gray))
+        manual = model.body.conv1(((gray - model.normalize.mean) / model.normalize.std).expand(-1, 3, -1, -1))
+    assert torch.equal(stem, manual)
+    without = RunContext(load_recipe(RECIPES / "digits_hydra.yaml", sets[::2]), tmp_path, show_progress=False)
+    with pytest.raises(RobPruneError, match=r"set data\.channels: 3"):
+        without.new_model()

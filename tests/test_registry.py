@@ -80,3 +80,11 @@ def test_algorithms_command_prints_the_table(capsys: pytest.CaptureFixture[str])
     for name in BUILT_IN:
         assert name in out
     assert "unstructured" in out and "channel" in out and "robprune-deploy" in out
+
+
+def test_top_level_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "robustness gate" in out
+    assert "``" not in out and ":param" not in out  # no reStructuredText from the module docstring

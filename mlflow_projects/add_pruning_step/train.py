@@ -33,7 +33,7 @@ def main() -> None:
             ThreatModel(0.2, 0.05, 7),
             lambda e: make_loader(data.train, 32, shuffle=True, epoch=e),
             device=torch.device("cpu"),
-            on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch),
+            on_epoch_end=lambda epoch, metrics: mlflow.log_metrics(metrics, step=epoch + 1),  # epochs from 1
             show_progress=False,
         )
         save_checkpoint({"model": model.state_dict()}, args.checkpoint)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -17,7 +18,7 @@ from robprune_deploy.cli.deploy_commands import register_deploy_commands
 from robprune_deploy.cli.doctor_command import register_doctor
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import RunContext, stages
-from robprune_deploy.pipeline.run import run_pipeline
+from robprune_deploy.pipeline.run import run_pipeline, verdict_line
 from robprune_deploy.recipe import recipe_to_dict
 
 _T = TypeVar("_T")
@@ -29,6 +30,9 @@ def _run(args: argparse.Namespace) -> int:
     summary = run_pipeline(ctx)
     if ctx.is_main:
         print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        # The run itself succeeded (exit 0); its last line is the gate's verdict, as `robprune gate` ends.
+        verdict = verdict_line(summary["gate.passed"], summary["gate.failures"], ctx.out_dir / "gate.md")
+        print(verdict, file=sys.stderr)
     return 0
 
 

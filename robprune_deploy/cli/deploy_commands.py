@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, c
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.gate.run import baseline_path, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import RunContext, deploy, stages
+from robprune_deploy.pipeline.run import record_verdict, verdict_line
 from robprune_deploy.recipe import recipe_to_dict
 from robprune_deploy.tracking import models as registry
 
@@ -71,40 +73,39 @@ def _gate(args: argparse.Namespace) -> int:
         show_progress=ctx.show_progress,
     )
     verdict.details["model"] = args.model
-    write_gate_report(verdict, args.report)
-    if args.register:
-        version = _version_to_promote(args, recipe, model)
-        promote(verdict, args.register, version, args.alias)
-        verdict.details["registered_version"] = version
-        write_gate_report(verdict, args.report)
-    state = "PASSED" if verdict.passed else "FAILED: " + ", ".join(verdict.failures)
-    print(f"gate {state} ({args.report / 'gate.md'})")
+    reports = write_gate_report(verdict, args.report)
+    # Recorded in MLflow inside an MLflow run (an MLproject step) and when it promotes a version.
+    if recipe.tracking.enabled and (os.environ.get("MLFLOW_RUN_ID") or args.register):
+        from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
+
+        tracker = MlflowTracker(recipe.tracking.tracking_uri, recipe.tracking.experiment)
+        with tracker.pipeline("gate", recipe_to_dict(recipe), {"stage": "gate", "model": args.model}):
+            if args.register:
+                version = _version_to_promote(args, tracker, model)
+                promote(verdict, args.register, version, args.alias)
+                verdict.details["registered_version"] = version
+                reports = write_gate_report(verdict, args.report)
+            record_verdict(tracker, verdict, reports)
+    print(verdict_line(verdict.passed, verdict.failures, args.report / "gate.md"))
     return EXIT_PASS if verdict.passed else EXIT_FAIL
 
 
-def _version_to_promote(args: argparse.Namespace, recipe: Any, model: Path) -> str:
-    """The registry version of MODEL: its own for a ``models:/`` URI, else a new one logged now."""
-    import mlflow
-
-    from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
-
+def _version_to_promote(args: argparse.Namespace, tracker: Any, model: Path) -> str:
+    """The registry version of MODEL: its own for a ``models:/`` URI, else a new one logged in the gate's run."""
     known = registry.registered_version(args.model)
     if known is not None:
         if known[0] != args.register:
             raise RobPruneError(f"--register {args.register}: MODEL is a version of {known[0]!r}")
         return known[1]
-    tracker = MlflowTracker(recipe.tracking.tracking_uri, recipe.tracking.experiment)
     import numpy as np
 
     from robprune_deploy.evaluation import OnnxClassifier
 
     shape = [d if isinstance(d, int) else 1 for d in OnnxClassifier(model, ["cpu"]).input_shape]
-    with mlflow.start_run(run_name="gate-register"):
-        uri = tracker.log_onnx_model(model, np.zeros(shape, dtype=np.float32))
-        assert uri is not None
-        version = tracker.register_model(uri, args.register, {"source": str(model)})
+    uri = tracker.log_onnx_model(model, np.zeros(shape, dtype=np.float32))
+    version = tracker.register_model(uri, args.register, {"source": str(model)})
     assert version is not None
-    return version
+    return str(version)
 
 
 def register_deploy_commands(sub: Any) -> None:

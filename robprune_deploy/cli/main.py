@@ -26,8 +26,18 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
+DESCRIPTION = "Robust pruning as a deployable step: run pipelines, single stages, and the robustness gate."
+EPILOG = (
+    "exit codes: 0 success (gate: pass), 1 gate failure, 2 bad input (one 'error:' line on stderr).\n"
+    "Run 'robprune COMMAND --help' for the options of a command."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="robprune", description=__doc__.splitlines()[0])
+    # The module docstring is reStructuredText for the API docs; --help gets plain text.
+    parser = _Parser(
+        prog="robprune", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for register in commands.REGISTRARS:

@@ -85,6 +85,13 @@ def _require_root(root: Path | None, dataset: str) -> Path:
     return root
 
 
+def _reason(exc: BaseException) -> str:
+    """torchvision's message without its "You can use download=True" hint: nothing is downloaded here."""
+    sentences = [part.strip() for part in str(exc).split(". ") if part.strip()]
+    kept = [part for part in sentences if "download=True" not in part]
+    return ". ".join(kept).rstrip(".") or type(exc).__name__
+
+
 def _transforms(image_size: int | None, augment: bool, native: int) -> tuple[Callable, Callable]:
     from torchvision import transforms as T
 
@@ -108,7 +115,8 @@ def cifar10(root: Path | None, image_size: int | None, augment: bool) -> Dataset
         train = CIFAR10(str(path), train=True, transform=train_tf, download=False)
         test = CIFAR10(str(path), train=False, transform=test_tf, download=False)
     except (RuntimeError, OSError) as exc:
-        raise DatasetError(f"data.root: {path} has no readable CIFAR-10 (cifar-10-batches-py): {exc}") from None
+        reason = _reason(exc)
+        raise DatasetError(f"data.root: {path} has no readable CIFAR-10 (cifar-10-batches-py): {reason}") from None
     size = image_size or 32
     return DatasetBundle("cifar10", train, test, 10, (3, size, size), CIFAR10_MEAN, CIFAR10_STD)
 
@@ -124,7 +132,8 @@ def svhn(root: Path | None, image_size: int | None, augment: bool) -> DatasetBun
         train = SVHN(str(path), split="train", transform=train_tf, download=False)
         test = SVHN(str(path), split="test", transform=test_tf, download=False)
     except (RuntimeError, OSError) as exc:
-        raise DatasetError(f"data.root: {path} has no readable SVHN (train_32x32.mat, test_32x32.mat): {exc}") from None
+        files = "train_32x32.mat, test_32x32.mat"
+        raise DatasetError(f"data.root: {path} has no readable SVHN ({files}): {_reason(exc)}") from None
     size = image_size or 32
     return DatasetBundle("svhn", train, test, 10, (3, size, size), SVHN_MEAN, SVHN_STD)
 
@@ -144,7 +153,7 @@ def imagefolder(root: Path | None, image_size: int | None, augment: bool) -> Dat
         train = ImageFolder(str(path / "train"), transform=train_tf)
         test = ImageFolder(str(test_dir), transform=test_tf)
     except (RuntimeError, OSError, FileNotFoundError) as exc:
-        raise DatasetError(f"data.root: {path}: {exc}") from None
+        raise DatasetError(f"data.root: {path}: {_reason(exc)}") from None
     if train.classes != test.classes:
         raise DatasetError(f"data.root: {path}: train/ and {test_dir.name}/ have different class folders")
     return DatasetBundle("imagefolder", train, test, len(train.classes), (3, size, size), IMAGENET_MEAN, IMAGENET_STD)

@@ -45,7 +45,8 @@ def export_onnx(
     target = Path(path)
     model = model.eval().cpu()
     example = example_input[:1].detach().cpu()
-    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=65536)}} if dynamic_batch else None
+    # A tuple matches the forward's inputs by position, whatever its argument is called (x, input, ...).
+    dynamic = ({0: torch.export.Dim("batch", min=1, max=65536)},) if dynamic_batch else None
     with atomic_path(target) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

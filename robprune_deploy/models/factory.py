@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torchvision
 from torch import nn
 
-from robprune_deploy.errors import RobPruneError, UnknownNameError
+from robprune_deploy.errors import RecipeError, RobPruneError, UnknownNameError
 from robprune_deploy.models.digits import DigitsCNN, DigitsResNet
 from robprune_deploy.models.normalize import NormalizedClassifier
 from robprune_deploy.models.resnet import resnet18
@@ -62,20 +62,38 @@ def _torchvision(name: str, num_classes: int, in_channels: int) -> nn.Module:
     if name not in available:
         raise UnknownNameError("torchvision classifier", name, available)
     if in_channels != 3:
-        raise RobPruneError(f"model.name: torchvision:{name} expects 3 input channels, the data has {in_channels}")
+        hint = "; set data.channels: 3 to repeat the gray channel inside the model" if in_channels == 1 else ""
+        raise RobPruneError(
+            f"model.name: torchvision:{name} expects 3 input channels, the data has {in_channels}{hint}"
+        )
     # weights=None: nothing is downloaded; load trained weights with model.checkpoint.
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes)
 
 
 def build_model(
-    name: str, num_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float]
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    channels: int | None = None,
 ) -> NormalizedClassifier:
     """Build ``name`` (a registered name or ``torchvision:<classifier>``) with normalization inside.
 
+    :param in_channels: the data's channels (the model's input).
+    :param channels: the channels the network takes (``data.channels``); on 1-channel data a larger
+        value repeats the gray channel inside the model's input module.
     :raises UnknownNameError: listing the registered names.
+    :raises RecipeError: when ``channels`` asks to turn multi-channel data into another count.
     """
+    network = in_channels if channels is None else channels
+    if network != in_channels and in_channels != 1:
+        raise RecipeError(
+            f"data.channels: {network}, but the images have {in_channels} channels; only 1-channel (gray) data "
+            "can be repeated"
+        )
     if name.startswith(TORCHVISION_PREFIX):
-        body = _torchvision(name[len(TORCHVISION_PREFIX) :], num_classes, in_channels)
+        body = _torchvision(name[len(TORCHVISION_PREFIX) :], num_classes, network)
     else:
-        body = MODELS.get(name)(num_classes, in_channels)
-    return NormalizedClassifier(body, mean, std)
+        body = MODELS.get(name)(num_classes, network)
+    return NormalizedClassifier(body, mean, std, network if network != in_channels else None)

@@ -53,9 +53,13 @@ class RunContext:
         self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}
 
     def record_epoch(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
-        """Keep per-epoch metrics for the plots and log them to the tracker (step = epoch)."""
+        """Keep per-epoch metrics for the plots and log them to the tracker.
+
+        ``epoch`` counts from 0 as the training loops do; MLflow steps, plots and progress bars all
+        show epoch numbers from 1 (step ``epoch + 1``), so "epoch 3" means the same thing everywhere.
+        """
         self.history.setdefault(stage, []).append((epoch, dict(metrics)))
-        self.tracker.log_metrics(metrics, step=epoch)
+        self.tracker.log_metrics(metrics, step=epoch + 1)
 
     @property
     def distributed(self) -> bool:
@@ -108,7 +112,8 @@ class RunContext:
 
     def new_model(self) -> NormalizedClassifier:
         data = self.data
-        return build_model(self.recipe.model.name, data.num_classes, data.input_shape[0], data.mean, data.std)
+        channels = self.recipe.data.channels
+        return build_model(self.recipe.model.name, data.num_classes, data.input_shape[0], data.mean, data.std, channels)
 
     def preflight(self) -> None:
         """Check every input a run will read (data root and images, model name, checkpoint) before

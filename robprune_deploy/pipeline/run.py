@@ -12,12 +12,13 @@ import yaml
 
 from robprune_deploy import distributed
 from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.gate.run import baseline_path, evaluate_gate, promote, write_gate_report
+from robprune_deploy.gate.run import GateVerdict, baseline_path, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import deploy, stages
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.report import write_report
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.reporting import plot_layers, plot_training
+from robprune_deploy.tracking import Tracker
 from robprune_deploy.tracking.uris import localize_checkpoint
 
 SUMMARY = "summary.json"
@@ -93,11 +94,10 @@ def _run_stages(ctx: RunContext) -> None:
         )
         if "baseline" in verdict.robustness:
             ctx.summary.update(deploy.robustness_summary(verdict.robustness["baseline"], "onnx.dense_"))
-        for file in write_gate_report(verdict, ctx.out_dir):
-            ctx.tracker.log_artifact(file, "gate")
-        ctx.tracker.log_metrics({"gate_passed": float(verdict.passed)})
+        record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir))
         if version is not None and ctx.recipe.tracking.registered_model:
             promote(verdict, ctx.recipe.tracking.registered_model, version, ctx.recipe.tracking.alias)
+    ctx.tracker.set_tags(verdict_tags(verdict))  # the parent's row in the run list shows the verdict too
     ctx.summary.update({"gate.passed": verdict.passed, "gate.failures": verdict.failures})
     ctx.summary["mlflow.run_id"] = ctx.tracker.run_id or ""
     stats = result.statistics()
@@ -125,20 +125,43 @@ def _check_ranks_agree(deployable: torch.nn.Module, result: Any) -> dict[str, An
 
 
 def _log_models(ctx: RunContext, deployable: torch.nn.Module) -> str | None:
-    """Log the stripped torch model and the ONNX model; register the ONNX one when the recipe names it."""
+    """Log the stripped torch model and the ONNX model; register the ONNX one when the recipe names it.
+
+    They are logged in the pipeline's parent run, so its page lists the logged and registered models.
+    """
     example = ctx.example_inputs.cpu().numpy()
-    with ctx.tracker.stage("models"):
-        torch_uri = ctx.tracker.log_torch_model(deployable, example)
-        if torch_uri:  # a later run can start from it: model.checkpoint=<this URI>
-            ctx.summary["mlflow.torch_model_uri"] = torch_uri
-        uri = ctx.tracker.log_onnx_model(ctx.out_dir / deploy.MODEL_ONNX, example)
-        ctx.summary["mlflow.model_uri"] = uri or ""
-        name = ctx.recipe.tracking.registered_model
-        if uri and name:
-            version = ctx.tracker.register_model(uri, name, {"algorithm": ctx.recipe.compression.algorithm})
-            ctx.summary["mlflow.registered_version"] = version
-            return version
+    torch_uri = ctx.tracker.log_torch_model(deployable, example)
+    if torch_uri:  # a later run can start from it: model.checkpoint=<this URI>
+        ctx.summary["mlflow.torch_model_uri"] = torch_uri
+    uri = ctx.tracker.log_onnx_model(ctx.out_dir / deploy.MODEL_ONNX, example)
+    ctx.summary["mlflow.model_uri"] = uri or ""
+    name = ctx.recipe.tracking.registered_model
+    if uri and name:
+        version = ctx.tracker.register_model(uri, name, {"algorithm": ctx.recipe.compression.algorithm})
+        ctx.summary["mlflow.registered_version"] = version
+        return version
     return None
+
+
+def verdict_tags(verdict: GateVerdict) -> dict[str, str]:
+    return {"gate.passed": str(verdict.passed).lower(), "gate.failures": ",".join(verdict.failures) or "none"}
+
+
+def record_verdict(tracker: Tracker, verdict: GateVerdict, reports: list[Path]) -> None:
+    """The gate's verdict on the active run: tags, one metric per measured check, and the reports
+    (``gate/gate.md``, ``gate/gate.json``, ``gate/gate.png``), for a failed gate as for a passed one."""
+    tracker.set_tags(verdict_tags(verdict))
+    metrics = {"gate_passed": float(verdict.passed)}
+    metrics.update({f"gate.{c.name}": c.measured for c in verdict.checks if c.measured is not None})
+    tracker.log_metrics(metrics)
+    for file in reports:
+        tracker.log_artifact(file, "gate")
+
+
+def verdict_line(passed: bool, failures: list[str], report: Path) -> str:
+    """The one-line verdict commands end with: ``gate PASSED (...)`` or ``gate FAILED: checks (...)``."""
+    state = "PASSED" if passed else "FAILED: " + ", ".join(failures)
+    return f"gate {state} ({report})"
 
 
 def run_recipe(recipe: Recipe, out_dir: Path, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:

@@ -7,6 +7,7 @@ file. Every problem is a single :class:`RecipeError` line naming the file and th
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,9 @@ import yaml
 from pydantic import ValidationError
 
 from robprune_deploy.errors import RecipeError, RobPruneError
-from robprune_deploy.recipe.schema import Recipe
+from robprune_deploy.recipe.schema import CompressionSection, Recipe
+
+log = logging.getLogger(__name__)
 
 
 class _RecipeLoader(yaml.SafeLoader):
@@ -138,8 +141,48 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         raise RecipeError(f"recipe {file}: cannot be read ({exc})") from None
     if document is not None and not isinstance(document, dict):
         raise RecipeError(f"recipe {file}: a recipe must be a mapping of sections, found {type(document).__name__}")
-    document = apply_overrides(document or {}, overrides)
-    return validate_recipe(document, f"recipe {file}")
+    overridden = apply_overrides(document or {}, overrides)
+    overridden = drop_other_algorithm_options(document or {}, overridden, overrides)
+    return validate_recipe(overridden, f"recipe {file}")
+
+
+def drop_other_algorithm_options(
+    document: dict[str, Any], overridden: dict[str, Any], overrides: Sequence[str]
+) -> dict[str, Any]:
+    """After ``--set compression.algorithm=X`` on a recipe written for another algorithm, drop the
+    file's ``compression.config`` options that X does not take, with a one-line notice.
+
+    Options X shares (``epochs``, ``lr``, ...) are kept, and options given with
+    ``--set compression.config.KEY=...`` are never dropped: they are validated against X as usual.
+    """
+    paths = [parse_override(text)[0] for text in overrides]
+    if ["compression", "algorithm"] not in paths or ["compression", "config"] in paths:
+        return overridden
+    file_section = document.get("compression")
+    file_section = file_section if isinstance(file_section, dict) else {}
+    section = overridden.get("compression")
+    config = section.get("config") if isinstance(section, dict) else None
+    algorithm = section.get("algorithm") if isinstance(section, dict) else None
+    if not isinstance(config, dict) or algorithm == file_section.get("algorithm", CompressionSection().algorithm):
+        return overridden
+    from robprune_deploy.algorithms import ALGORITHMS
+
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        return overridden  # validation names the unknown algorithm
+    accepted = set(ALGORITHMS.get(algorithm).Config.model_fields)
+    given = {path[2] for path in paths if path[:2] == ["compression", "config"] and len(path) > 2}
+    dropped = sorted(key for key in config if key not in accepted and key not in given)
+    if not dropped:
+        return overridden
+    result = copy.deepcopy(overridden)
+    result["compression"]["config"] = {k: v for k, v in config.items() if k not in dropped}
+    log.warning(
+        "notice: compression.algorithm is %s (--set): dropped the recipe's compression.config %s (not options of %s)",
+        algorithm,
+        ", ".join(dropped),
+        algorithm,
+    )
+    return result
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:

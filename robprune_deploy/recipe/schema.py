@@ -28,6 +28,12 @@ class DataSection(Section):
     name: str = Field("digits", description="digits | cifar10 | svhn | imagefolder")
     root: Path | None = Field(None, description="local folder holding the dataset (never downloaded)")
     image_size: int | None = Field(16, gt=0, description="resize images to this side; None keeps the native size")
+    channels: int | None = Field(
+        None,
+        gt=0,
+        description="channels the network takes; on gray data 3 repeats the gray channel inside the model "
+        "(the ONNX input keeps 1 channel). Default: the data's",
+    )
     batch_size: int = Field(32, gt=0)
     eval_batch_size: int = Field(256, gt=0)
     num_workers: int = Field(0, ge=0)

@@ -17,6 +17,13 @@ def prunable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
 
 
+def _layer_list(model: nn.Module, limit: int = 24) -> str:
+    """``"its Conv2d/Linear layers: a, b, ..."``: the names an ignored scope usually wants."""
+    names = list(prunable_layers(model))
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"its Conv2d/Linear layers: {', '.join(names[:limit])}{more}"
+
+
 def ignored_layer_names(model: nn.Module, ignored_scope: Any | None) -> set[str]:
     """Names of the layers of ``model`` that ``ignored_scope`` excludes.
 
@@ -35,7 +42,7 @@ def ignored_layer_names(model: nn.Module, ignored_scope: Any | None) -> set[str]
         if name in modules:
             selected.add(name)
         elif validate:
-            raise PruningError(f"ignored_scope.names: no layer named {name!r} in the model")
+            raise PruningError(f"ignored_scope.names: no layer named {name!r} in the model; {_layer_list(model)}")
     for pattern in getattr(ignored_scope, "patterns", []) or []:
         regex = re.compile(pattern)
         matched = {n for n in modules if n and regex.search(n)}

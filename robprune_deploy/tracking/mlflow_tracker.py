@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from torch import nn
 
 from robprune_deploy.errors import TrackingError
+from robprune_deploy.tracking.project import choose_parent, link_runs
 
 _METRIC_NAME = re.compile(r"[^0-9A-Za-z_\-. /]")
 
@@ -36,6 +38,38 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def param_text(value: Any) -> str:
+    """A param value spelled as in a recipe or ``--set`` (``[cuda, cpu]``, ``null``, ``true``), not as a
+    Python repr with literal quotes (``['cuda', 'cpu']``, ``None``, ``True``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple, dict, bool)) or value is None:
+        text: str = yaml.safe_dump(value, default_flow_style=True, width=10_000)
+        return text.removesuffix("\n").removesuffix("\n...")
+    return str(value)
+
+
+def onnx_requirements() -> list[str]:
+    """The pip requirements of a logged ONNX model, naming the onnxruntime distribution installed here.
+
+    ``onnxruntime`` and ``onnxruntime-gpu`` install the same module folder and overwrite each other,
+    so a model that asks for both cannot be installed cleanly; MLflow's inference lists both when the
+    GPU build is installed.
+    """
+    from importlib import metadata
+
+    requirements = []
+    for distribution in ("onnx", "numpy"):
+        requirements.append(f"{distribution}=={metadata.version(distribution)}")
+    for runtime in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            requirements.append(f"{runtime}=={metadata.version(runtime)}")
+            break
+        except metadata.PackageNotFoundError:
+            continue
+    return requirements
+
+
 class MlflowTracker:
     """Records a pipeline into MLflow.
 
@@ -50,10 +84,11 @@ class MlflowTracker:
         self.tracking_uri = tracking_uri or default_tracking_uri()
         try:
             mlflow.set_tracking_uri(self.tracking_uri)
-            # Inside `mlflow run` the project's run (MLFLOW_RUN_ID) is the parent and its
-            # experiment wins; elsewhere the recipe names the experiment.
-            if not os.environ.get("MLFLOW_RUN_ID"):
-                mlflow.set_experiment(experiment)
+            # Inside `mlflow run` the project's run (MLFLOW_RUN_ID) is the parent unless MLflow put it
+            # in its Default experiment; see robprune_deploy.tracking.project.
+            self.parent = choose_parent(experiment)
+            if self.parent.experiment is not None:
+                mlflow.set_experiment(self.parent.experiment)
         except Exception as exc:
             raise TrackingError(
                 f"tracking.tracking_uri {self.tracking_uri}: cannot use it ({str(exc).splitlines()[0]})"
@@ -62,8 +97,8 @@ class MlflowTracker:
         self.model_uri: str | None = None
 
     @contextlib.contextmanager
-    def _run(self, name: str, nested: bool) -> Iterator[Any]:
-        run = self.mlflow.start_run(run_name=name, nested=nested)
+    def _run(self, name: str, nested: bool, run_id: str | None = None) -> Iterator[Any]:
+        run = self.mlflow.start_run(run_id=run_id, run_name=name, nested=nested)
         try:
             yield run
         except BaseException as exc:
@@ -77,8 +112,9 @@ class MlflowTracker:
 
     @contextlib.contextmanager
     def pipeline(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[None]:
-        with self._run(name, nested=False) as run:
+        with self._run(name, nested=False, run_id=self.parent.resume) as run:
             self.run_id = run.info.run_id
+            link_runs(run.info.run_id, self.parent)
             self.log_params(params)
             self.set_tags(tags)
             yield
@@ -114,7 +150,7 @@ class MlflowTracker:
         return closed
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        flat = {k: str(v)[:500] for k, v in flatten(params).items()}
+        flat = {k: param_text(v)[:500] for k, v in flatten(params).items()}
         if flat:
             self.mlflow.log_params(flat)
 
@@ -188,6 +224,7 @@ class MlflowTracker:
                 name="onnx_model",
                 signature=infer_signature(example, output),
                 input_example=example,
+                pip_requirements=onnx_requirements(),
             )
         finally:
             if quiet:
