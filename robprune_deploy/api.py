@@ -164,9 +164,10 @@ def gate_onnx(
     check the recipe's ``gate`` thresholds.
 
     The figures are measured on the recipe's data (its ``data`` section; default the digits test
-    split) over the fixed ``evaluate.num_examples`` subset: clean accuracy, PGD crafted on a torch
-    twin of the graph and classified by onnxruntime, the Square attack on the session, parity, and
-    the drops and speed-up against ``baseline``.
+    split) over the fixed ``evaluate.num_examples`` subset with the recipe's ``evaluate.attacks``
+    protocol (AutoAttack by default, crafted on a torch twin of the graph and classified by
+    onnxruntime), the attack-failure indicators, parity, and the drops and speed-up against
+    ``baseline``.
 
     :param model: an ONNX file, or an MLflow ``models:/`` / ``runs:/`` URI.
     :param recipe: a :class:`~robprune_deploy.recipe.Recipe`, a mapping of recipe sections, or a
@@ -176,7 +177,7 @@ def gate_onnx(
     :param report: a folder for ``gate.json``, ``gate.md`` and ``gate.png``.
     :returns: the verdict: ``passed``, ``failures`` (names of the failed checks) and ``checks``.
     """
-    from robprune_deploy.gate.run import evaluate_gate, write_gate_report
+    from robprune_deploy.gate.run import baseline_path, evaluate_gate, write_gate_report
     from robprune_deploy.pipeline import RunContext
     from robprune_deploy.recipe import Recipe, apply_overrides, load_recipe, recipe_to_dict, validate_recipe
     from robprune_deploy.tracking.models import resolve_onnx
@@ -190,7 +191,14 @@ def gate_onnx(
         resolved.gate.baseline = str(baseline)
     path = resolve_onnx(str(model), resolved.tracking.tracking_uri)
     ctx = RunContext(resolved, Path(tempfile.mkdtemp(prefix="robprune-gate-")), show_progress=show_progress)
-    verdict = evaluate_gate(ctx, path)
+    verdict = evaluate_gate(
+        resolved,
+        path,
+        ctx.eval_subset_batches(),
+        tuple(ctx.example_inputs.shape[1:]),
+        baseline_file=baseline_path(resolved, path),
+        show_progress=show_progress,
+    )
     verdict.details["model"] = str(model)
     if report is not None:
         write_gate_report(verdict, Path(report))
