@@ -52,7 +52,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(
         f"latency (median, {summary['latency.provider']}): batch {summary['latency.batch']}: "
         f"dense {summary['latency.dense_ms']:.3f} ms, pruned {summary['latency.pruned_ms']:.3f} ms "
-        f"(x{summary['latency.speedup']:.2f}); batch 1: dense {summary['latency.dense_b1_ms']:.3f} ms, "
+        f"(x{summary['latency.speedup']:.2f}, 95% interval {summary['latency.speedup_low']:.2f}-"
+        f"{summary['latency.speedup_high']:.2f}); batch 1: dense {summary['latency.dense_b1_ms']:.3f} ms, "
         f"pruned {summary['latency.pruned_b1_ms']:.3f} ms (x{summary['latency.speedup_b1']:.2f})"
     )
     return 0
