@@ -70,7 +70,7 @@ def _gate(args: argparse.Namespace) -> int:
         model,
         ctx.eval_subset_batches(),
         tuple(ctx.example_inputs.shape[1:]),
-        baseline_file=baseline_path(recipe, model),
+        baseline_file=baseline_path(recipe, model, args.model),
         show_progress=ctx.show_progress,
     )
     verdict.details["model"] = args.model

@@ -53,13 +53,17 @@ class GateVerdict:
         }
 
 
-def baseline_path(recipe: Recipe, model: Path) -> Path | None:
-    """``gate.baseline`` (path or MLflow URI), else ``dense.onnx`` beside the model when present."""
+def baseline_path(recipe: Recipe, model: Path, source: str | None = None) -> Path | None:
+    """The baseline ONNX file: ``gate.baseline`` (path or MLflow URI); else ``dense.onnx`` beside the
+    model; else, for a model given as an MLflow URI (``source``), the dense model its run recorded."""
     spec = recipe.gate.baseline
     if spec and spec != "dense":
         return registry.resolve_onnx(spec, recipe.tracking.tracking_uri)
     sibling = model.parent / "dense.onnx"
-    return sibling if sibling.is_file() and sibling.resolve() != model.resolve() else None
+    if sibling.is_file() and sibling.resolve() != model.resolve():
+        return sibling
+    recorded = registry.recorded_baseline(source) if source else None
+    return registry.resolve_onnx(recorded, recipe.tracking.tracking_uri) if recorded else None
 
 
 def _twin(path: Path, torch_model: nn.Module | None) -> nn.Module:
