@@ -196,7 +196,7 @@ def gate_onnx(
         path,
         ctx.eval_subset_batches(),
         tuple(ctx.example_inputs.shape[1:]),
-        baseline_file=baseline_path(resolved, path),
+        baseline_file=baseline_path(resolved, path, str(model)),
         show_progress=show_progress,
     )
     verdict.details["model"] = str(model)

@@ -52,7 +52,7 @@ def test_passing_model_gets_the_alias_and_an_impossible_threshold_leaves_it(digi
     client = MlflowClient(digits_run["uri"])
     version = str(client.search_model_versions("name='digits-test'")[0].version)
     uri = f"models:/digits-test/{version}"
-    baseline = f"gate.baseline={digits_run['out'] / 'dense.onnx'}"
+    # No gate.baseline: the registry version carries the dense model its run logged beside it.
     assert (
         gate(
             digits_run,
@@ -61,13 +61,15 @@ def test_passing_model_gets_the_alias_and_an_impossible_threshold_leaves_it(digi
             "gate.min_clean_acc=0.3",
             "gate.min_pgd_acc=0.05",
             "gate.max_pgd_drop=0.3",
-            baseline,
             register="digits-test",
         )
         == 0
     )
     passed = json.loads((tmp_path / "pass" / "gate.json").read_text())
     assert passed["baseline_model"].endswith("dense.onnx") and passed["registered_version"] == version
+    assert not passed["baseline_model"].startswith(str(digits_run["out"]))  # fetched from the registry
+    drop = next(c for c in passed["checks"] if c["name"] == "max_pgd_drop")
+    assert drop["measured"] == pytest.approx(passed["baseline"]["pgd_acc"] - passed["candidate"]["pgd_acc"])
     assert str(client.get_model_version_by_alias("digits-test", "production").version) == version
     assert client.get_model_version("digits-test", version).tags["gate.passed"] == "true"
 
@@ -187,3 +189,33 @@ def test_gate_inside_an_mlflow_project_run_records_the_failed_verdict_on_that_ru
         a.path for a in client.list_artifacts(run.info.run_id, "gate")
     }
     assert run.data.params["gate.min_clean_acc"] == "0.999"
+
+
+def test_drop_checks_without_a_baseline_say_how_to_set_one_and_speedup_noise_is_not_a_verdict() -> None:
+    from robprune_deploy.gate.checks import Measurements, run_checks
+    from robprune_deploy.recipe import GateSection
+
+    gate_section = GateSection(max_pgd_drop=0.1, min_speedup=1.2, max_parity_error=None, indicators=[])
+    alone = run_checks(gate_section, Measurements(clean_acc=0.9, pgd_acc=0.4), None)
+    assert [(c.name, c.passed, c.detail) for c in alone] == [
+        ("max_pgd_drop", False, "no baseline: set gate.baseline"),
+        ("min_speedup", False, "no baseline: set gate.baseline"),
+    ]
+    noisy = {"ratio": 1.5, "low": 0.6, "high": 2.4, "measurable": False, "reason": "too noisy (95% interval 0.60-2.40)"}
+    clear = {"ratio": 1.5, "low": 1.1, "high": 1.9, "measurable": True, "reason": ""}
+    base = Measurements(clean_acc=0.9, pgd_acc=0.4)
+    for speedup, passed, measurable in ((noisy, True, False), (clear, False, True)):
+        (_, check) = run_checks(gate_section, Measurements(clean_acc=0.9, pgd_acc=0.4, speedup=speedup), base)
+        assert (check.passed, check.measurable) == (passed, measurable)  # the lower bound 1.1 < 1.2 fails
+
+
+def test_a_tiny_model_speedup_is_not_measurable(tmp_path) -> None:
+    from robprune_deploy.evaluation import OnnxClassifier, compare_speed
+
+    tiny = export_onnx(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), tmp_path / "t.onnx", torch.rand(1, 1, 2, 2)
+    )
+    session = OnnxClassifier(tiny, ["cpu"])
+    _, _, speedup = compare_speed(session, session, (1, 2, 2), batch=1, warmup=2, repeats=30)
+    assert not speedup.measurable and "too fast" in speedup.reason
+    assert speedup.low <= 1.0 <= speedup.high or not speedup.measurable

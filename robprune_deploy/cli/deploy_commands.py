@@ -52,7 +52,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(
         f"latency (median, {summary['latency.provider']}): batch {summary['latency.batch']}: "
         f"dense {summary['latency.dense_ms']:.3f} ms, pruned {summary['latency.pruned_ms']:.3f} ms "
-        f"(x{summary['latency.speedup']:.2f}); batch 1: dense {summary['latency.dense_b1_ms']:.3f} ms, "
+        f"(x{summary['latency.speedup']:.2f}, 95% interval {summary['latency.speedup_low']:.2f}-"
+        f"{summary['latency.speedup_high']:.2f}); batch 1: dense {summary['latency.dense_b1_ms']:.3f} ms, "
         f"pruned {summary['latency.pruned_b1_ms']:.3f} ms (x{summary['latency.speedup_b1']:.2f})"
     )
     return 0
@@ -69,7 +70,7 @@ def _gate(args: argparse.Namespace) -> int:
         model,
         ctx.eval_subset_batches(),
         tuple(ctx.example_inputs.shape[1:]),
-        baseline_file=baseline_path(recipe, model),
+        baseline_file=baseline_path(recipe, model, args.model),
         show_progress=ctx.show_progress,
     )
     verdict.details["model"] = args.model

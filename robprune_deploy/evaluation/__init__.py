@@ -1,6 +1,6 @@
 """Robustness, parity and latency of ONNX models under onnxruntime."""
 
-from robprune_deploy.evaluation.latency import LatencyStats, compare_latency, measure_latency
+from robprune_deploy.evaluation.latency import LatencyStats, Speedup, compare_latency, compare_speed, measure_latency
 from robprune_deploy.evaluation.parity import Parity, parity
 from robprune_deploy.evaluation.robustness import OnnxRobustness, evaluate_onnx
 from robprune_deploy.evaluation.sessions import PROVIDERS, OnnxClassifier, create_session
@@ -12,8 +12,10 @@ __all__ = [
     "OnnxClassifier",
     "OnnxRobustness",
     "Parity",
+    "Speedup",
     "SquareResult",
     "compare_latency",
+    "compare_speed",
     "create_session",
     "evaluate_onnx",
     "measure_latency",

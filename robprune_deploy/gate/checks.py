@@ -17,6 +17,8 @@ class Measurements:
     :param latency_ms: median latency at the recipe's batch, for the speed-up check.
     :param audit_sparsity: zero fraction / channel reduction measured from the ONNX graph.
     :param claimed_sparsity: what the model's metadata (or the pipeline) claims for it.
+    :param speedup: against the baseline: ``ratio``, the 95% interval ``low``-``high``, ``measurable``
+        and the ``reason`` when not (see :class:`~robprune_deploy.evaluation.latency.Speedup`).
     :param indicators: the attack-failure indicators' values (``None``: not measured) and, in
         ``indicator_limits``, the limit each is held to.
     """
@@ -29,6 +31,7 @@ class Measurements:
     latency_ms: float | None = None
     audit_sparsity: float | None = None
     claimed_sparsity: float | None = None
+    speedup: dict[str, Any] | None = None
     indicators: dict[str, float | None] = field(default_factory=dict)
     indicator_limits: dict[str, float] = field(default_factory=dict)
     median_linf_distance: float | None = None
@@ -39,7 +42,11 @@ class Measurements:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """One line of the verdict: ``measured <op> threshold``."""
+    """One line of the verdict: ``measured <op> threshold``.
+
+    :param measurable: False for a check whose figure this machine cannot measure reliably (a
+        speed-up lost in timing noise): it neither passes nor fails the gate, and says why in ``detail``.
+    """
 
     name: str
     measured: float | None
@@ -47,6 +54,7 @@ class CheckResult:
     op: str
     passed: bool
     detail: str = ""
+    measurable: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +68,16 @@ def _at_least(name: str, measured: float | None, threshold: float, detail: str =
 def _at_most(name: str, measured: float | None, threshold: float, detail: str = "") -> CheckResult:
     ok = measured is not None and math.isfinite(measured) and measured <= threshold
     return CheckResult(name, measured, threshold, "<=", ok, detail if measured is not None else "not measured")
+
+
+def _speedup_check(speedup: dict[str, Any] | None, threshold: float) -> CheckResult:
+    """The lower end of the speed-up's 95% interval against ``threshold``; not measurable on noise."""
+    if speedup is None:
+        return CheckResult("min_speedup", None, threshold, ">=", False, "no baseline: set gate.baseline")
+    if not speedup["measurable"]:
+        return CheckResult("min_speedup", None, threshold, ">=", True, f"not measurable: {speedup['reason']}", False)
+    detail = f"95% lower bound of x{speedup['ratio']:.2f} [{speedup['low']:.2f}-{speedup['high']:.2f}]"
+    return _at_least("min_speedup", speedup["low"], threshold, detail)
 
 
 def _drop(candidate: float | None, baseline: float | None) -> float | None:
@@ -101,10 +119,7 @@ def run_checks(gate: GateSection, candidate: Measurements, baseline: Measurement
         parity = candidate.max_abs_diff
         checks.append(_at_most("max_parity_error", parity, gate.max_parity_error, "torch vs ORT logits"))
     if gate.min_speedup is not None:
-        speedup = None
-        if base is not None and base.latency_ms and candidate.latency_ms:
-            speedup = base.latency_ms / candidate.latency_ms
-        checks.append(_at_least("min_speedup", speedup, gate.min_speedup, "baseline latency / candidate latency"))
+        checks.append(_speedup_check(candidate.speedup, gate.min_speedup))
     if gate.sparsity_tolerance is not None and candidate.claimed_sparsity is not None:
         gap = None if candidate.audit_sparsity is None else abs(candidate.audit_sparsity - candidate.claimed_sparsity)
         checks.append(_at_most("sparsity_audit", gap, gate.sparsity_tolerance, "|ONNX audit - claimed sparsity|"))

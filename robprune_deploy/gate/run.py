@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness, compare_latency
+from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness
 from robprune_deploy.evaluation.indicators import INDICATORS
+from robprune_deploy.evaluation.latency import compare_speed
 from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks
@@ -52,13 +53,17 @@ class GateVerdict:
         }
 
 
-def baseline_path(recipe: Recipe, model: Path) -> Path | None:
-    """``gate.baseline`` (path or MLflow URI), else ``dense.onnx`` beside the model when present."""
+def baseline_path(recipe: Recipe, model: Path, source: str | None = None) -> Path | None:
+    """The baseline ONNX file: ``gate.baseline`` (path or MLflow URI); else ``dense.onnx`` beside the
+    model; else, for a model given as an MLflow URI (``source``), the dense model its run recorded."""
     spec = recipe.gate.baseline
     if spec and spec != "dense":
         return registry.resolve_onnx(spec, recipe.tracking.tracking_uri)
     sibling = model.parent / "dense.onnx"
-    return sibling if sibling.is_file() and sibling.resolve() != model.resolve() else None
+    if sibling.is_file() and sibling.resolve() != model.resolve():
+        return sibling
+    recorded = registry.recorded_baseline(source) if source else None
+    return registry.resolve_onnx(recorded, recipe.tracking.tracking_uri) if recorded else None
 
 
 def _twin(path: Path, torch_model: nn.Module | None) -> nn.Module:
@@ -100,7 +105,7 @@ def evaluate_gate(
         robustness["baseline"] = reference
         base = measurements(reference, load_onnx(baseline_file))
         lat = recipe.evaluate.latency
-        base_lat, cand_lat = compare_latency(
+        base_lat, cand_lat, speedup = compare_speed(
             OnnxClassifier(baseline_file, recipe.evaluate.providers),
             OnnxClassifier(model, recipe.evaluate.providers),
             input_shape,
@@ -108,7 +113,9 @@ def evaluate_gate(
             lat.warmup,
             lat.repeats,
         )
-        measured = Measurements(**{**measured.to_dict(), "latency_ms": cand_lat.median_ms})
+        measured = Measurements(
+            **{**measured.to_dict(), "latency_ms": cand_lat.median_ms, "speedup": speedup.to_dict()}
+        )
         base = Measurements(**{**base.to_dict(), "latency_ms": base_lat.median_ms})
         details["baseline_model"] = str(baseline_file)
     checks = run_checks(recipe.gate, measured, base)
@@ -194,7 +201,7 @@ def render_markdown(verdict: GateVerdict) -> str:
     ]
     for c in verdict.checks:
         measured = "not measured" if c.measured is None else f"{c.measured:.4f}"
-        result = "pass" if c.passed else "**FAIL**"
+        result = "not measurable" if not c.measurable else "pass" if c.passed else "**FAIL**"
         lines.append(f"| {c.name} | {measured} | {c.op} {c.threshold:.4f} | {result} | {c.detail} |")
     if not verdict.checks:
         lines.append("| (no thresholds configured) | | | pass | |")

@@ -10,7 +10,8 @@ from torch import nn
 
 from robprune_deploy.algorithms import Granularity, PruningResult
 from robprune_deploy.errors import OnnxModelError
-from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness, compare_latency
+from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness
+from robprune_deploy.evaluation.latency import compare_speed
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
 from robprune_deploy.gate.measure import measure_onnx
 from robprune_deploy.pipeline.context import RunContext
@@ -144,10 +145,15 @@ def latency(ctx: RunContext, dense_path: Path, pruned_path: Path) -> dict[str, A
     pruned = OnnxClassifier(pruned_path, ctx.recipe.evaluate.providers)
     result: dict[str, Any] = {"latency.batch": lat.batch, "latency.provider": pruned.provider}
     for batch, key in ((lat.batch, ""), (1, "_b1")):
-        d, p = compare_latency(dense, pruned, shape, batch, lat.warmup, lat.repeats)
+        d, p, speedup = compare_speed(dense, pruned, shape, batch, lat.warmup, lat.repeats)
         result[f"latency.dense{key}_ms"] = d.median_ms
         result[f"latency.pruned{key}_ms"] = p.median_ms
         result[f"latency.dense{key}_p90_ms"] = d.p90_ms
         result[f"latency.pruned{key}_p90_ms"] = p.p90_ms
-        result[f"latency.speedup{key}"] = d.median_ms / p.median_ms if p.median_ms else None
+        result[f"latency.dense{key}_iqr_ms"] = d.iqr_ms
+        result[f"latency.pruned{key}_iqr_ms"] = p.iqr_ms
+        result[f"latency.speedup{key}"] = speedup.ratio
+        result[f"latency.speedup{key}_low"] = speedup.low
+        result[f"latency.speedup{key}_high"] = speedup.high
+        result[f"latency.speedup{key}_measurable"] = speedup.measurable
     return result

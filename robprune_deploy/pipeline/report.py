@@ -60,11 +60,20 @@ def render_report(summary: dict[str, Any], layer_table: str | None = None) -> st
     if s("latency.dense_ms") is not None:
         lines += [
             "",
-            "## Latency (onnxruntime, median)",
+            "## Latency (onnxruntime, interleaved runs)",
             "",
-            f"batch {s('latency.batch')}: dense {_num(s('latency.dense_ms'))} ms, "
-            f"pruned {_num(s('latency.pruned_ms'))} ms",
+            "| batch | dense median (IQR) ms | pruned median (IQR) ms | speed-up [95% interval] |",
+            "|---:|---:|---:|---|",
         ]
+        for key, batch in (("", s("latency.batch")), ("_b1", 1)):
+            measurable = s(f"latency.speedup{key}_measurable")
+            speedup = f"x{_num(s(f'latency.speedup{key}'))} [{_num(s(f'latency.speedup{key}_low'))}-" + (
+                f"{_num(s(f'latency.speedup{key}_high'))}]" + ("" if measurable is not False else " not measurable")
+            )
+            lines.append(
+                f"| {batch} | {_num(s(f'latency.dense{key}_ms'))} ({_num(s(f'latency.dense{key}_iqr_ms'))}) "
+                f"| {_num(s(f'latency.pruned{key}_ms'))} ({_num(s(f'latency.pruned{key}_iqr_ms'))}) | {speedup} |"
+            )
     if s("gate.passed") is not None:
         verdict = "PASSED" if s("gate.passed") else "FAILED"
         lines += ["", f"## Gate: {verdict}", ""]

@@ -19,6 +19,7 @@ from robprune_deploy.pipeline.report import write_report
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.reporting import plot_layers, plot_training
 from robprune_deploy.tracking import Tracker
+from robprune_deploy.tracking.models import BASELINE_TAG
 from robprune_deploy.tracking.uris import localize_checkpoint
 
 SUMMARY = "summary.json"
@@ -135,9 +136,16 @@ def _log_models(ctx: RunContext, deployable: torch.nn.Module) -> str | None:
         ctx.summary["mlflow.torch_model_uri"] = torch_uri
     uri = ctx.tracker.log_onnx_model(ctx.out_dir / deploy.MODEL_ONNX, example)
     ctx.summary["mlflow.model_uri"] = uri or ""
+    # The dense model travels with the pruned one, so a later gate on models:/NAME/V finds its baseline.
+    baseline = ctx.tracker.log_file(ctx.out_dir / deploy.DENSE_ONNX, "baseline")
+    tags = {"algorithm": ctx.recipe.compression.algorithm}
+    if baseline:
+        ctx.summary["mlflow.baseline_uri"] = baseline
+        tags[BASELINE_TAG] = baseline
+        ctx.tracker.set_tags({BASELINE_TAG: baseline})
     name = ctx.recipe.tracking.registered_model
     if uri and name:
-        version = ctx.tracker.register_model(uri, name, {"algorithm": ctx.recipe.compression.algorithm})
+        version = ctx.tracker.register_model(uri, name, tags)
         ctx.summary["mlflow.registered_version"] = version
         return version
     return None

@@ -45,6 +45,9 @@ class Tracker(Protocol):
     def log_checkpoint(self, path: Path) -> str | None:
         """Log a weights file of the active run; returns a ``runs:/`` URI a later run can load."""
 
+    def log_file(self, path: Path, artifact_path: str) -> str | None:
+        """Log a file under ``artifact_path`` of the active run; returns its ``runs:/`` URI."""
+
     def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None: ...
 
     def register_model(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str | None: ...
@@ -82,6 +85,9 @@ class NullTracker:
         return None
 
     def log_checkpoint(self, path: Path) -> str | None:
+        return None
+
+    def log_file(self, path: Path, artifact_path: str) -> str | None:
         return None
 
     def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None:

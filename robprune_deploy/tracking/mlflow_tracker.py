@@ -197,11 +197,14 @@ class MlflowTracker:
     def log_checkpoint(self, path: Path) -> str | None:
         """Log a weights file under ``checkpoints/`` of the active run; returns its ``runs:/`` URI,
         which a later run accepts as ``model.checkpoint``."""
+        return self.log_file(path, "checkpoints")
+
+    def log_file(self, path: Path, artifact_path: str) -> str | None:
         run = self.mlflow.active_run()
         if run is None:
             return None
-        self.mlflow.log_artifact(str(path), "checkpoints")
-        return f"runs:/{run.info.run_id}/checkpoints/{Path(path).name}"
+        self.mlflow.log_artifact(str(path), artifact_path)
+        return f"runs:/{run.info.run_id}/{artifact_path}/{Path(path).name}"
 
     def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None:
         """The deployable ONNX file, with a signature and an input example; returns its model URI."""

@@ -9,6 +9,8 @@ from pathlib import Path
 from robprune_deploy.errors import OnnxModelError, TrackingError
 
 MLFLOW_SCHEMES = ("models:/", "runs:/")
+BASELINE_TAG = "robprune.baseline_uri"
+"""Tag of a logged run and registered version: the ``runs:/`` URI of the dense ONNX model logged beside it."""
 
 
 def is_mlflow_uri(text: str) -> bool:
@@ -71,6 +73,28 @@ def registered_version(model: str) -> tuple[str, str] | None:
         return name, version
     except Exception as exc:
         raise TrackingError(f"model {model}: not in the registry ({str(exc).splitlines()[0]})") from None
+
+
+def recorded_baseline(model: str) -> str | None:
+    """The dense baseline recorded with an MLflow model URI (its version's or run's ``robprune.baseline_uri``)."""
+    if not is_mlflow_uri(model):
+        return None
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    known = registered_version(model)
+    try:
+        if known is not None:
+            version = client.get_model_version(*known)
+            tags = dict(version.tags or {})
+            run_id = version.run_id
+        else:
+            tags, run_id = {}, model[len("runs:/") :].split("/", 1)[0]
+        if BASELINE_TAG not in tags and run_id:
+            tags = dict(client.get_run(run_id).data.tags)
+    except Exception:  # an unknown run or version has no recorded baseline; the drop checks say so
+        return None
+    return tags.get(BASELINE_TAG)
 
 
 def tag_version(name: str, version: str, tags: Mapping[str, str]) -> None:
