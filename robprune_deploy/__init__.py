@@ -23,9 +23,12 @@ from robprune_deploy.algorithms import (
 from robprune_deploy.api import DEFAULT_THREAT, prune
 from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.errors import (
+    ArgumentError,
     CheckpointError,
     DatasetError,
+    NumericalError,
     OnnxModelError,
+    OutputError,
     ProviderError,
     PruningError,
     RecipeError,
@@ -43,12 +46,15 @@ __all__ = [
     "ALGORITHMS",
     "DEFAULT_THREAT",
     "AlgorithmConfig",
+    "ArgumentError",
     "CheckpointError",
     "CompressionAlgorithm",
     "CompressionStage",
     "DatasetError",
     "Granularity",
+    "NumericalError",
     "OnnxModelError",
+    "OutputError",
     "ProviderError",
     "PruningContext",
     "PruningError",

@@ -60,7 +60,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Load a model state dict (bare, or under a ``"model"`` key) into ``model``, strictly.
 
-    :raises CheckpointError: naming the file and the first mismatching keys or shapes.
+    :raises CheckpointError: naming the file and the first mismatching keys or shapes, or a tensor
+        that holds NaN or inf.
     """
     state = load_checkpoint(path)
     weights = state.get("model", state)
@@ -80,5 +81,8 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Mod
             k = shapes[0]
             details.append(f"shape of {k}: {tuple(weights[k].shape)} vs model {tuple(expected[k].shape)}")
         raise CheckpointError(f"checkpoint {path}: does not fit the model architecture ({'; '.join(details)})")
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"checkpoint {path}: {len(broken)} tensors hold NaN or inf, e.g. {broken[0]}")
     model.load_state_dict(weights)
     return model

@@ -14,6 +14,7 @@ from robprune_deploy.evaluation import OnnxClassifier, compare_latency
 from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import audit_onnx, load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks
+from robprune_deploy.gate.validation import validate_gate_inputs
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.deploy import onnx_robustness
 from robprune_deploy.reporting import plot_gate
@@ -86,6 +87,8 @@ def evaluate_gate(
     ctx: RunContext, model: Path, torch_model: nn.Module | None = None, dense_torch: nn.Module | None = None
 ) -> GateVerdict:
     """Measure candidate and baseline, time them side by side, and run every configured check."""
+    inputs = validate_gate_inputs(ctx)  # bad input is an error before anything is measured
+    inputs.model(model, "candidate")
     candidate, provider = measure(ctx, model, torch_model)
     base_file = baseline_path(ctx, model)
     baseline = None
@@ -94,6 +97,7 @@ def evaluate_gate(
         "subset": {"examples": ctx.recipe.evaluate.num_examples, "seed": ctx.recipe.evaluate.subset_seed},
     }
     if base_file is not None:
+        inputs.model(base_file, "baseline")
         baseline, _ = measure(ctx, base_file, dense_torch)
         lat = ctx.recipe.evaluate.latency
         shape = tuple(ctx.example_inputs.shape[1:])
@@ -108,7 +112,7 @@ def evaluate_gate(
         candidate = Measurements(**{**candidate.to_dict(), "latency_ms": cand_lat.median_ms})
         baseline = Measurements(**{**baseline.to_dict(), "latency_ms": base_lat.median_ms})
         details["baseline_model"] = str(base_file)
-    checks = run_checks(ctx.recipe.gate, candidate, baseline)
+    checks = run_checks(ctx.recipe.gate, candidate, baseline) + inputs.checks(candidate, baseline)
     return GateVerdict(all(c.passed for c in checks), checks, candidate, baseline, provider, details)
 
 
