@@ -36,18 +36,13 @@ STORAGE_ERRNOS = frozenset(
 
 
 def storage_problem(exc: BaseException) -> str | None:
-    """What went wrong when ``exc`` (or an exception it was raised from) is a failed write to storage.
-
-    torch's zip writer reports a full disk as ``RuntimeError(... file write failed)``, without errno.
-    """
+    """What went wrong when ``exc`` (or an exception it was raised from) is a failed write to storage."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
             return os.strerror(current.errno) if current.errno is not None else str(current)
-        if isinstance(current, RuntimeError) and "file write failed" in str(current):
-            return "file write failed (disk full or file too large)"
         current = current.__cause__ or current.__context__
     return None
 
@@ -84,7 +79,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except (OSError, RuntimeError) as exc:
+    except OSError as exc:
         problem = storage_problem(exc)
         if problem is None:
             raise

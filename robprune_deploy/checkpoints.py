@@ -7,6 +7,7 @@ tensor archive, or one whose tensors do not fit the model, is a :class:`Checkpoi
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -20,9 +21,15 @@ from robprune_deploy.errors import CheckpointError
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file, then rename (never a truncated checkpoint)."""
+    """``torch.save`` to a temporary file, then rename (never a truncated checkpoint).
+
+    The archive is built in memory and written with an ordinary file write, so a full disk is an
+    ``OSError`` with its errno (torch's own zip writer reports it as a bare ``RuntimeError``).
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return Path(path)
 
 

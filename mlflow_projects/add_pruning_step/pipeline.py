@@ -27,15 +27,15 @@ def main() -> None:
         env_manager="local",
         parameters={"epochs": args.epochs, "checkpoint": str(checkpoint)},
     )
-    # The pruning step takes this project's checkpoint instead of pretraining its own model.
-    mlflow.projects.run(
-        str(PRUNING_PROJECT),
-        entry_point="prune",
-        env_manager="local",
-        parameters={**common, "checkpoint": str(checkpoint)},
-    )
-    for step in ("finetune", "export"):
-        mlflow.projects.run(str(PRUNING_PROJECT), entry_point=step, env_manager="local", parameters=common)
+    # The pruning step takes this project's checkpoint instead of pretraining its own model; the
+    # later steps name it too, since the output folder belongs to one resolved recipe.
+    for step in ("prune", "finetune", "export"):
+        mlflow.projects.run(
+            str(PRUNING_PROJECT),
+            entry_point=step,
+            env_manager="local",
+            parameters={**common, "checkpoint": str(checkpoint)},
+        )
     mlflow.projects.run(
         str(PRUNING_PROJECT),
         entry_point="gate",

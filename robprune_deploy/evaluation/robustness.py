@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from robprune_deploy.arguments import check_batch_list
 from robprune_deploy.attacks import ThreatModel, pgd
 from robprune_deploy.evaluation.parity import parity
 from robprune_deploy.evaluation.sessions import OnnxClassifier
@@ -54,6 +55,7 @@ def evaluate_onnx(
     :param threat: the white-box PGD threat and the Square radius.
     :param square_queries: Square's query budget per example (0 skips the black-box attack).
     """
+    batches = check_batch_list(batches, "evaluate_onnx")  # RobPruneError for empty or non-image data
     session = OnnxClassifier(path, providers)
     correct = pgd_correct = total = 0
     for x, y in batches:

@@ -38,14 +38,15 @@ def _to_opset(proto: onnx.ModelProto, opset: int, target: Path) -> onnx.ModelPro
     """
     if onnx_opset(proto) == opset:
         return proto
-    supported = f"opsets {EXPORTER_OPSET}-{MAX_OPSET} work for every model; {MIN_OPSET}-{EXPORTER_OPSET - 1} only where"
     try:
         converted = version_converter.convert_version(proto, opset)
+        onnx.checker.check_model(converted, full_check=True)  # the converter can emit invalid attributes
     except Exception as exc:  # the C++ converter raises RuntimeError/ValidationError with long texts
         detail = (str(exc).splitlines() or [type(exc).__name__])[-1][:160]
         raise OnnxModelError(
-            f"{target}: export.opset {opset}: onnx cannot convert this graph from opset {onnx_opset(proto)} "
-            f"({detail}); {supported} onnx's converter handles the graph"
+            f"export.opset {opset}: onnx cannot convert this model's graph from opset {onnx_opset(proto)} "
+            f"({detail}); opsets {EXPORTER_OPSET}-{MAX_OPSET} work for every model, {MIN_OPSET}-"
+            f"{EXPORTER_OPSET - 1} only where onnx's version converter handles the graph"
         ) from None
     if onnx_opset(converted) != opset:
         raise OnnxModelError(f"{target}: export.opset {opset}: conversion gave opset {onnx_opset(converted)}")

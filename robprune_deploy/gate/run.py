@@ -89,15 +89,16 @@ def evaluate_gate(
     """Measure candidate and baseline, time them side by side, and run every configured check."""
     inputs = validate_gate_inputs(ctx)  # bad input is an error before anything is measured
     inputs.model(model, "candidate")
-    candidate, provider = measure(ctx, model, torch_model)
     base_file = baseline_path(ctx, model)
+    if base_file is not None:
+        inputs.model(base_file, "baseline")
+    candidate, provider = measure(ctx, model, torch_model)
     baseline = None
     details: dict[str, Any] = {
         "model": str(model),
         "subset": {"examples": ctx.recipe.evaluate.num_examples, "seed": ctx.recipe.evaluate.subset_seed},
     }
     if base_file is not None:
-        inputs.model(base_file, "baseline")
         baseline, _ = measure(ctx, base_file, dense_torch)
         lat = ctx.recipe.evaluate.latency
         shape = tuple(ctx.example_inputs.shape[1:])

@@ -47,14 +47,14 @@ class MlflowTracker:
     """
 
     def __init__(self, tracking_uri: str | None, experiment: str, *, timeout_s: float = 4.0, retries: int = 2) -> None:
-        import mlflow
-
         from robprune_deploy.tracking.preflight import bound_http_waits, check_server
 
-        self.mlflow = mlflow
         self.tracking_uri = tracking_uri or default_tracking_uri()
         bound_http_waits(timeout_s, retries)
-        check_server(self.tracking_uri, timeout_s, retries)
+        check_server(self.tracking_uri, timeout_s, retries)  # before importing mlflow, which takes seconds
+        import mlflow
+
+        self.mlflow = mlflow
         try:
             mlflow.set_tracking_uri(self.tracking_uri)
             # Inside `mlflow run` the project's run (MLFLOW_RUN_ID) is the parent and its
