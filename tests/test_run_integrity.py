@@ -355,7 +355,9 @@ def test_a_result_that_misses_its_target_or_is_not_finite_is_an_error(
 
 
 # --- 7. every input error is one line, exit 2 ----------------------------------------------------------
-@pytest.mark.parametrize("case", ["a file", "under a file", "not writable", "a NUL", "NUL in the recipe path"])
+@pytest.mark.parametrize(
+    "case", ["a file", "under a file", "not writable", "a NUL", "NUL in the recipe path", "--force with --resume"]
+)
 def test_unusable_out_folders_are_refused(tmp_path, capsys, case) -> None:
     afile = tmp_path / "file.txt"
     afile.write_text("x")
@@ -365,11 +367,13 @@ def test_unusable_out_folders_are_refused(tmp_path, capsys, case) -> None:
         "not writable": Path("/proc/robprune-out/x"),
         "a NUL": f"{tmp_path}/o\x00ut",
         "NUL in the recipe path": tmp_path / "out",
+        "--force with --resume": tmp_path / "out",
     }[case]
     recipe = f"{HYDRA}\x00" if case == "NUL in the recipe path" else HYDRA
-    code, err = cli(capsys, "run", recipe, "--out", out, *OFF)
+    flags = ["--force", "--resume"] if case.startswith("--force") else []
+    code, err = cli(capsys, "run", recipe, "--out", out, *flags, *OFF)
     assert code == 2
-    one_error(err, "NUL" if "NUL" in case else "--out")
+    one_error(err, "NUL" if "NUL" in case else ("--force" if flags else "--out"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
 
