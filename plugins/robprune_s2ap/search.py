@@ -196,10 +196,10 @@ def search_masks(
                 # .item() also waits for an accelerator, so the step time is complete.
                 loss_value = loss.item() if loss is not None else None
                 perturbed_value = perturbed.item() if perturbed is not None else None
-                for value in (loss_value, perturbed_value):
-                    if value is not None and not math.isfinite(value):
+                for observed in (loss_value, perturbed_value):
+                    if observed is not None and not math.isfinite(observed):
                         raise NumericalError(
-                            f"prune: epoch {epoch + 1}: the mask-search loss became {value} "
+                            f"prune: epoch {epoch + 1}: the mask-search loss became {observed} "
                             "(lower compression.config.lr?)"
                         )
                 step_times.append(time.perf_counter() - start)
