@@ -28,9 +28,12 @@ from robprune_deploy.algorithms import (
 from robprune_deploy.api import DEFAULT_THREAT, adversarial_train, gate_onnx, prune
 from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.errors import (
+    ArgumentError,
     CheckpointError,
     DatasetError,
+    NumericalError,
     OnnxModelError,
+    OutputError,
     ProviderError,
     PruningError,
     RecipeError,
@@ -52,6 +55,7 @@ __all__ = [
     "DEFAULT_THREAT",
     "AlgorithmConfig",
     "ChannelGroups",
+    "ArgumentError",
     "CheckpointError",
     "CompressionAlgorithm",
     "CompressionStage",
@@ -59,7 +63,9 @@ __all__ = [
     "Granularity",
     "ModelCount",
     "NormalizedClassifier",
+    "NumericalError",
     "OnnxModelError",
+    "OutputError",
     "ProviderError",
     "PruningContext",
     "PruningError",

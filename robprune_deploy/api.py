@@ -13,8 +13,9 @@ from pydantic import ValidationError
 from torch import nn
 
 from robprune_deploy.algorithms import ALGORITHMS, PruningContext, PruningResult
+from robprune_deploy.arguments import CheckedBatches, check_count, check_fraction, check_model, model_classes
 from robprune_deploy.attacks import RobustLoss, ThreatModel
-from robprune_deploy.errors import RecipeError
+from robprune_deploy.errors import ArgumentError, RecipeError
 
 if TYPE_CHECKING:
     from robprune_deploy.gate.run import GateVerdict
@@ -65,6 +66,10 @@ def prune(
     :param ignored_scope: an :class:`nncf.IgnoredScope` of layers never pruned.
     :param algorithm_config: the algorithm's options, validated by its config model.
     :returns: a :class:`PruningResult`; call ``strip()`` for the deployable model.
+    :raises ArgumentError: for an argument of the wrong type or value; :raises DatasetError: for
+        empty data, inputs outside [0, 1] or NaN, labels outside the model's classes (every batch is
+        checked as the algorithm reads it); :raises ShapeError: for batches that are not images
+        the model takes.
 
     Example::
 
@@ -72,23 +77,33 @@ def prune(
                                        epochs=10, gamma=0.1)
         deployable = result.strip()
     """
-    if not 0 < ratio < 1:
-        raise RecipeError(f"ratio: must lie in (0, 1), got {ratio}")
+    model = check_model(model, "prune")
+    if not isinstance(algorithm, str):
+        raise ArgumentError(f"prune: algorithm must be a registered name, got {type(algorithm).__name__}")
+    ratio = check_fraction(ratio, "prune: ratio", open_interval=True)
+    if attack is not None and not isinstance(attack, ThreatModel):
+        raise ArgumentError(f"prune: attack must be a ThreatModel, got {type(attack).__name__}")
+    check_count(seed, "prune: seed", 0, 2**32 - 1)
+    try:
+        robust_loss = RobustLoss(loss)
+        target = torch.device(device) if device is not None else next(model.parameters()).device
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise ArgumentError(f"prune: {str(exc).splitlines()[0]}") from None
     cls = ALGORITHMS.get(algorithm)
     try:
         config = cls.Config.model_validate(algorithm_config)
     except ValidationError as exc:
         error = exc.errors()[0]
         raise RecipeError(f"{algorithm} config: {'.'.join(map(str, error['loc']))}: {error['msg']}") from None
-    batches = _batches(dataset)
-    x, _ = next(iter(batches))
-    target = torch.device(device) if device is not None else next(model.parameters()).device
+    batches = CheckedBatches(_batches(dataset), "prune: dataset")
+    x, _ = batches.first()
+    batches.num_classes = model_classes(model.to(target), x, "prune")
     context = PruningContext(
         train_data=batches,
         ratio=ratio,
         threat=attack or DEFAULT_THREAT,
         example_inputs=x[:1],
-        loss=RobustLoss(loss),
+        loss=robust_loss,
         ignored_scope=ignored_scope,
         device=target,
         seed=seed,
@@ -190,15 +205,15 @@ def gate_onnx(
     if baseline is not None:
         resolved.gate.baseline = str(baseline)
     path = resolve_onnx(str(model), resolved.tracking.tracking_uri)
-    ctx = RunContext(resolved, Path(tempfile.mkdtemp(prefix="robprune-gate-")), show_progress=show_progress)
-    verdict = evaluate_gate(
-        resolved,
-        path,
-        ctx.eval_subset_batches(),
-        tuple(ctx.example_inputs.shape[1:]),
-        baseline_file=baseline_path(resolved, path, str(model)),
-        show_progress=show_progress,
-    )
+    with tempfile.TemporaryDirectory(prefix="robprune-gate-") as work:
+        ctx = RunContext(resolved, Path(work), show_progress=show_progress)
+        verdict = evaluate_gate(
+            resolved,
+            path,
+            ctx.evaluation_data(),
+            baseline_file=baseline_path(resolved, path, str(model)),
+            show_progress=show_progress,
+        )
     verdict.details["model"] = str(model)
     if report is not None:
         write_gate_report(verdict, Path(report))

@@ -7,6 +7,7 @@ tensor archive, or one whose tensors do not fit the model, is a :class:`Checkpoi
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -20,9 +21,15 @@ from robprune_deploy.errors import CheckpointError
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file, then rename (never a truncated checkpoint)."""
+    """``torch.save`` to a temporary file, then rename (never a truncated checkpoint).
+
+    The archive is built in memory and written with an ordinary file write, so a full disk is an
+    ``OSError`` with its errno (torch's own zip writer reports it as a bare ``RuntimeError``).
+    """
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return Path(path)
 
 
@@ -60,7 +67,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
     """Load a model state dict (bare, or under a ``"model"`` key) into ``model``, strictly.
 
-    :raises CheckpointError: naming the file and the first mismatching keys or shapes.
+    :raises CheckpointError: naming the file and the first mismatching keys or shapes, or a tensor
+        that holds NaN or inf.
     """
     state = load_checkpoint(path)
     weights = state.get("model", state)
@@ -80,5 +88,8 @@ def load_model_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Mod
             k = shapes[0]
             details.append(f"shape of {k}: {tuple(weights[k].shape)} vs model {tuple(expected[k].shape)}")
         raise CheckpointError(f"checkpoint {path}: does not fit the model architecture ({'; '.join(details)})")
+    broken = [k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(f"checkpoint {path}: {len(broken)} tensors hold NaN or inf, e.g. {broken[0]}")
     model.load_state_dict(weights)
     return model

@@ -3,7 +3,7 @@
 Every failure a user can cause (a bad recipe, a missing dataset root, a checkpoint of another
 architecture, a corrupted ONNX file, ...) is raised as a subclass of :class:`RobPruneError` with a
 one-line message that names the offending field or file. The CLI turns these into one line on stderr
-and exit code 2; anything else is a bug and keeps its traceback.
+and exit code 2; anything else is a bug: exit code 3, its traceback kept in a log file.
 """
 
 from __future__ import annotations
@@ -59,3 +59,19 @@ class PruningError(RobPruneError):
 
 class TrackingError(RobPruneError):
     """An MLflow store, run or model URI cannot be used."""
+
+
+class NumericalError(RobPruneError, FloatingPointError):
+    """NaN or inf where a finite number is needed: input batches, weights, a training loss.
+
+    The message names the stage and the epoch (or the file) where the value appeared.
+    """
+
+
+class OutputError(RobPruneError):
+    """An output folder or file cannot be used: it is a file, not writable, the disk is full, it
+    holds another recipe's results, or another process holds its lock."""
+
+
+class ArgumentError(RobPruneError, TypeError, ValueError):
+    """A Python API argument has the wrong type or value (``except TypeError``/``ValueError`` still catch it)."""

@@ -59,8 +59,9 @@ def main() -> int:
             (HERE, "train", {"epochs": args.epochs, "checkpoint": str(checkpoint)}),
             # The pruning step takes this project's checkpoint instead of pretraining its own model.
             (PRUNING_PROJECT, "prune", {**common, "checkpoint": str(checkpoint)}),
-            (PRUNING_PROJECT, "finetune", common),
-            (PRUNING_PROJECT, "export", common),
+            # The later steps name it too, since the output folder belongs to one resolved recipe.
+            (PRUNING_PROJECT, "finetune", {**common, "checkpoint": str(checkpoint)}),
+            (PRUNING_PROJECT, "export", {**common, "checkpoint": str(checkpoint)}),
         ]
         for project, entry_point, parameters in steps:
             if not _step(project, entry_point, experiment, parameters):

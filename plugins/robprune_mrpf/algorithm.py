@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -12,6 +13,7 @@ from robprune_deploy import (
     AlgorithmConfig,
     CompressionAlgorithm,
     Granularity,
+    NumericalError,
     PruningContext,
     PruningResult,
     distributed,
@@ -30,7 +32,7 @@ class L1FilterConfig(AlgorithmConfig):
     unit: Literal["macs", "params"] = Field("macs", description="what compression.ratio reduces")
     max_ratio: float = Field(0.95, gt=0, lt=1, description="at most this fraction of a group is removed")
     round_to: int = Field(
-        1, ge=1, description="kept channels rounded to a multiple of this (8 for fast CPU/GPU kernels)"
+        1, ge=1, le=4096, description="kept channels rounded to a multiple of this (8 for fast CPU/GPU kernels)"
     )
 
 
@@ -39,7 +41,7 @@ class MRPFConfig(L1FilterConfig):
 
     estimator: Literal["loss", "activation"] = "loss"
     probe_ratio: float = Field(0.5, gt=0, lt=1, description="fraction of a group zeroed to probe its MRS")
-    calibration_size: int = Field(256, gt=0, description="calibration examples for MRS")
+    calibration_size: int = Field(256, gt=0, le=10_000_000, description="calibration examples for MRS")
     eps: float = Field(1e-3, gt=0, description="added to MRS before inversion")
 
 
@@ -62,6 +64,9 @@ class L1Filter(CompressionAlgorithm):
         dense = count_model(model, example)
         groups = ChannelGroups(model, example, context.ignored_scope)
         mrs = self.sensitivities(model, groups, context)
+        broken = [name for name, value in mrs.items() if not math.isfinite(value)]
+        if broken:
+            raise NumericalError(f"prune: the module robustness sensitivity of group {broken[0]} is {mrs[broken[0]]}")
         weights = (
             inverse_sensitivity_weights(mrs, getattr(config, "eps", 1e-3)) if mrs else {g.name: 1.0 for g in groups}
         )
@@ -99,6 +104,10 @@ class L1Filter(CompressionAlgorithm):
         stats = result.statistics()
         result.extra["achieved_reduction"] = stats.macs_reduction if config.unit == "macs" else stats.params_reduction
         return result
+
+    def achieved_ratio(self, result: PruningResult) -> float:
+        """The MACs (or params) reduction, the unit of ``compression.ratio`` here."""
+        return float(result.extra["achieved_reduction"])
 
     def report(self, result: PruningResult, directory: Path) -> list[Path]:
         return plot_allocation(result, directory)

@@ -32,7 +32,7 @@ class HydraConfig(AlgorithmConfig):
     """
 
     granularity: Granularity = Field(Granularity.UNSTRUCTURED, description="unstructured (paper) or channel")
-    epochs: int = Field(10, ge=1, description="mask-search epochs")
+    epochs: int = Field(10, ge=1, le=10_000, description="mask-search epochs")
     lr: float = Field(0.1, gt=0, description="score learning rate (SGD, cosine)")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
@@ -42,17 +42,18 @@ class HydraConfig(AlgorithmConfig):
     )
     measure_radius: float = Field(0.1, ge=0, description="radius at which score-space sharpness is measured")
     hessian_eigenvalue: bool = Field(False, description="also measure the top Hessian eigenvalue (analysis runs)")
-    hessian_iterations: int = Field(10, ge=1)
+    hessian_iterations: int = Field(10, ge=1, le=1_000)
 
 
 class S2APConfig(HydraConfig):
     """HYDRA's options plus the score-space sharpness-aware step."""
 
     gamma: float = Field(0.1, ge=0, description="relative radius: ||z_l|| = gamma * ||s_l||; 0 is HYDRA")
-    warmup_epochs: int = Field(5, ge=0, description="plain HYDRA epochs before the ascent starts (clipped)")
+    warmup_epochs: int = Field(5, ge=0, le=10_000, description="plain HYDRA epochs before the ascent starts (clipped)")
     ascent_every: int = Field(
         1,
         ge=1,
+        le=10_000,
         description=(
             "recompute the ascent gradient every k steps and reuse its direction in between "
             "(1: the paper's step; k > 1 trades exactness for about 1/k of the ascent's extra pass)"

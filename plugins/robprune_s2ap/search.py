@@ -27,6 +27,7 @@ step restores the running statistics afterwards, so they track the model at ``s`
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Iterator
@@ -38,7 +39,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
-from robprune_deploy import PruningContext, distributed
+from robprune_deploy import NumericalError, PruningContext, distributed
 from robprune_deploy.attacks import craft_adversarial, loss_on_adversarial
 from robprune_deploy.checkpoints import load_checkpoint, save_checkpoint
 from robprune_deploy.progress import progress_bar
@@ -195,6 +196,12 @@ def search_masks(
                 # .item() also waits for an accelerator, so the step time is complete.
                 loss_value = loss.item() if loss is not None else None
                 perturbed_value = perturbed.item() if perturbed is not None else None
+                for observed in (loss_value, perturbed_value):
+                    if observed is not None and not math.isfinite(observed):
+                        raise NumericalError(
+                            f"prune: epoch {epoch + 1}: the mask-search loss became {observed} "
+                            "(lower compression.config.lr?)"
+                        )
                 step_times.append(time.perf_counter() - start)
                 if loss_value is not None:
                     totals["loss"] += loss_value

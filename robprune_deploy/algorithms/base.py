@@ -25,9 +25,13 @@ from robprune_deploy.attacks import RobustLoss, ThreatModel
 
 
 class AlgorithmConfig(BaseModel):
-    """Base of every algorithm's options (the recipe's ``compression.config``)."""
+    """Base of every algorithm's options (the recipe's ``compression.config``).
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Floats must be finite (NaN and inf are refused), as in the rest of the recipe; give counts an
+    upper bound (``le=``) a real run can meet.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 EpochCallback = Callable[[str, int, dict[str, float]], None]
@@ -68,9 +72,15 @@ class PruningContext:
     epoch_loader: Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     def epoch_batches(self, epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """The training batches of ``epoch``, on :attr:`device`."""
+        """The training batches of ``epoch``, on :attr:`device`.
+
+        :raises NumericalError: for a batch holding NaN or inf (naming the prune stage and epoch).
+        """
+        from robprune_deploy.training.trainer import check_batch
+
         source = self.epoch_loader(epoch) if self.epoch_loader is not None else self.train_data
         for x, y in source:
+            check_batch(x, "prune", epoch)
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def log_epoch(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
@@ -104,6 +114,20 @@ class CompressionAlgorithm(ABC):
 
         :returns: a result whose ``model`` carries frozen masks (see :mod:`robprune_deploy.masking`).
         """
+
+    def achieved_ratio(self, result: PruningResult) -> float:
+        """What ``result`` reached of ``compression.ratio``, in the ratio's own unit.
+
+        The pipeline refuses a result more than ``compression.tolerance`` away from the target
+        (:func:`~robprune_deploy.algorithms.verification.verify_result`). Default: the zero fraction
+        of the prunable weights (unstructured), or the fraction of channels removed from the
+        coupled groups (channel). Override it when the ratio means something else (MACs, params).
+        """
+        if result.granularity is Granularity.UNSTRUCTURED or not result.channel_keep:
+            return result.statistics().sparsity
+        kept = sum(int(keep.sum()) for keep in result.channel_keep.values())
+        total = sum(keep.numel() for keep in result.channel_keep.values())
+        return 1.0 - kept / total if total else 0.0
 
     def report(self, result: PruningResult, directory: Path) -> list[Path]:
         """Write algorithm-specific plots or tables (PNG, Markdown) into ``directory``.

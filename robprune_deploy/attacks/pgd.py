@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from robprune_deploy.errors import ArgumentError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -29,6 +32,15 @@ class ThreatModel:
     steps: int
     random_start: bool = True
     bf16: bool = False
+
+    def __post_init__(self) -> None:
+        for name, high in (("eps", 1.0), ("step_size", 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) <= high:
+                # NaN fails the comparison too: a NaN radius would make every attack a no-op
+                raise ArgumentError(f"ThreatModel.{name}: must be a number in [0, {high:g}], got {value!r}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral) or int(self.steps) < 0:
+            raise ArgumentError(f"ThreatModel.steps: must be an integer >= 0, got {self.steps!r}")
 
     def with_steps(self, steps: int) -> ThreatModel:
         return ThreatModel(self.eps, self.step_size, steps, self.random_start, self.bf16)

@@ -18,6 +18,7 @@ from robprune_deploy.cli.deploy_commands import register_deploy_commands
 from robprune_deploy.cli.doctor_command import register_doctor
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import RunContext, stages
+from robprune_deploy.pipeline.ownership import owned_output
 from robprune_deploy.pipeline.run import run_pipeline, verdict_line
 from robprune_deploy.recipe import recipe_to_dict
 
@@ -63,7 +64,7 @@ def _stage_run(args: argparse.Namespace, stage: str) -> Iterator[RunContext]:
     and the command's MLflow run (its parent for the stage's nested run) wraps it."""
     ctx = context_of(args, recipe_of(args))
     tags = {"stage": stage, "algorithm": ctx.recipe.compression.algorithm, "dataset": ctx.recipe.data.name}
-    with ctx.tracker.pipeline(stage, recipe_to_dict(ctx.recipe), tags):
+    with owned_output(ctx, fresh=False), ctx.tracker.pipeline(stage, recipe_to_dict(ctx.recipe), tags):
         yield ctx
 
 

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from robprune_deploy.errors import RecipeError
 from robprune_deploy.pipeline import RunContext
+from robprune_deploy.pipeline.ownership import check_output_path
 from robprune_deploy.recipe import Recipe, load_recipe
+from robprune_deploy.tracking.preflight import bound_http_waits
 from robprune_deploy.tracking.uris import localize_checkpoint
 
 
@@ -34,6 +37,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="--out holds another recipe's results: delete its stage files (only robprune's) and start over",
+    )
 
 
 def add_stage_parser(sub: Any, name: str, handler: Callable[[argparse.Namespace], int], text: str) -> None:
@@ -46,23 +54,39 @@ def add_stage_parser(sub: Any, name: str, handler: Callable[[argparse.Namespace]
 
 
 def recipe_of(args: argparse.Namespace) -> Recipe:
+    """The validated recipe; MLflow's HTTP waits are bounded by its ``tracking`` section from here on."""
     recipe = load_recipe(args.recipe, args.overrides)
     uri = getattr(args, "tracking_uri", None) or (
         None if recipe.tracking.tracking_uri else os.environ.get("MLFLOW_TRACKING_URI")
     )
     if uri:
         recipe.tracking.tracking_uri = uri
+    bound_http_waits(recipe.tracking.timeout_s, recipe.tracking.retries)
     return recipe
 
 
 def context_of(args: argparse.Namespace, recipe: Recipe) -> RunContext:
-    """The run context, tracked in MLflow (rank 0 only) unless ``tracking.enabled`` is false."""
-    ctx = RunContext(recipe, args.out, resume=args.resume, show_progress=not args.quiet)
+    """The run context, tracked in MLflow (rank 0 only) unless ``tracking.enabled`` is false.
+
+    :raises OutputError: for an unusable ``--out`` (checked before anything else touches it).
+    """
+    if args.force and args.resume:
+        raise RecipeError("--force starts over and --resume continues: give one of them")
+    check_output_path(args.out)
+    ctx = RunContext(
+        recipe,
+        args.out,
+        resume=args.resume,
+        show_progress=not args.quiet,
+        force=args.force,
+        recipe_source=str(args.recipe.expanduser().resolve()),
+    )
     origin = localize_checkpoint(recipe)  # stages chain across runs: models:/... or runs:/... checkpoints
     if origin:
         ctx.summary["mlflow.checkpoint_uri"] = origin
     if recipe.tracking.enabled and ctx.is_main:
         from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
 
-        ctx.tracker = MlflowTracker(recipe.tracking.tracking_uri, recipe.tracking.experiment)
+        t = recipe.tracking
+        ctx.tracker = MlflowTracker(t.tracking_uri, t.experiment, timeout_s=t.timeout_s, retries=t.retries)
     return ctx

@@ -6,17 +6,21 @@ import argparse
 import copy
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
-from robprune_deploy.errors import RobPruneError
-from robprune_deploy.gate.run import baseline_path, evaluate_gate, promote, write_gate_report
+from robprune_deploy.errors import RecipeError, RobPruneError
+from robprune_deploy.gate.run import GateVerdict, baseline_path, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import RunContext, deploy, stages
+from robprune_deploy.pipeline.ownership import check_output_path, owned_output
 from robprune_deploy.pipeline.run import record_verdict, verdict_line
 from robprune_deploy.recipe import recipe_to_dict
 from robprune_deploy.tracking import models as registry
+from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
+from robprune_deploy.tracking.names import alias_problem, model_name_problem
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 
@@ -34,7 +38,10 @@ def _deployable(ctx: RunContext) -> tuple[Any, Any, Any]:
 
 def _export(args: argparse.Namespace) -> int:
     ctx = context_of(args, recipe_of(args))
-    with ctx.tracker.pipeline("export", recipe_to_dict(ctx.recipe), {"stage": "export"}):
+    with (
+        owned_output(ctx, fresh=False),
+        ctx.tracker.pipeline("export", recipe_to_dict(ctx.recipe), {"stage": "export"}),
+    ):
         dense, result, deployable = _deployable(ctx)
         info = deploy.export(ctx, deployable, dense, result)
     print(json.dumps(info, indent=2))
@@ -43,10 +50,13 @@ def _export(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     ctx = context_of(args, recipe_of(args))
-    with ctx.tracker.pipeline("evaluate", recipe_to_dict(ctx.recipe), {"stage": "evaluate"}):
+    with (
+        owned_output(ctx, fresh=False),
+        ctx.tracker.pipeline("evaluate", recipe_to_dict(ctx.recipe), {"stage": "evaluate"}),
+    ):
         _, _, deployable = _deployable(ctx)
-        if not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
-            raise RobPruneError(f"{ctx.out_dir}: no {deploy.MODEL_ONNX}; run `robprune export` first")
+        if not ctx.is_done("export") or not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
+            raise RobPruneError(f"{ctx.out_dir}: no exported {deploy.MODEL_ONNX}; run `robprune export` first")
         summary, _ = deploy.evaluate(ctx, deployable)
     print(json.dumps(summary, indent=2))
     print(
@@ -59,45 +69,79 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_registration_arguments(args: argparse.Namespace) -> None:
+    """``--register``/``--alias`` are checked before the gate measures anything."""
+    if args.alias and not args.register:
+        raise RecipeError("--alias needs --register NAME")
+    problem = model_name_problem(args.register) if args.register is not None else None
+    if problem:
+        raise RecipeError(f"--register {args.register!r}: {problem}")
+    problem = alias_problem(args.alias) if args.alias is not None else None
+    if problem:
+        raise RecipeError(f"--alias {args.alias!r}: {problem}")
+
+
 def _gate(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
-    if args.alias and not args.register:
-        raise RobPruneError("--alias needs --register NAME")
+    _check_registration_arguments(args)
+    check_output_path(args.report, "--report")
     model = registry.resolve_onnx(args.model, recipe.tracking.tracking_uri)
-    ctx = RunContext(recipe, Path(tempfile.mkdtemp(prefix="robprune-gate-")), show_progress=not args.quiet)
-    verdict = evaluate_gate(
-        recipe,
-        model,
-        ctx.eval_subset_batches(),
-        tuple(ctx.example_inputs.shape[1:]),
-        baseline_file=baseline_path(recipe, model, args.model),
-        show_progress=ctx.show_progress,
-    )
+    known = registry.registered_version(args.model) if args.register else None
+    if known is not None and known[0] != args.register:
+        raise RecipeError(f"--register {args.register}: MODEL {args.model} is a version of {known[0]!r}")
+    with tempfile.TemporaryDirectory(prefix="robprune-gate-") as work:
+        ctx = RunContext(recipe, Path(work), show_progress=not args.quiet)
+        verdict = evaluate_gate(
+            recipe,
+            model,
+            ctx.evaluation_data(),
+            baseline_file=baseline_path(recipe, model, args.model),
+            show_progress=ctx.show_progress,
+        )
     verdict.details["model"] = args.model
     reports = write_gate_report(verdict, args.report)
     # Recorded in MLflow inside an MLflow run (an MLproject step) and when it promotes a version.
     if recipe.tracking.enabled and (os.environ.get("MLFLOW_RUN_ID") or args.register):
-        from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
-
-        tracker = MlflowTracker(recipe.tracking.tracking_uri, recipe.tracking.experiment)
-        with tracker.pipeline("gate", recipe_to_dict(recipe), {"stage": "gate", "model": args.model}):
-            if args.register:
-                version = _version_to_promote(args, tracker, model)
-                promote(verdict, args.register, version, args.alias)
-                verdict.details["registered_version"] = version
-                reports = write_gate_report(verdict, args.report)
-            record_verdict(tracker, verdict, reports)
+        _track(args, recipe, model, verdict, known[1] if known else None, reports)
     print(verdict_line(verdict.passed, verdict.failures, args.report / "gate.md"))
     return EXIT_PASS if verdict.passed else EXIT_FAIL
 
 
-def _version_to_promote(args: argparse.Namespace, tracker: Any, model: Path) -> str:
-    """The registry version of MODEL: its own for a ``models:/`` URI, else a new one logged in the gate's run."""
-    known = registry.registered_version(args.model)
-    if known is not None:
-        if known[0] != args.register:
-            raise RobPruneError(f"--register {args.register}: MODEL is a version of {known[0]!r}")
-        return known[1]
+def _track(
+    args: argparse.Namespace, recipe: Any, model: Path, verdict: GateVerdict, version: str | None, reports: list[Path]
+) -> None:
+    """Record the verdict in one MLflow ``gate`` run, and tag (on a pass, alias) the model version.
+
+    A tracking server that cannot be reached does not change the verdict, whose exit code stands:
+    the failure is reported on stderr and in gate.json.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
+    from robprune_deploy.tracking.preflight import check_server
+
+    t = recipe.tracking
+    try:
+        check_server(t.tracking_uri or default_tracking_uri())
+        tracker = MlflowTracker(t.tracking_uri, t.experiment, timeout_s=t.timeout_s, retries=t.retries)
+        with tracker.pipeline("gate", recipe_to_dict(recipe), {"stage": "gate", "model": args.model}):
+            if args.register:
+                version = version or _log_version(args, tracker, model)
+                promote(verdict, args.register, version, args.alias)
+                verdict.details["registered_version"] = version
+                reports = write_gate_report(verdict, args.report)
+            record_verdict(tracker, verdict, reports)
+    except (RobPruneError, MlflowException, OSError) as exc:  # requests' errors are OSErrors
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        verdict.details["registration_error"] = detail
+        state = "PASSED" if verdict.passed else "FAILED"
+        what = f"registration as {args.register!r}" if args.register else "recording the verdict in MLflow"
+        print(f"error: {what} failed, the verdict stands ({state}): {detail}", file=sys.stderr)
+        write_gate_report(verdict, args.report)
+
+
+def _log_version(args: argparse.Namespace, tracker: Any, model: Path) -> str:
+    """Log MODEL in the gate's run and register it as a new version of ``--register``."""
     import numpy as np
 
     from robprune_deploy.evaluation import OnnxClassifier
@@ -116,7 +160,8 @@ def register_deploy_commands(sub: Any) -> None:
     ):
         add_stage_parser(sub, name, handler, text)
     p = sub.add_parser(
-        "gate", help="robustness gate on an ONNX file or MLflow model URI (exit 0 pass, 1 fail, 2 bad input)"
+        "gate",
+        help="robustness gate on an ONNX file or MLflow model URI (exit 0 pass, 1 fail, 2 bad input, 3 internal error)",
     )
     p.add_argument("model", help="ONNX file, models:/name/version, models:/name@alias or runs:/id/path")
     add_recipe_arguments(p, recipe_flag=True)

@@ -138,9 +138,29 @@ def svhn(root: Path | None, image_size: int | None, augment: bool) -> DatasetBun
     return DatasetBundle("svhn", train, test, 10, (3, size, size), SVHN_MEAN, SVHN_STD)
 
 
+def load_image(path: str) -> object:
+    """An RGB PIL image, decoded now (every image is checked as it is loaded, not only the first few).
+
+    :raises DatasetError: naming the file when it is truncated, not an image, or too large to decode.
+    """
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as handle:
+            image = Image.open(handle)
+            return image.convert("RGB")  # convert() decodes every pixel: a truncated file fails here
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise DatasetError(f"data.root: image {path}: cannot be decoded ({detail})") from None
+
+
 @DATASETS.register("imagefolder")
 def imagefolder(root: Path | None, image_size: int | None, augment: bool) -> DatasetBundle:
-    """``root/train/<class>/*.png`` and ``root/val/<class>/*`` (or ``root/test``), RGB, resized."""
+    """``root/train/<class>/*.png`` and ``root/val/<class>/*`` (or ``root/test``), RGB, resized.
+
+    Images are decoded when they are loaded, each with :func:`load_image`, so a damaged file
+    anywhere in the folder stops the run with one error naming it.
+    """
     from torchvision.datasets import ImageFolder
 
     path = _require_root(root, "imagefolder")
@@ -150,8 +170,8 @@ def imagefolder(root: Path | None, image_size: int | None, augment: bool) -> Dat
     size = image_size or 64
     train_tf, test_tf = _transforms(size, augment, -1)
     try:
-        train = ImageFolder(str(path / "train"), transform=train_tf)
-        test = ImageFolder(str(test_dir), transform=test_tf)
+        train = ImageFolder(str(path / "train"), transform=train_tf, loader=load_image)
+        test = ImageFolder(str(test_dir), transform=test_tf, loader=load_image)
     except (RuntimeError, OSError, FileNotFoundError) as exc:
         raise DatasetError(f"data.root: {path}: {_reason(exc)}") from None
     if train.classes != test.classes:

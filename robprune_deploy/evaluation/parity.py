@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -20,15 +21,21 @@ class Parity:
 
 
 def parity(model: nn.Module, session: OnnxClassifier, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Parity:
-    """Max absolute logit difference and top-1 agreement, torch (eval, CPU) vs onnxruntime."""
+    """Max absolute logit difference and top-1 agreement, torch (eval, CPU) vs onnxruntime.
+
+    A NaN or inf on either side makes the difference NaN/inf, never 0: ``max(0.0, nan)`` is 0.0.
+    """
     model = model.eval()
-    device = next(model.parameters()).device
+    tensors = [*model.parameters(), *model.buffers()]
+    device = tensors[0].device if tensors else torch.device("cpu")  # a twin may hold only buffers
     worst, agree, total = 0.0, 0, 0
     for x, _ in batches:
         with torch.no_grad():
             expected = model(x.to(device)).cpu().numpy()
         got = session.predict(x.numpy())
-        worst = max(worst, float(np.abs(expected - got).max()))
+        diff = float(np.max(np.abs(expected - got))) if expected.size else 0.0  # np.max propagates NaN
+        if math.isfinite(worst) and not diff <= worst:  # a NaN difference compares False: it replaces worst
+            worst = diff
         agree += int((expected.argmax(1) == got.argmax(1)).sum())
         total += len(x)
     return Parity(worst, agree / max(total, 1), total)

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from robprune_deploy.arguments import check_batch_list
 from robprune_deploy.attacks import ThreatModel, pgd
+from robprune_deploy.errors import ArgumentError
 from robprune_deploy.evaluation.ensemble import ENSEMBLES, EnsembleBudget, EnsembleResult, run_ensemble
 from robprune_deploy.evaluation.indicators import Indicator, measure_indicators
 from robprune_deploy.evaluation.parity import parity
@@ -145,7 +147,8 @@ def evaluate_onnx(
         (0: none).
     """
     if attacks not in ATTACK_PROTOCOLS:
-        raise ValueError(f"attacks must be one of {', '.join(ATTACK_PROTOCOLS)}")
+        raise ArgumentError(f"evaluate_onnx: attacks must be one of {', '.join(ATTACK_PROTOCOLS)}, got {attacks!r}")
+    batches = check_batch_list(batches, "evaluate_onnx")  # RobPruneError for empty or non-image data
     session = OnnxClassifier(path, providers)
     x = torch.cat([b[0] for b in batches]) if batches else torch.empty(0)
     y = torch.cat([b[1] for b in batches]) if batches else torch.empty(0, dtype=torch.long)

@@ -18,12 +18,12 @@ from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks
 from robprune_deploy.gate.measure import measure_onnx, measurements
+from robprune_deploy.gate.validation import EvaluationData, validate_gate_inputs
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.reporting import plot_gate, plot_security_curves
 from robprune_deploy.tracking import models as registry
 
 GATE_JSON, GATE_MD, GATE_PNG, CURVE_PNG = "gate.json", "gate.md", "gate.png", "security_curve.png"
-Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -73,8 +73,7 @@ def _twin(path: Path, torch_model: nn.Module | None) -> nn.Module:
 def evaluate_gate(
     recipe: Recipe,
     model: Path,
-    batches: Batches,
-    input_shape: tuple[int, ...],
+    data: EvaluationData,
     *,
     torch_model: nn.Module | None = None,
     candidate: OnnxRobustness | None = None,
@@ -82,13 +81,19 @@ def evaluate_gate(
     baseline_file: Path | None = None,
     show_progress: bool = True,
 ) -> GateVerdict:
-    """Measure candidate and baseline, time them side by side, and run every configured check.
+    """Validate what the gate is given, measure candidate and baseline, time them side by side, and
+    run every configured check plus the integrity checks.
 
-    :param batches: the fixed evaluation subset; :param input_shape: one example's shape (C, H, W).
+    :param data: the fixed evaluation subset and the classifier interface the data implies.
     :param candidate: the candidate's figures when already measured (the pipeline's evaluate stage),
         so they are not measured twice.
     :param baseline_file: the baseline ONNX file (see :func:`baseline_path`), or none.
     """
+    inputs = validate_gate_inputs(recipe, data)  # bad input is an error before anything is measured
+    inputs.model(model, "candidate")
+    if baseline_file is not None:
+        inputs.model(baseline_file, "baseline")
+    batches = data.batches
     if candidate is None:
         candidate = measure_onnx(recipe, model, batches, _twin(model, torch_model).cpu(), show_progress=show_progress)
     measured = measurements(candidate, load_onnx(model))
@@ -108,7 +113,7 @@ def evaluate_gate(
         base_lat, cand_lat, speedup = compare_speed(
             OnnxClassifier(baseline_file, recipe.evaluate.providers),
             OnnxClassifier(model, recipe.evaluate.providers),
-            input_shape,
+            data.input_shape,
             lat.batch,
             lat.warmup,
             lat.repeats,
@@ -118,7 +123,7 @@ def evaluate_gate(
         )
         base = Measurements(**{**base.to_dict(), "latency_ms": base_lat.median_ms})
         details["baseline_model"] = str(baseline_file)
-    checks = run_checks(recipe.gate, measured, base)
+    checks = run_checks(recipe.gate, measured, base) + inputs.checks(measured, base)
     verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
     verdict.robustness = robustness
     return verdict

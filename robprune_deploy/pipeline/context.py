@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -13,18 +12,30 @@ import torch
 from torch.utils.data import DataLoader
 
 from robprune_deploy import distributed
-from robprune_deploy.atomic import write_json
 from robprune_deploy.data import DatasetBundle, build_dataset, make_loader, seeded_subset
+from robprune_deploy.errors import RecipeError
+from robprune_deploy.gate.validation import EvaluationData
 from robprune_deploy.models import NormalizedClassifier, build_model
+from robprune_deploy.pipeline.ownership import STAGE_ORDER, owner_record, read_state, write_state
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.tracking import NullTracker, Tracker
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when available, else CPU."""
+    """``auto`` is CUDA when available, else CPU.
+
+    :raises RecipeError: for ``cuda`` (or ``cuda:N``) on a machine where torch sees no such GPU.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RecipeError(f"device: {name} asked for, but torch sees no CUDA GPU here; use device: auto or cpu")
+        if device.index is not None and device.index >= count:
+            raise RecipeError(f"device: {name} asked for, but this machine has {count} CUDA GPU(s) (cuda:0..)")
+    return device
 
 
 @dataclass
@@ -35,6 +46,12 @@ class RunContext:
     :param out_dir: where stage outputs, ``state.json`` and ``summary.json`` are written.
     :param resume: skip stages recorded as completed in ``state.json`` and resume training stages
         from their last per-epoch checkpoint.
+    :param force: clear the folder's stage files when it holds another recipe's results
+        (see :mod:`robprune_deploy.pipeline.ownership`).
+    :param recipe_source: the recipe file, recorded as the folder's owner and named in refusals.
+
+    The output folder is created only once the inputs passed :meth:`preflight` (by
+    :func:`~robprune_deploy.pipeline.ownership.owned_output`, or by the first file written).
     """
 
     recipe: Recipe
@@ -42,10 +59,11 @@ class RunContext:
     tracker: Tracker = field(default_factory=NullTracker)
     resume: bool = False
     show_progress: bool = True
+    force: bool = False
+    recipe_source: str | None = None
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self.env, self.device = distributed.initialize(resolve_device(self.recipe.device))
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
@@ -105,6 +123,11 @@ class RunContext:
         subset = seeded_subset(self.test_set, self.recipe.evaluate.num_examples, self.recipe.evaluate.subset_seed)
         return list(make_loader(subset, self.recipe.data.eval_batch_size, shuffle=False))
 
+    def evaluation_data(self) -> EvaluationData:
+        """The evaluation subset with the classifier interface its data implies, for the gate."""
+        data = self.data
+        return EvaluationData(data.name, self.eval_subset_batches(), data.input_shape, data.num_classes)
+
     @cached_property
     def example_inputs(self) -> torch.Tensor:
         x, _ = next(iter(self.test_loader()))
@@ -116,13 +139,17 @@ class RunContext:
         return build_model(self.recipe.model.name, data.num_classes, data.input_shape[0], data.mean, data.std, channels)
 
     def preflight(self) -> None:
-        """Check every input a run will read (data root and images, model name, checkpoint) before
+        """Check every input a run will read (data root and images, model name, checkpoint, the
+        model on the data's inputs, the evaluation subset's labels, the export opset) before
         anything is written, so bad input never leaves a half-made output folder."""
         from robprune_deploy.checkpoints import load_model_weights
+        from robprune_deploy.pipeline.preflight import check_export_opset, check_model_fits_data
 
         model = self.new_model()
         if self.recipe.model.checkpoint is not None:
             load_model_weights(model, self.recipe.model.checkpoint)
+        check_model_fits_data(self, model)
+        check_export_opset(self, model)
         self.summary["paths.out_dir"] = str(self.out_dir.resolve())
         if self.recipe.data.root is not None:
             self.summary["paths.data_root"] = str(Path(self.recipe.data.root).expanduser().resolve())
@@ -135,19 +162,23 @@ class RunContext:
         return self.out_dir / "state.json"
 
     def completed(self) -> dict[str, Any]:
-        if not self.state_file.is_file():
-            return {}
-        data: dict[str, Any] = json.loads(self.state_file.read_text())
-        return data
+        """``{stage: figures}`` of the stages ``state.json`` records as complete."""
+        state = read_state(self.out_dir)
+        return dict(state["stages"]) if state is not None else {}
 
     def is_done(self, stage: str) -> bool:
         return self.resume and stage in self.completed()
 
     def mark_done(self, stage: str, info: dict[str, Any] | None = None) -> None:
+        """Record ``stage`` as complete; the stages after it, computed from its former output, are not."""
         if self.is_main:
-            state = self.completed()
-            state[stage] = info or {}
-            write_json(self.state_file, state)
+            state = read_state(self.out_dir) or {"owner": owner_record(self.recipe, self.recipe_source), "stages": {}}
+            stages = state["stages"]
+            if stage in STAGE_ORDER:
+                for later in STAGE_ORDER[STAGE_ORDER.index(stage) + 1 :]:
+                    stages.pop(later, None)
+            stages[stage] = info or {}
+            write_state(self.out_dir, state)
 
     def batches_on_device(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterable[Any]:
         for x, y in batches:

@@ -13,6 +13,7 @@ from robprune_deploy.errors import OnnxModelError
 from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness
 from robprune_deploy.evaluation.latency import compare_speed
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
+from robprune_deploy.export.onnx_export import onnx_opset
 from robprune_deploy.gate.measure import measure_onnx
 from robprune_deploy.pipeline.context import RunContext
 
@@ -63,7 +64,8 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
             dynamic_batch=dynamic,
             metadata={"robprune.algorithm": "dense"},
         )
-        audit = audit_onnx(load_onnx(pruned_path))
+        pruned_proto = load_onnx(pruned_path)
+        audit = audit_onnx(pruned_proto)
         dense_audit = audit_onnx(load_onnx(ctx.out_dir / DENSE_ONNX))
         expected = torch_weight_params(deployable)
         if audit.weight_params != expected:
@@ -76,7 +78,7 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
             "onnx.zero_fraction": audit.zero_fraction,
             "onnx.dense_weight_params": dense_audit.weight_params,
             "onnx.dense_macs": dense_audit.macs,
-            "onnx.opset": opset,
+            "onnx.opset": onnx_opset(pruned_proto) or 0,  # read from the file: what was asked is what it has
         }
         ctx.tracker.log_params({"opset": opset, "dynamic_batch": dynamic})
         ctx.tracker.log_metrics({k.replace("onnx.", "audit_"): float(v) for k, v in info.items()})

@@ -15,6 +15,7 @@ from robprune_deploy.atomic import write_json, write_text
 from robprune_deploy.gate.run import GateVerdict, baseline_path, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import deploy, stages
 from robprune_deploy.pipeline.context import RunContext
+from robprune_deploy.pipeline.ownership import owned_output
 from robprune_deploy.pipeline.report import write_report
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.reporting import plot_layers, plot_training
@@ -31,13 +32,21 @@ def run_pipeline(ctx: RunContext) -> dict[str, Any]:
     """Pretrain -> prune -> finetune -> strip -> export -> evaluate -> gate.
 
     Writes ``summary.json``, ``report.md``, ``model.onnx``, ``dense.onnx`` and plots into the output
-    folder and records everything in one parent MLflow run with a nested run per stage.
+    folder and records everything in one parent MLflow run with a nested run per stage. The folder
+    is claimed first (:func:`~robprune_deploy.pipeline.ownership.owned_output`): inputs are checked,
+    a folder of another recipe is refused, and the folder is locked while the run works in it.
     """
     recipe = ctx.recipe
     origin = localize_checkpoint(recipe)  # a models:/ or runs:/ checkpoint becomes a local file
     if origin:
         ctx.summary["mlflow.checkpoint_uri"] = origin
-    ctx.preflight()
+    with owned_output(ctx, fresh=not ctx.resume):
+        _run_tracked(ctx)
+    return ctx.summary
+
+
+def _run_tracked(ctx: RunContext) -> None:
+    recipe = ctx.recipe
     document = recipe_to_dict(recipe)
     if "mlflow.checkpoint_uri" in ctx.summary:  # log the URI the user gave, not the download folder
         document["model"]["checkpoint"] = ctx.summary["mlflow.checkpoint_uri"]
@@ -58,7 +67,6 @@ def run_pipeline(ctx: RunContext) -> dict[str, Any]:
                 write_text(ctx.out_dir / RESOLVED_RECIPE, yaml.safe_dump(document, sort_keys=False))
             )
         _run_stages(ctx)
-    return ctx.summary
 
 
 def _run_stages(ctx: RunContext) -> None:
@@ -85,8 +93,7 @@ def _run_stages(ctx: RunContext) -> None:
         verdict = evaluate_gate(
             ctx.recipe,
             model_file,
-            ctx.eval_subset_batches(),
-            tuple(ctx.example_inputs.shape[1:]),
+            ctx.evaluation_data(),
             torch_model=deployable.cpu(),
             candidate=robustness,
             dense_torch=dense.cpu(),

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from torch import nn
 
 from robprune_deploy.algorithms import ALGORITHMS, Granularity, PruningContext, PruningResult
+from robprune_deploy.algorithms.verification import verify_result
 from robprune_deploy.atomic import write_json
 from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
 from robprune_deploy.pipeline.artifacts import load_pruned, save_pruned
@@ -18,6 +19,7 @@ from robprune_deploy.surgery import count_model
 from robprune_deploy.training import (
     TrainingPlan,
     adversarial_train,
+    check_finite_state,
     evaluate_robustness,
     recalibrate_batchnorm,
 )
@@ -134,6 +136,8 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
             resume=ctx.resume,
         )
         result = algorithm.apply(model, context)
+        achieved = verify_result(algorithm, result, comp.algorithm, comp.tolerance)
+        ctx.tracker.log_metrics({"achieved_ratio": achieved})
         for file in algorithm.report(result, ctx.out_dir / "plots"):
             ctx.tracker.log_artifact(file, "plots")
         ctx.tracker.log_artifact(write_json(ctx.out_dir / STATISTICS, result.statistics().to_dict()))
@@ -160,6 +164,7 @@ def finetune(ctx: RunContext, result: PruningResult) -> nn.Module:
         _train(ctx, trained, "finetune")
         if recipe.finetune.bn_recalibration_batches:
             recalibrate_batchnorm(trained, ctx.train_loader(0), ctx.device, recipe.finetune.bn_recalibration_batches)
+            check_finite_state(trained, "finetune: BatchNorm recalibration")
         save_checkpoint({"model": trained.state_dict()}, path)
         ctx.mark_done("finetune")
     return trained if channel else result.strip()

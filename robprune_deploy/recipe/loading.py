@@ -2,6 +2,11 @@
 
 Overrides are merged into the document before validation, so they are checked exactly like the
 file. Every problem is a single :class:`RecipeError` line naming the file and the dotted field path.
+
+Hostile files fail fast: a recipe larger than :data:`MAX_RECIPE_BYTES`, nested deeper than
+:data:`MAX_DEPTH`, or whose YAML aliases expand to more than :data:`MAX_NODES` values (a "billion
+laughs" bomb is a few hundred bytes) is refused while it is parsed, before any Python object is
+built from it, and no error message quotes more than a few dozen characters of a value.
 """
 
 from __future__ import annotations
@@ -37,8 +42,92 @@ _RecipeLoader.add_implicit_resolver(  # add_implicit_resolver copies the table: 
 )
 
 
+MAX_RECIPE_BYTES = 1_000_000
+MAX_DEPTH = 32
+MAX_NODES = 100_000
+_SHOWN_CHARS = 60
+
+
+class _DepthLimitedLoader(_RecipeLoader):
+    """Refuses literal nesting deeper than :data:`MAX_DEPTH` while composing (before PyYAML's
+    recursive composer can exhaust the stack)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise RecipeError(f"line {mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the values ``root`` stands for once aliases are expanded, and its expanded depth.
+
+    Aliases share nodes, so the document is a graph; sizes are memoized per node, which takes time
+    linear in the file however large the expansion is.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    active: set[int] = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if done:
+            active.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            depth[key] = 1 + max((depth[id(c)] for c in children), default=0)
+            if size[key] > MAX_NODES:
+                raise RecipeError(f"expands to more than {MAX_NODES} values (YAML aliases?)")
+            if depth[key] > MAX_DEPTH:
+                raise RecipeError(f"nested deeper than {MAX_DEPTH} levels once aliases are expanded")
+            continue
+        if key in size:
+            continue
+        if key in active:
+            line = node.start_mark.line + 1 if node.start_mark is not None else 0
+            raise RecipeError(f"line {line}: an alias refers to a value that contains it (recursive YAML)")
+        active.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in size)
+
+
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_RecipeLoader)  # safe: a SafeLoader subclass builds no arbitrary objects
+    """Parse ``text`` with the size, depth and alias-expansion limits.
+
+    :raises RecipeError: without the source; callers add it.
+    :raises yaml.YAMLError: for malformed YAML.
+    """
+    loader = _DepthLimitedLoader(text)  # safe: a SafeLoader subclass builds no arbitrary objects
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, cut to a few dozen characters (a message never quotes a whole document)."""
+    if isinstance(value, (dict, list, tuple)) and len(value) > 8:
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return _clip(repr(value))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -49,14 +138,18 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise RecipeError(f"--set {text!r}: expected key.path=value")
+        raise RecipeError(f"--set {_shown(text)}: expected key.path=value")
     path = key.split(".")
     if any(not part or not part.replace("_", "").replace("-", "").isalnum() for part in path):
-        raise RecipeError(f"--set {text!r}: {key!r} is not a dotted field path")
+        raise RecipeError(f"--set {_shown(text)}: {_shown(key)} is not a dotted field path")
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"--set {key}: the value is longer than {MAX_RECIPE_BYTES} characters")
     try:
         value = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"--set {key}: value {raw!r} is not valid YAML ({exc.__class__.__name__})") from None
+        raise RecipeError(f"--set {key}: value {_shown(raw)} is not valid YAML ({exc.__class__.__name__})") from None
+    except RecipeError as exc:
+        raise RecipeError(f"--set {key}: {exc}") from None
     return path, value
 
 
@@ -84,7 +177,9 @@ def _format_error(error: Any, prefix: str = "") -> str:
     if error["type"] == "extra_forbidden":
         message = "unknown field"
     value = error.get("input")
-    shown = "" if error["type"] in ("extra_forbidden", "missing") or isinstance(value, dict) else f" (got {value!r})"
+    shown = (
+        "" if error["type"] in ("extra_forbidden", "missing") or isinstance(value, dict) else f" (got {_shown(value)})"
+    )
     return f"{prefix}{loc}: {message}{shown}"
 
 
@@ -128,17 +223,28 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     :raises RecipeError: for a missing file, malformed YAML, or any invalid field.
     """
     file = Path(path)
-    if not file.is_file():
+    if "\x00" in str(file):
+        raise RecipeError(f"recipe {str(file)!r}: the path contains a NUL character")
+    if not file.exists():
         raise RecipeError(f"recipe {file}: no such file")
+    if not file.is_file():
+        raise RecipeError(f"recipe {file}: not a regular file")
     try:
-        document = _load_yaml(file.read_text(encoding="utf-8"))
+        with open(file, "rb") as handle:  # read at most the limit: the size on disk may change
+            raw = handle.read(MAX_RECIPE_BYTES + 1)
+        if len(raw) > MAX_RECIPE_BYTES:
+            raise RecipeError(f"recipe {file}: larger than {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file")
+        document = _load_yaml(raw.decode("utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
-        raise RecipeError(f"recipe {file}:{where}: malformed YAML ({problem})") from None
+        raise RecipeError(f"recipe {file}:{where}: malformed YAML ({_clip(str(problem))})") from None
+    except RecipeError as exc:
+        message = str(exc)
+        raise RecipeError(message if message.startswith("recipe ") else f"recipe {file}: {message}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"recipe {file}: cannot be read ({exc})") from None
+        raise RecipeError(f"recipe {file}: cannot be read ({_clip(str(exc))})") from None
     if document is not None and not isinstance(document, dict):
         raise RecipeError(f"recipe {file}: a recipe must be a mapping of sections, found {type(document).__name__}")
     overridden = apply_overrides(document or {}, overrides)

@@ -3,6 +3,10 @@
 Every section is a pydantic model with ``extra="forbid"``, so a misspelled key is an error that
 names its dotted path. ``compression.config`` is validated against the chosen algorithm's own
 config model (found through the algorithm registry), so plugin options get the same checking.
+
+Numbers are checked before they are trusted: every float is finite (``allow_inf_nan=False``), and
+every count has an upper bound a real run can meet, so a typo cannot ask for 10^9 epochs or
+PGD steps and hang a machine. Text and paths may not hold NUL characters.
 """
 
 from __future__ import annotations
@@ -13,10 +17,37 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from robprune_deploy.attacks import RobustLoss, ThreatModel
+from robprune_deploy.tracking.names import alias_problem, model_name_problem
+
+MAX_SEED = 2**32 - 1
+"""Seeds are 32-bit unsigned (numpy's range; torch's generators accept them and the data order's
+``seed * 100003 + epoch`` stays far below 2**64)."""
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+"""Also the largest batch the exported ONNX graph's dynamic batch dimension admits."""
+MAX_ATTACK_STEPS = 1_000
+MAX_IMAGE_SIZE = 1024
+MAX_WORKERS = 256
+"""A recipe may be written for a bigger machine; preflight checks ``num_workers`` against this one's CPUs."""
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, (str, Path)):
+        return "\x00" in str(value)
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if _has_nul(value):
+            raise ValueError("contains a NUL character")
+        return value
 
 
 class ModelSection(Section):
@@ -27,16 +58,21 @@ class ModelSection(Section):
 class DataSection(Section):
     name: str = Field("digits", description="digits | cifar10 | svhn | imagefolder")
     root: Path | None = Field(None, description="local folder holding the dataset (never downloaded)")
-    image_size: int | None = Field(16, gt=0, description="resize images to this side; None keeps the native size")
+    image_size: int | None = Field(
+        16, gt=0, le=MAX_IMAGE_SIZE, description="resize images to this side; None keeps the native size"
+    )
     channels: int | None = Field(
         None,
         gt=0,
+        le=4,
         description="channels the network takes; on gray data 3 repeats the gray channel inside the model "
         "(the ONNX input keeps 1 channel). Default: the data's",
     )
-    batch_size: int = Field(32, gt=0)
-    eval_batch_size: int = Field(256, gt=0)
-    num_workers: int = Field(0, ge=0)
+    batch_size: int = Field(32, gt=0, le=MAX_BATCH)
+    eval_batch_size: int = Field(256, gt=0, le=MAX_BATCH)
+    num_workers: int = Field(
+        0, ge=0, le=MAX_WORKERS, description="loader processes; a run also needs them within the machine's CPU count"
+    )
     augment: bool = True
     train_subset: int | None = Field(None, gt=0, description="use a fixed random subset of the training split")
     test_subset: int | None = Field(None, gt=0, description="use a fixed random subset of the test split")
@@ -48,8 +84,8 @@ class AttackSection(Section):
     norm: Literal["linf"] = "linf"
     eps: float = Field(0.2, ge=0, le=1)
     step_size: float = Field(0.05, gt=0, le=1)
-    train_steps: int = Field(7, ge=0)
-    eval_steps: int = Field(20, ge=0)
+    train_steps: int = Field(7, ge=0, le=MAX_ATTACK_STEPS)
+    eval_steps: int = Field(20, ge=0, le=MAX_ATTACK_STEPS)
     random_start: bool = True
     bf16: bool = Field(False, description="bf16 autocast for the attack's forward/backward passes (CUDA)")
 
@@ -62,25 +98,27 @@ class AttackSection(Section):
 class TrainingSection(Section):
     """Adversarial training (pretrain and finetune): SGD with a cosine schedule."""
 
-    epochs: int = Field(10, ge=0)
+    epochs: int = Field(10, ge=0, le=MAX_EPOCHS)
     lr: float = Field(0.1, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     loss: RobustLoss = RobustLoss.PGD_AT
     trades_beta: float = Field(6.0, ge=0)
-    eps_warmup_epochs: int = Field(0, ge=0, description="ramp eps linearly over the first epochs")
+    eps_warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="ramp eps linearly over the first epochs")
 
 
 class PretrainSection(TrainingSection):
-    epochs: int = Field(20, ge=0)
+    epochs: int = Field(20, ge=0, le=MAX_EPOCHS)
     lr: float = Field(0.05, gt=0)
     enabled: bool = Field(True, description="skipped anyway when model.checkpoint is given")
 
 
 class FinetuneSection(TrainingSection):
-    epochs: int = Field(5, ge=0)
+    epochs: int = Field(5, ge=0, le=MAX_EPOCHS)
     lr: float = Field(0.01, gt=0)
-    bn_recalibration_batches: int = Field(0, ge=0, description="BatchNorm statistics re-estimated on this many batches")
+    bn_recalibration_batches: int = Field(
+        0, ge=0, le=100_000, description="BatchNorm statistics re-estimated on this many batches"
+    )
 
 
 class IgnoredScopeSection(Section):
@@ -91,7 +129,7 @@ class IgnoredScopeSection(Section):
     types: list[str] = Field(default_factory=list)
     validate_scope: bool = Field(True, alias="validate")
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
     def to_nncf(self) -> Any:
         import nncf
@@ -106,6 +144,12 @@ class CompressionSection(Section):
     ratio: float = Field(0.9, gt=0, lt=1, description="target sparsity (unstructured) or MACs/params reduction")
     ignored_scope: IgnoredScopeSection = Field(default_factory=IgnoredScopeSection)
     config: dict[str, Any] = Field(default_factory=dict, description="the algorithm's own options")
+    tolerance: float = Field(
+        0.05,
+        gt=0,
+        le=0.5,
+        description="largest |achieved - ratio| accepted from the algorithm (sparsity, or MACs/params reduction)",
+    )
 
 
 class ExportSection(Section):
@@ -114,9 +158,9 @@ class ExportSection(Section):
 
 
 class LatencySection(Section):
-    batch: int = Field(32, gt=0)
-    warmup: int = Field(5, ge=0)
-    repeats: int = Field(30, gt=0)
+    batch: int = Field(32, gt=0, le=MAX_BATCH)
+    warmup: int = Field(5, ge=0, le=10_000)
+    repeats: int = Field(30, gt=0, le=100_000)
 
 
 class EvaluateSection(Section):
@@ -126,25 +170,31 @@ class EvaluateSection(Section):
         default_factory=lambda: ["cuda", "cpu"],  # type: ignore[arg-type]
         min_length=1,
     )
-    num_examples: int = Field(450, gt=0, description="fixed, seeded subset of the test split for robust accuracy")
-    subset_seed: int = 0
+    num_examples: int = Field(
+        450, gt=0, le=10_000_000, description="fixed, seeded subset of the test split for robust accuracy"
+    )
+    subset_seed: int = Field(0, ge=0, le=MAX_SEED)
     attacks: Literal["pgd", "autoattack-fast", "autoattack"] = Field(
         "autoattack-fast",
         description="pgd: PGD + an independent Square run; autoattack-fast: APGD-CE, APGD-T (3 targets), "
         "Square 1000; autoattack: the standard ensemble (APGD-CE, APGD-T x9, FAB-T x9, Square 5000)",
     )
-    apgd_steps: int | None = Field(None, gt=0, description="APGD iterations (default 100)")
-    apgd_targets: int | None = Field(None, gt=0, description="APGD-T target classes (default 3 fast, 9 standard)")
-    fab_targets: int | None = Field(None, gt=0, description="FAB-T target classes (default 9)")
+    apgd_steps: int | None = Field(None, gt=0, le=MAX_ATTACK_STEPS, description="APGD iterations (default 100)")
+    apgd_targets: int | None = Field(
+        None, gt=0, le=1000, description="APGD-T target classes (default 3 fast, 9 standard)"
+    )
+    fab_targets: int | None = Field(None, gt=0, le=1000, description="FAB-T target classes (default 9)")
     square_queries: int | None = Field(
-        None, ge=0, description="Square's queries (default 300 for pgd, 1000 fast, 5000 standard)"
+        None, ge=0, le=100_000, description="Square's queries (default 300 for pgd, 1000 fast, 5000 standard)"
     )
     square_p_init: float = Field(0.8, gt=0, le=1)
-    square_examples: int = Field(200, gt=0, description="pgd protocol: examples Square attacks")
-    curve_steps: int = Field(100, ge=0, description="FMN steps for the security curve (0: no curve)")
-    curve_examples: int | None = Field(200, gt=0, description="examples on the security curve (None: all)")
+    square_examples: int = Field(200, gt=0, le=10_000_000, description="pgd protocol: examples Square attacks")
+    curve_steps: int = Field(100, ge=0, le=100_000, description="FMN steps for the security curve (0: no curve)")
+    curve_examples: int | None = Field(
+        200, gt=0, le=10_000_000, description="examples on the security curve (None: all)"
+    )
     indicator_examples: int = Field(
-        100, ge=0, description="correctly classified examples the attack-failure indicators use (0: none)"
+        100, ge=0, le=100_000, description="correctly classified examples the attack-failure indicators use (0: none)"
     )
     latency: LatencySection = Field(default_factory=LatencySection)
 
@@ -202,12 +252,30 @@ class TrackingSection(Section):
     experiment: str = "robprune"
     registered_model: str | None = None
     alias: str | None = Field(None, description="alias set on the registered version when the gate passes")
+    timeout_s: float = Field(4.0, gt=0, le=600, description="seconds a tracking server has to answer one request")
+    retries: int = Field(2, ge=0, le=20, description="retries of a request the tracking server did not answer")
+
+    @field_validator("registered_model")
+    @classmethod
+    def _registrable_name(cls, value: str | None) -> str | None:
+        problem = None if value is None else model_name_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("alias")
+    @classmethod
+    def _settable_alias(cls, value: str | None) -> str | None:
+        problem = None if value is None else alias_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class Recipe(Section):
     """A whole pipeline. See the README's recipe reference for every field."""
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)

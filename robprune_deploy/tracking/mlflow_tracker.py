@@ -75,13 +75,20 @@ class MlflowTracker:
 
     :param tracking_uri: any MLflow tracking URI (default: :func:`default_tracking_uri`).
     :param experiment: experiment name (created when missing).
+    :param timeout_s: seconds a tracking server has to answer one request.
+    :param retries: retries of an unanswered request (see :mod:`robprune_deploy.tracking.preflight`).
+    :raises TrackingError: naming the URI when the store cannot be used or the server does not answer.
     """
 
-    def __init__(self, tracking_uri: str | None, experiment: str) -> None:
+    def __init__(self, tracking_uri: str | None, experiment: str, *, timeout_s: float = 4.0, retries: int = 2) -> None:
+        from robprune_deploy.tracking.preflight import bound_http_waits, check_server
+
+        self.tracking_uri = tracking_uri or default_tracking_uri()
+        bound_http_waits(timeout_s, retries)
+        check_server(self.tracking_uri, timeout_s, retries)  # before importing mlflow, which takes seconds
         import mlflow
 
         self.mlflow = mlflow
-        self.tracking_uri = tracking_uri or default_tracking_uri()
         try:
             mlflow.set_tracking_uri(self.tracking_uri)
             # Inside `mlflow run` the project's run (MLFLOW_RUN_ID) is the parent unless MLflow put it

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 
 from robprune_deploy.errors import OnnxModelError, TrackingError
@@ -11,6 +14,17 @@ from robprune_deploy.errors import OnnxModelError, TrackingError
 MLFLOW_SCHEMES = ("models:/", "runs:/")
 BASELINE_TAG = "robprune.baseline_uri"
 """Tag of a logged run and registered version: the ``runs:/`` URI of the dense ONNX model logged beside it."""
+
+
+def _download_folder() -> str:
+    """A fresh temporary folder for a download, removed when the process exits.
+
+    A downloaded model or checkpoint is read until the command ends (the gate measures it, the
+    pipeline loads it in several stages), so it cannot go with the function that fetched it.
+    """
+    folder = tempfile.mkdtemp(prefix="robprune-download-")
+    atexit.register(partial(shutil.rmtree, folder, ignore_errors=True))
+    return folder
 
 
 def is_mlflow_uri(text: str) -> bool:
@@ -27,10 +41,13 @@ def download_artifact(uri: str, field: str, tracking_uri: str | None = None) -> 
     import mlflow
 
     from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
+    from robprune_deploy.tracking.preflight import check_server
 
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    store = tracking_uri or default_tracking_uri()
+    check_server(store)
+    mlflow.set_tracking_uri(store)
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="robprune-"))
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=_download_folder())
     except Exception as exc:  # MLflow raises its own, OSError and sqlalchemy errors alike
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise TrackingError(f"{field} {uri}: cannot be downloaded from MLflow ({detail})") from None

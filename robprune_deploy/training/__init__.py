@@ -1,12 +1,20 @@
 """Adversarial training (PGD-AT, TRADES) with resumable per-epoch checkpoints, and evaluation."""
 
 from robprune_deploy.training.evaluation import accuracy, evaluate_robustness, recalibrate_batchnorm
-from robprune_deploy.training.trainer import TrainingPlan, adversarial_train, epoch_seed
+from robprune_deploy.training.trainer import (
+    TrainingPlan,
+    adversarial_train,
+    check_batch,
+    check_finite_state,
+    epoch_seed,
+)
 
 __all__ = [
     "TrainingPlan",
     "accuracy",
     "adversarial_train",
+    "check_batch",
+    "check_finite_state",
     "epoch_seed",
     "evaluate_robustness",
     "recalibrate_batchnorm",

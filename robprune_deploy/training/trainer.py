@@ -19,6 +19,7 @@ from torch import nn
 from robprune_deploy import distributed
 from robprune_deploy.attacks import RobustLoss, ThreatModel, craft_adversarial, loss_on_adversarial
 from robprune_deploy.checkpoints import load_checkpoint, save_checkpoint
+from robprune_deploy.errors import NumericalError
 from robprune_deploy.progress import progress_bar
 
 EpochLoader = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
@@ -47,6 +48,19 @@ class TrainingPlan:
             return threat
         scale = (epoch + 1) / (self.eps_warmup_epochs + 1)
         return ThreatModel(threat.eps * scale, threat.step_size * scale, threat.steps, threat.random_start, threat.bf16)
+
+
+def check_batch(x: torch.Tensor, stage: str, epoch: int) -> None:
+    """:raises NumericalError: naming ``stage`` and ``epoch`` (0-based, shown 1-based) when ``x`` holds NaN/inf."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise NumericalError(f"{stage}: epoch {epoch + 1}: an input batch holds NaN or inf")
+
+
+def check_finite_state(model: nn.Module, where: str) -> None:
+    """:raises NumericalError: naming ``where`` and the first weight or statistic holding NaN/inf."""
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise NumericalError(f"{where}: {key} holds NaN or inf")
 
 
 def epoch_seed(seed: int, stage: str, epoch: int) -> int:
@@ -105,10 +119,14 @@ def adversarial_train(
         with progress_bar(f"{stage} {epoch + 1}/{plan.epochs}", total, show_progress) as bar:
             for x, y in batches:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                check_batch(x, stage, epoch)
                 x_adv = craft_adversarial(model, x, y, epoch_threat, plan.loss)
                 loss = loss_on_adversarial(net, x, y, x_adv, plan.loss, plan.trades_beta)
                 if not math.isfinite(loss.item()):
-                    raise FloatingPointError(f"{stage}: loss became {loss.item()} at epoch {epoch}")
+                    raise NumericalError(
+                        f"{stage}: epoch {epoch + 1}: the training loss became {loss.item()} "
+                        f"(lr {plan.lr:g}; a smaller {stage}.lr usually cures it)"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -118,6 +136,7 @@ def adversarial_train(
                 seen += len(y)
                 bar.advance(status=f"loss {loss_sum / seen:.3f}")
         scheduler.step()
+        check_finite_state(model, f"{stage}: epoch {epoch + 1}")
         loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], device)
         metrics = {"loss": loss_sum / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
         if plan.loss is RobustLoss.PGD_AT:

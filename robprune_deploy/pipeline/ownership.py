@@ -1,0 +1,360 @@
+"""An output folder belongs to one recipe, and to one process at a time.
+
+``state.json`` records the folder's owner: the fingerprint of the resolved recipe (see
+:func:`recipe_fingerprint`), the robprune-deploy version that wrote it, and the recipe file. Every
+command that writes into ``--out`` (``run``, ``--resume``, the stage commands) claims the folder
+first: a folder holding another recipe's results, or results of an unknown recipe, is refused with
+an :class:`~robprune_deploy.errors.OutputError` (exit 2) unless ``--force`` clears its stage files.
+While a command works in the folder it holds ``.robprune.lock`` (pid, host, start time); a second
+process is refused, and a lock left by a process that no longer runs on this host is taken over.
+
+``--force`` removes only what robprune-deploy writes (:func:`project_files`), never other files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import errno
+import hashlib
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from robprune_deploy.atomic import write_json
+from robprune_deploy.errors import OutputError
+
+if TYPE_CHECKING:
+    from robprune_deploy.pipeline.context import RunContext
+    from robprune_deploy.recipe import Recipe
+
+STATE_FILE = "state.json"
+LOCK_FILE = ".robprune.lock"
+ERROR_LOG = "robprune-error.log"
+EXCLUDED_SECTIONS = ("tracking", "gate")
+"""Recipe sections that cannot change a stage's files: where results are logged and registered
+(``tracking``), and the release thresholds (``gate``), which every run applies afresh."""
+
+STAGE_ORDER = ("pretrain", "prune", "finetune", "export", "evaluate")
+
+_TOP_LEVEL_FILES = frozenset(
+    {
+        "pretrained.pt",
+        "pruned.pt",
+        "finetuned.pt",
+        "statistics.json",
+        "model.onnx",
+        "dense.onnx",
+        "summary.json",
+        "report.md",
+        "recipe.yaml",
+        "gate.json",
+        "gate.md",
+        "gate.png",
+        "layers.png",
+        "training.png",
+        STATE_FILE,
+        ERROR_LOG,
+    }
+)
+_SUBFOLDERS = {"checkpoints": (".pt",), "plots": (".png", ".md", ".json", ".csv")}
+"""Folders the stages create, and the kinds of file they write there (plugins name their plots)."""
+_STALE_GARBAGE_LOCK_S = 30.0
+
+
+def _is_leftover(name: str) -> bool:
+    """A temporary file of an interrupted atomic write (``.<file>.<random>.tmp``) or export."""
+    return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.data"))
+
+
+def project_files(out_dir: Path) -> list[Path]:
+    """The files robprune-deploy wrote (or would write) in ``out_dir``; nothing else."""
+    if not out_dir.is_dir():
+        return []
+    found = [p for p in out_dir.iterdir() if p.is_file() and (p.name in _TOP_LEVEL_FILES or _is_leftover(p.name))]
+    for folder, suffixes in _SUBFOLDERS.items():
+        sub = out_dir / folder
+        if sub.is_dir():
+            found += [p for p in sub.iterdir() if p.is_file() and (p.suffix in suffixes or _is_leftover(p.name))]
+    return sorted(found)
+
+
+def clear_stage_files(out_dir: Path) -> list[Path]:
+    """``--force``: remove :func:`project_files` (and the stage subfolders when that empties them)."""
+    removed = project_files(out_dir)
+    for path in removed:
+        path.unlink(missing_ok=True)
+    for folder in _SUBFOLDERS:
+        with contextlib.suppress(OSError):  # not empty: it holds files that are not ours
+            (out_dir / folder).rmdir()
+    return removed
+
+
+# --- the owner record ------------------------------------------------------------------------------
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint_document(recipe: Recipe) -> dict[str, Any]:
+    """What the fingerprint hashes: the resolved recipe less :data:`EXCLUDED_SECTIONS`.
+
+    The algorithm's options are taken with their defaults filled in (``{}`` and the explicit
+    defaults are the same recipe), a checkpoint by the SHA-256 of its content (the same path with
+    other weights is another recipe; the same weights downloaded anew are not), and the
+    ``pretrain`` section is left out when a checkpoint replaces pretraining.
+    """
+    from robprune_deploy.recipe import recipe_to_dict, validate_algorithm_config
+
+    document = recipe_to_dict(recipe)
+    for section in EXCLUDED_SECTIONS:
+        document.pop(section, None)
+    document["compression"]["config"] = validate_algorithm_config(recipe).model_dump(mode="json")
+    checkpoint = recipe.model.checkpoint
+    if checkpoint is not None:
+        file = Path(checkpoint).expanduser()
+        document["model"]["checkpoint"] = {"sha256": _file_sha256(file) if file.is_file() else str(file)}
+        document.pop("pretrain", None)
+    if recipe.data.root is not None:
+        document["data"]["root"] = str(Path(recipe.data.root).expanduser().resolve())
+    return document
+
+
+def recipe_fingerprint(recipe: Recipe) -> str:
+    """SHA-256 of the canonical JSON of :func:`fingerprint_document`."""
+    text = json.dumps(fingerprint_document(recipe), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def owner_record(recipe: Recipe, source: str | None) -> dict[str, Any]:
+    from robprune_deploy import __version__
+
+    return {
+        "fingerprint": recipe_fingerprint(recipe),
+        "version": __version__,
+        "recipe": source or "<python API>",
+        "excluded": list(EXCLUDED_SECTIONS),
+    }
+
+
+# --- state.json ------------------------------------------------------------------------------------
+def read_state(out_dir: Path) -> dict[str, Any] | None:
+    """``{"owner": ..., "stages": {...}}`` of ``out_dir``, or None without a ``state.json``.
+
+    :raises OutputError: when the file is damaged or was written before folders had owners.
+    """
+    path = out_dir / STATE_FILE
+    if not path.is_file():
+        return None
+    hint = "use another --out, or --force to clear its stage files and start over"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise OutputError(f"{path}: damaged, not readable JSON ({str(exc).splitlines()[0][:80]}); {hint}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("stages"), dict):
+        raise OutputError(f"{path}: damaged, it does not hold the stages of a run; {hint}")
+    owner = state.get("owner")
+    if not isinstance(owner, dict) or not isinstance(owner.get("fingerprint"), str):
+        raise OutputError(f"{path}: records no owner recipe (written by an older robprune-deploy?); {hint}")
+    return state
+
+
+def write_state(out_dir: Path, state: dict[str, Any]) -> None:
+    write_json(out_dir / STATE_FILE, state)
+
+
+# --- the output path ---------------------------------------------------------------------------------
+def check_output_path(path: Path, flag: str = "--out") -> None:
+    """``path`` can be (or become) a folder this process writes into; nothing is created.
+
+    :raises OutputError: for a NUL in the path, a path that is a file or lies under a file, or a
+        folder that is not writable.
+    """
+    text = str(path)
+    if "\x00" in text:
+        raise OutputError(f"{flag} {text!r}: the path contains a NUL character")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{flag} {path}: is a file, not a folder")
+    ancestor = path
+    while not ancestor.exists():
+        if ancestor.is_symlink():
+            raise OutputError(f"{flag} {path}: {ancestor} is a dangling symbolic link")
+        if ancestor.parent == ancestor:
+            break
+        ancestor = ancestor.parent
+    if ancestor.exists() and not ancestor.is_dir():
+        raise OutputError(f"{flag} {path}: {ancestor} is a file, so no folder can be made under it")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"{flag} {path}: {ancestor} is not writable")
+
+
+def make_output_folder(path: Path, flag: str = "--out") -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{flag} {path}: cannot be created ({exc.strerror or exc})") from None
+
+
+# --- the lock --------------------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+class FolderLock:
+    """An advisory lock on ``out_dir``: ``.robprune.lock`` holds the owner's pid, host and start time."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / LOCK_FILE
+        self.token = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:2]),
+        }
+        self.held = False
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            holder = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) else None
+
+    def _stale(self, holder: dict[str, Any] | None) -> bool:
+        if holder is None:  # unreadable: a writer killed between create and write, or foreign
+            try:
+                age = datetime.datetime.now().timestamp() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return True
+            return age > _STALE_GARBAGE_LOCK_S
+        if not holder:
+            return True  # gone meanwhile
+        pid = holder.get("pid")
+        return holder.get("host") == self.token["host"] and isinstance(pid, int) and not _alive(pid)
+
+    def acquire(self) -> None:
+        """:raises OutputError: naming the holder while another live process holds the folder."""
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if self._stale(holder):
+                    with contextlib.suppress(FileNotFoundError):
+                        self.path.unlink()  # taken over: its process is gone
+                    continue
+                who = (
+                    f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}"
+                    if holder
+                    else "another process (unreadable lock)"
+                )
+                raise OutputError(
+                    f"{self.path.parent}: in use by {who}; wait for it to finish, or delete {self.path} "
+                    f"if that process is gone"
+                ) from None
+            except OSError as exc:
+                if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+                    raise OutputError(f"{self.path.parent}: not writable ({exc.strerror})") from None
+                raise
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.token, handle)
+            self.held = True
+            return
+        raise OutputError(f"{self.path}: could not be taken (other processes keep replacing it)")
+
+    def release(self) -> None:
+        if self.held and self._holder() == self.token:
+            self.path.unlink(missing_ok=True)
+        self.held = False
+
+
+# --- claiming a folder ---------------------------------------------------------------------------
+def _describe(owner: dict[str, Any]) -> str:
+    return f"recipe {owner.get('recipe')} (fingerprint {str(owner.get('fingerprint'))[:12]})"
+
+
+def claim(ctx: RunContext, *, fresh: bool) -> None:
+    """Make ``ctx.out_dir`` this run's folder (the caller holds its lock).
+
+    :param fresh: forget completed stages (``run`` without ``--resume``); stage commands keep them.
+    :raises OutputError: when the folder holds another recipe's results, or robprune files without
+        a ``state.json``, and ``ctx.force`` is not set.
+    """
+    out = ctx.out_dir
+    record = owner_record(ctx.recipe, ctx.recipe_source)
+    if ctx.force:
+        checkpoint = ctx.recipe.model.checkpoint
+        inputs = {Path(checkpoint).expanduser().resolve()} if checkpoint is not None else set()
+        kept = [p for p in project_files(out) if p.resolve() in inputs]
+        if kept:
+            raise OutputError(
+                f"--force would delete {kept[0]}, this run's model.checkpoint; copy it out of --out {out} first"
+            )
+        clear_stage_files(out)
+    state = read_state(out)
+    if state is None:
+        leftovers = [p.name for p in project_files(out) if p.name != ERROR_LOG]
+        if leftovers:
+            raise OutputError(
+                f"--out {out}: holds robprune files ({', '.join(leftovers[:4])}) but no {STATE_FILE}, so their "
+                f"recipe is unknown; use another --out, or --force to clear them and start over"
+            )
+        state = {"owner": record, "stages": {}}
+    else:
+        owner = state["owner"]
+        if owner["fingerprint"] != record["fingerprint"]:
+            same_file = owner.get("recipe") == record["recipe"]
+            raise OutputError(
+                f"--out {out}: holds the results of {_describe(owner)}, not of {_describe(record)}"
+                + (" (the same file with other contents or --set overrides)" if same_file else "")
+                + "; resume it with its own recipe, use another --out, or add --force to clear its stage "
+                "files and start over"
+            )
+        if owner.get("version") != record["version"]:
+            raise OutputError(
+                f"--out {out}: written by robprune-deploy {owner.get('version')}, this is {record['version']}; "
+                f"its stage files may not fit this version: use another --out, or --force to start over"
+            )
+        if fresh:
+            state["stages"] = {}
+        state["owner"] = record
+    write_state(out, state)
+
+
+@contextlib.contextmanager
+def owned_output(ctx: RunContext, *, fresh: bool) -> Iterator[None]:
+    """Preflight, then create, lock and claim ``ctx.out_dir``; the lock is released on exit.
+
+    Nothing is created before the inputs passed preflight, so a refused run leaves no folder.
+    Only the main rank (the one that writes) locks and claims.
+    """
+    check_output_path(ctx.out_dir)
+    ctx.preflight()
+    if not ctx.is_main:
+        yield
+        return
+    make_output_folder(ctx.out_dir)
+    lock = FolderLock(ctx.out_dir)
+    lock.acquire()
+    try:
+        claim(ctx, fresh=fresh)
+        yield
+    finally:
+        lock.release()

@@ -1,0 +1,33 @@
+"""Running the ``robprune`` CLI in-process and reading what it said."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from robprune_deploy.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+_THIRD_PARTY_LOG = re.compile(r"^[WIE]\d{4} ")  # glog-style lines torch prints while importing
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, list[str]]:
+    """``robprune ARGS`` in this process: the exit code and robprune's own stderr lines."""
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    return code, [line for line in err.splitlines() if line.strip() and not _THIRD_PARTY_LOG.match(line)]
+
+
+def sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def one_error(lines: list[str], *needles: str) -> str:
+    """The single ``error:`` line, which must contain every needle."""
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert all(n in lines[0] for n in needles), (lines[0], needles)
+    return lines[0]
