@@ -1,9 +1,10 @@
 """Adversarial training (PGD-AT, TRADES) with resumable per-epoch checkpoints, and evaluation."""
 
 from robprune_deploy.training.evaluation import accuracy, evaluate_robustness, recalibrate_batchnorm
-from robprune_deploy.training.trainer import TrainingPlan, adversarial_train, epoch_seed
+from robprune_deploy.training.trainer import EpochSelection, TrainingPlan, adversarial_train, epoch_seed
 
 __all__ = [
+    "EpochSelection",
     "TrainingPlan",
     "accuracy",
     "adversarial_train",
