@@ -1,4 +1,6 @@
-"""Dataset builders (Fashion-MNIST's is in :mod:`robprune_deploy.data.fashion_mnist`). Every dataset yields ``(image in [0, 1] of shape C x H x W, int label)``.
+"""Dataset builders (Fashion-MNIST's is in :mod:`robprune_deploy.data.fashion_mnist`).
+
+Every dataset yields ``(image in [0, 1] of shape C x H x W, int label)``.
 
 Nothing is ever downloaded: torchvision datasets are opened with ``download=False`` from the root
 the recipe names, and a missing or incomplete root is a :class:`DatasetError` naming it.

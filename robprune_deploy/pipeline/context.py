@@ -84,7 +84,7 @@ class RunContext:
     def split_indices(self) -> tuple[list[int], list[int]]:
         """``(train, validation)`` indices into the training split: ``data.val_size`` images held
         out with the fixed :data:`~robprune_deploy.data.VALIDATION_SEED`, whatever the run seed."""
-        return validation_split(len(self.data.train), self.recipe.data.val_size)
+        return validation_split(len(self.data.train), self.recipe.data.val_size)  # type: ignore[arg-type]
 
     @cached_property
     def train_set(self) -> Any:
@@ -119,6 +119,7 @@ class RunContext:
 
     @cached_property
     def _val_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        assert self.val_set is not None
         return list(make_loader(self.val_set, self.recipe.data.eval_batch_size, shuffle=False))
 
     def train_loader(self, epoch: int) -> DataLoader:
