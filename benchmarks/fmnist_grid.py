@@ -16,7 +16,7 @@ evaluated: ``data.eval_split=val``) and writes ``RESULTS/sweep.json``, whose cho
 in the same results folder apply.
 
     python benchmarks/fmnist_grid.py --budget smoke                 # minutes: the whole grid, tiny
-    python benchmarks/fmnist_grid.py --budget cpu --jobs 2          # 2 cores, about 6 hours
+    python benchmarks/fmnist_grid.py --budget cpu --jobs 2          # 2 cores, about 5 hours
     python benchmarks/fmnist_grid.py --budget gpu --jobs 1          # one GPU, the recipes' own budgets
     python benchmarks/fmnist_grid.py --budget cpu --sweep           # validation sweep, then --write-recipes
 """
@@ -55,7 +55,7 @@ class Budget:
 
 
 _SMOKE_SEARCH = ("compression.config.epochs=2",)
-_CPU_SEARCH = ("compression.config.epochs=3",)
+_CPU_SEARCH = ("compression.config.epochs=5",)
 BUDGETS = {
     "smoke": Budget(
         "minutes: 256 training images, one or two epochs per stage, tiny evaluation (proves the grid runs)",
@@ -86,15 +86,15 @@ BUDGETS = {
         pgd50_steps=10,
     ),
     "cpu": Budget(
-        "2 CPU cores: 10,000 training images (of the 59,000 left after a 1,000-image validation split), "
-        "PGD-7 training, pretrain 8 epochs, mask search 3 (1 warm-up), fine-tune 3; 1,000 test images",
+        "2 CPU cores: 12,000 training images (of the 59,000 left after a 1,000-image validation split), "
+        "batch 64, PGD-7 training, pretrain 10 epochs, mask search 5 (1 warm-up), fine-tune 4; 1,000 test images",
         (
-            "data.train_subset=10000",
+            "data.train_subset=12000",
             "data.val_size=1000",
             "data.batch_size=64",
             "attack.train_steps=7",
-            "pretrain.epochs=8",
-            "finetune.epochs=3",
+            "pretrain.epochs=10",
+            "finetune.epochs=4",
             "evaluate.num_examples=1000",
             "evaluate.square_queries=300",
             "evaluate.square_examples=300",

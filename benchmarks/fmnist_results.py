@@ -17,7 +17,14 @@ from typing import Any
 
 PAIRS = (("s2ap", "hydra"), ("mrpf", "l1_filter"))
 """(method, baseline): paired on the same seed and pretrained model."""
-UNSTRUCTURED = ("s2ap", "hydra", "nncf_magnitude")
+COLORS = {
+    "s2ap": "tab:red",
+    "hydra": "tab:blue",
+    "nncf_magnitude": "tab:grey",
+    "mrpf": "tab:green",
+    "l1_filter": "tab:orange",
+}
+"""One color per method in both panels."""
 METRICS = (
     ("clean", "clean"),
     ("pgd20", "PGD-20"),
@@ -180,8 +187,8 @@ def render_table(data: dict[str, Any], description: str, pgd_steps: int) -> str:
         + (f", {hw['gpu']}" if hw.get("gpu") else "")
         + f", torch {hw.get('torch', '?')}.",
         "",
-        "Accuracy in % on the test split (the ONNX model under onnxruntime; `val PGD`: the torch model on the "
-        "validation split), mean ± sd over seeds (number of seeds in brackets when more than one).",
+        f"Accuracy in % on {_examples(grouped)} (the ONNX model under onnxruntime; `val PGD`: the torch model on "
+        "the validation split), mean ± sd over seeds (number of seeds in brackets when more than one).",
         "",
         "| cell | sparsity | MACs removed | " + " | ".join(n for _, n in metrics) + " | wall s | CPU s |",
         "|---|---:|---:|" + "---:|" * len(metrics) + "---:|---:|",
@@ -190,12 +197,11 @@ def render_table(data: dict[str, Any], description: str, pgd_steps: int) -> str:
         sparsity = mean_sd(r.get("sparsity") for r in rows)
         macs = mean_sd(r.get("macs_reduction") for r in rows)
         cells = [_pct(*mean_sd(r.get(k) for r in rows)) for k, _ in metrics]
-        seconds = mean_sd(r.get("seconds") for r in rows)[0] or 0
-        cpu = mean_sd(r.get("cpu_seconds") for r in rows)[0] or 0
+        seconds, cpu = (mean_sd(r.get(k) for r in rows)[0] for k in ("seconds", "cpu_seconds"))
         lines.append(
             f"| {name} | {100 * (sparsity[0] or 0):.1f} | {100 * (macs[0] or 0):.1f} | "
             + " | ".join(cells)
-            + f" | {seconds:.0f} | {cpu:.0f} |"
+            + f" | {_num((seconds, None, 1), 0)} | {_num((cpu, None, 1), 0)} |"
         )
     lines += ["", "## Paired differences (method minus baseline, same seed and pretrained model)", ""]
     lines += ["| method − baseline | setting | " + " | ".join(n for _, n in metrics) + " |"]
@@ -212,6 +218,11 @@ def render_table(data: dict[str, Any], description: str, pgd_steps: int) -> str:
             lines.append(f"| {method} − {baseline} | {setting} | " + " | ".join(diffs) + " |")
     lines += _diagnostic_lines(grouped)
     return "\n".join(lines) + "\n"
+
+
+def _examples(grouped: dict[str, list[dict[str, Any]]]) -> str:
+    kinds = sorted({(r.get("examples"), r.get("split")) for rows in grouped.values() for r in rows}, key=str)
+    return ", ".join(f"{n} images of the {split} split" for n, split in kinds) or "the test split"
 
 
 def _diagnostic_lines(grouped: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -276,7 +287,10 @@ def plot_grid(data: dict[str, Any], path: Path, pgd_steps: int) -> Path:
             yerr=[p[2] for p in points],
             marker="o",
             capsize=3,
-            label=algorithm,
+            color=COLORS.get(algorithm),
+            label=algorithm
+            if panel == "unstructured" or algorithm in ("mrpf", "l1_filter")
+            else f"{algorithm} (channel)",
         )
     dense = mean_sd(r.get("dense_pgd20") for rows in grouped.values() for r in rows)[0]
     for name, axes_ in panels.items():

@@ -304,18 +304,18 @@ def test_tiny_fashion_mnist_run_through_export_and_gate(tmp_path: Path) -> None:
             *overrides(
                 f"data.root={REAL_ROOT}",
                 "device=cpu",
-                "data.train_subset=320",
-                "data.val_size=100",
+                "data.train_subset=256",
+                "data.val_size=64",
                 "data.batch_size=64",
                 "attack.train_steps=2",
-                "attack.eval_steps=5",
-                "attack.val_steps=3",
+                "attack.eval_steps=3",
+                "attack.val_steps=2",
                 "pretrain.epochs=2",
                 "finetune.epochs=1",
                 "finetune.bn_recalibration_batches=2",
-                "evaluate.num_examples=100",
-                "evaluate.square_queries=20",
-                "evaluate.square_examples=20",
+                "evaluate.num_examples=64",
+                "evaluate.square_queries=10",
+                "evaluate.square_examples=16",
                 "evaluate.latency.repeats=3",
                 "evaluate.latency.warmup=1",
                 "tracking.enabled=false",
@@ -324,10 +324,10 @@ def test_tiny_fashion_mnist_run_through_export_and_gate(tmp_path: Path) -> None:
     )
     assert code == 0
     s = json.loads((out / "summary.json").read_text())
-    assert (s["data.train_examples"], s["data.val_examples"], s["data.test_examples"]) == (320, 100, 10_000)
+    assert (s["data.train_examples"], s["data.val_examples"], s["data.test_examples"]) == (256, 64, 10_000)
     assert s["splits.onnx"] == s["splits.torch"] == s["splits.gate"] == "test" and s["splits.val"] == "val"
     assert s["splits.pretrain"] == "val" and s["pretrain.selected_epoch"] in (0, 1)
-    assert s["onnx.examples"] == 100 and s["onnx.clean_acc"] > 0.3  # chance is 0.1
-    assert 0 <= s["val.pgd_acc"] <= s["val.clean_acc"] and s["val.pgd_steps"] == 3
+    assert s["onnx.examples"] == 64 and s["onnx.clean_acc"] > 0.3  # chance is 0.1
+    assert 0 <= s["val.pgd_acc"] <= s["val.clean_acc"] and s["val.pgd_steps"] == 2
     assert s["onnx.weight_params"] < s["onnx.dense_weight_params"] and isinstance(s["gate.passed"], bool)
     assert "validation" in (out / "report.md").read_text()
