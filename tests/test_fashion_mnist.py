@@ -210,6 +210,12 @@ def test_validation_split_is_disjoint_unaugmented_and_fixed_across_runs(tmp_path
     x, _ = ctx.val_set[0]  # no crop or flip on validation images
     torch.testing.assert_close(x, ctx.data.train.images[val0[0]].float() / 255)
     assert torch.bincount(ctx.data.train.labels[val0]).min() > 400  # a random draw covers every class
+    # data.eval_split=val (sweeps): the final figures' images, and the export example, are validation images.
+    sets = [f"data.root={REAL_ROOT}", "data.eval_split=val", "evaluate.num_examples=50", "tracking.enabled=false"]
+    sweep = RunContext(load_recipe(recipe, sets), tmp_path / "sweep", show_progress=False)
+    held_out = {bytes(sweep.data.train.images[i].numpy()) for i in val0}
+    images = torch.cat([x for x, _ in sweep.eval_subset_batches()] + [sweep.example_inputs])
+    assert len(images) == 51 and all(bytes((x * 255).round().to(torch.uint8).numpy()) in held_out for x in images)
 
 
 # --- the pipeline -----------------------------------------------------------------------------

@@ -166,6 +166,11 @@ class RunContext:
 
     @cached_property
     def example_inputs(self) -> torch.Tensor:
+        """One input for tracing, export and the MLflow signature, from the final figures' split
+        (a sweep with ``data.eval_split: val`` reads no test image at all)."""
+        if self.eval_split == "val" and self.val_set is not None:
+            x, _ = self.val_set[0]
+            return x.unsqueeze(0)
         x, _ = next(iter(self.test_loader()))
         return x[:1]
 
