@@ -239,13 +239,13 @@ def test_validation_recipe_fields_are_checked(tmp_path: Path, capsys) -> None:
 
 
 def _train_scripted(model: torch.nn.Module, digits, checkpoints: Path, values: list[float], *, resume: bool = False):
-    """PGD-1 training on 128 digits for 3 epochs whose "validation" metric is read from ``values``
+    """PGD-1 training on 64 digits for 3 epochs whose "validation" metric is read from ``values``
     in turn (an interruption after the last one); returns the selection and each epoch's weights."""
     from robprune_deploy.attacks import ThreatModel
     from robprune_deploy.data import make_loader
     from robprune_deploy.training import EpochSelection, TrainingPlan, adversarial_train
 
-    subset = torch.utils.data.Subset(digits.train, range(128))
+    subset = torch.utils.data.Subset(digits.train, range(64))
     snapshots: list[dict[str, torch.Tensor]] = []
     scripted = iter(values)
 
