@@ -1,6 +1,16 @@
-"""Datasets (digits embedded; CIFAR-10, SVHN and ImageFolder from a local root) and loaders."""
+"""Datasets (digits embedded; Fashion-MNIST, CIFAR-10, SVHN and ImageFolder from a local root),
+the fixed validation split, and loaders."""
 
+from robprune_deploy.data import fashion_mnist as _fashion_mnist  # noqa: F401  (registers "fashion_mnist")
 from robprune_deploy.data.datasets import DATASETS, DatasetBundle, build_dataset
-from robprune_deploy.data.loaders import make_loader, seeded_subset
+from robprune_deploy.data.loaders import VALIDATION_SEED, make_loader, seeded_subset, validation_split
 
-__all__ = ["DATASETS", "DatasetBundle", "build_dataset", "make_loader", "seeded_subset"]
+__all__ = [
+    "DATASETS",
+    "VALIDATION_SEED",
+    "DatasetBundle",
+    "build_dataset",
+    "make_loader",
+    "seeded_subset",
+    "validation_split",
+]

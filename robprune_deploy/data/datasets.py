@@ -1,4 +1,6 @@
-"""Dataset builders. Every dataset yields ``(image in [0, 1] of shape C x H x W, int label)``.
+"""Dataset builders (Fashion-MNIST's is in :mod:`robprune_deploy.data.fashion_mnist`).
+
+Every dataset yields ``(image in [0, 1] of shape C x H x W, int label)``.
 
 Nothing is ever downloaded: torchvision datasets are opened with ``download=False`` from the root
 the recipe names, and a missing or incomplete root is a :class:`DatasetError` naming it.
@@ -6,9 +8,11 @@ the recipe names, and a missing or incomplete root is a :class:`DatasetError` na
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +32,11 @@ DIGITS_SPLIT_SEED = 0
 
 @dataclass(frozen=True)
 class DatasetBundle:
-    """A train and a test split with what a model needs to know about them."""
+    """A train and a test split with what a model needs to know about them.
+
+    ``train_plain`` is the training split without augmentation (same images, same order): the
+    validation split is carved from it. ``None`` when ``train`` has no augmentation.
+    """
 
     name: str
     train: Dataset
@@ -37,6 +45,12 @@ class DatasetBundle:
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    train_plain: Dataset | None = None
+
+    @property
+    def unaugmented_train(self) -> Dataset:
+        """The training images as the test split sees its own: no random crops or flips."""
+        return self.train_plain if self.train_plain is not None else self.train
 
 
 DatasetBuilder = Callable[[Path | None, int | None, bool], DatasetBundle]
@@ -92,6 +106,13 @@ def _reason(exc: BaseException) -> str:
     return ". ".join(kept).rstrip(".") or type(exc).__name__
 
 
+def _plain_twin(dataset: Any, transform: Callable) -> Any:
+    """A shallow copy of a torchvision dataset that shares its data but applies ``transform``."""
+    twin = copy.copy(dataset)
+    twin.transform = transform
+    return twin
+
+
 def _transforms(image_size: int | None, augment: bool, native: int) -> tuple[Callable, Callable]:
     from torchvision import transforms as T
 
@@ -118,7 +139,8 @@ def cifar10(root: Path | None, image_size: int | None, augment: bool) -> Dataset
         reason = _reason(exc)
         raise DatasetError(f"data.root: {path} has no readable CIFAR-10 (cifar-10-batches-py): {reason}") from None
     size = image_size or 32
-    return DatasetBundle("cifar10", train, test, 10, (3, size, size), CIFAR10_MEAN, CIFAR10_STD)
+    plain = _plain_twin(train, test_tf)
+    return DatasetBundle("cifar10", train, test, 10, (3, size, size), CIFAR10_MEAN, CIFAR10_STD, plain)
 
 
 @DATASETS.register("svhn")
@@ -176,7 +198,10 @@ def imagefolder(root: Path | None, image_size: int | None, augment: bool) -> Dat
         raise DatasetError(f"data.root: {path}: {_reason(exc)}") from None
     if train.classes != test.classes:
         raise DatasetError(f"data.root: {path}: train/ and {test_dir.name}/ have different class folders")
-    return DatasetBundle("imagefolder", train, test, len(train.classes), (3, size, size), IMAGENET_MEAN, IMAGENET_STD)
+    plain = _plain_twin(train, test_tf)
+    return DatasetBundle(
+        "imagefolder", train, test, len(train.classes), (3, size, size), IMAGENET_MEAN, IMAGENET_STD, plain
+    )
 
 
 def build_dataset(

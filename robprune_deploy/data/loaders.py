@@ -1,10 +1,31 @@
-"""Deterministic data loaders (seeded shuffling, optional distributed sharding)."""
+"""Deterministic data loaders (seeded shuffling, optional distributed sharding) and the validation split."""
 
 from __future__ import annotations
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
+
+from robprune_deploy.errors import DatasetError
+
+VALIDATION_SEED = 2_020
+"""Seed of the validation split. Fixed and independent of the run seed, so every run, seed and
+method holds out the same images."""
+
+
+def validation_split(size: int, val_size: int, seed: int = VALIDATION_SEED) -> tuple[list[int], list[int]]:
+    """``(train indices, validation indices)`` of a training split of ``size`` items, both sorted.
+
+    ``val_size`` items drawn at random with ``seed`` are held out; the rest stay for training.
+
+    :raises DatasetError: naming ``data.val_size`` when it leaves no training item.
+    """
+    if val_size <= 0:
+        return list(range(size)), []
+    if val_size >= size:
+        raise DatasetError(f"data.val_size: {val_size} leaves nothing to train on (the training split has {size})")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+    return order[val_size:].sort().values.tolist(), order[:val_size].sort().values.tolist()
 
 
 def seeded_subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:

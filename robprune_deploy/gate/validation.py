@@ -261,7 +261,6 @@ def validate_gate_inputs(recipe: Recipe, data: EvaluationData) -> GateInputs:
     inputs.batch_sizes = {len(x) for x, _ in batches} | {lat.batch, 1}
     gate = recipe.gate
     inputs.compares_to_baseline = any(
-        t is not None
-        for t in (gate.max_clean_drop, gate.max_pgd_drop, gate.max_square_drop, gate.max_autoattack_drop)
+        t is not None for t in (gate.max_clean_drop, gate.max_pgd_drop, gate.max_square_drop, gate.max_autoattack_drop)
     )
     return inputs

@@ -9,6 +9,7 @@ from torch import nn
 
 from robprune_deploy.errors import RecipeError, RobPruneError, UnknownNameError
 from robprune_deploy.models.digits import DigitsCNN, DigitsResNet
+from robprune_deploy.models.fmnist import FashionCNN
 from robprune_deploy.models.normalize import NormalizedClassifier
 from robprune_deploy.models.resnet import resnet18
 from robprune_deploy.models.vgg import VGG16BN
@@ -31,6 +32,11 @@ def _digits_cnn(num_classes: int, in_channels: int) -> nn.Module:
 @MODELS.register("digits_resnet")
 def _digits_resnet(num_classes: int, in_channels: int) -> nn.Module:
     return DigitsResNet(num_classes, in_channels)
+
+
+@MODELS.register("fmnist_cnn")
+def _fmnist_cnn(num_classes: int, in_channels: int) -> nn.Module:
+    return FashionCNN(num_classes, in_channels)
 
 
 @MODELS.register("resnet18")

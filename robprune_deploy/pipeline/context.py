@@ -9,11 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from robprune_deploy import distributed
-from robprune_deploy.data import DatasetBundle, build_dataset, make_loader, seeded_subset
-from robprune_deploy.errors import RecipeError
+from robprune_deploy.data import (
+    VALIDATION_SEED,
+    DatasetBundle,
+    build_dataset,
+    make_loader,
+    seeded_subset,
+    validation_split,
+)
+from robprune_deploy.errors import DatasetError, RecipeError
 from robprune_deploy.gate.validation import EvaluationData
 from robprune_deploy.models import NormalizedClassifier, build_model
 from robprune_deploy.pipeline.ownership import STAGE_ORDER, owner_record, read_state, write_state
@@ -95,12 +102,46 @@ class RunContext:
         return build_dataset(d.name, d.root, d.image_size, d.augment)
 
     @cached_property
+    def split_indices(self) -> tuple[list[int], list[int]]:
+        """``(train, validation)`` indices into the training split: ``data.val_size`` images held
+        out with the fixed :data:`~robprune_deploy.data.VALIDATION_SEED`, whatever the run seed."""
+        return validation_split(len(self.data.train), self.recipe.data.val_size)  # type: ignore[arg-type]
+
+    @cached_property
     def train_set(self) -> Any:
-        return seeded_subset(self.data.train, self.recipe.data.train_subset, self.recipe.seed)
+        """The training images left after the validation split, then ``data.train_subset`` of them."""
+        train_idx, val_idx = self.split_indices
+        remaining = Subset(self.data.train, train_idx) if val_idx else self.data.train
+        return seeded_subset(remaining, self.recipe.data.train_subset, self.recipe.seed)
+
+    @cached_property
+    def val_set(self) -> Any | None:
+        """The validation images (without augmentation), or ``None`` when ``data.val_size`` is 0."""
+        _, val_idx = self.split_indices
+        return Subset(self.data.unaugmented_train, val_idx) if val_idx else None
 
     @cached_property
     def test_set(self) -> Any:
         return seeded_subset(self.data.test, self.recipe.data.test_subset, self.recipe.evaluate.subset_seed)
+
+    @property
+    def eval_split(self) -> str:
+        """The split of the final figures (``test``, or ``val`` in hyper-parameter sweeps)."""
+        return self.recipe.data.eval_split
+
+    def val_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The whole validation split as batches (kept in memory: it is evaluated after every epoch).
+
+        :raises DatasetError: when the recipe has no validation split.
+        """
+        if self.val_set is None:
+            raise DatasetError("data.val_size: 0, but a validation figure was asked for")
+        return self._val_batches
+
+    @cached_property
+    def _val_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        assert self.val_set is not None
+        return list(make_loader(self.val_set, self.recipe.data.eval_batch_size, shuffle=False))
 
     def train_loader(self, epoch: int) -> DataLoader:
         d = self.recipe.data
@@ -119,8 +160,11 @@ class RunContext:
         return make_loader(self.test_set, self.recipe.data.eval_batch_size, shuffle=False)
 
     def eval_subset_batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """The fixed, seeded evaluation subset (``evaluate.num_examples``) as batches."""
-        subset = seeded_subset(self.test_set, self.recipe.evaluate.num_examples, self.recipe.evaluate.subset_seed)
+        """The fixed, seeded evaluation subset (``evaluate.num_examples``) of the :attr:`eval_split` as batches."""
+        source = self.val_set if self.eval_split == "val" else self.test_set
+        if source is None:
+            raise DatasetError("data.eval_split: val needs a validation split (set data.val_size > 0)")
+        subset = seeded_subset(source, self.recipe.evaluate.num_examples, self.recipe.evaluate.subset_seed)
         return list(make_loader(subset, self.recipe.data.eval_batch_size, shuffle=False))
 
     def evaluation_data(self) -> EvaluationData:
@@ -128,8 +172,31 @@ class RunContext:
         data = self.data
         return EvaluationData(data.name, self.eval_subset_batches(), data.input_shape, data.num_classes)
 
+    def split_summary(self) -> dict[str, Any]:
+        """Which split each group of summary keys was measured on, and the split sizes.
+
+        A summary key's split is ``splits.<prefix>``, where the prefix is the key's text before its
+        first dot (``onnx.pgd_acc`` -> ``splits.onnx``). Keys whose prefix has no entry (sizes,
+        latency, ``data.*``) are not accuracy figures of a split.
+        """
+        final = self.eval_split
+        info: dict[str, Any] = {"splits.torch": final, "splits.onnx": final, "splits.gate": final}
+        info["data.train_examples"] = len(self.train_set)
+        info["data.test_examples"] = len(self.test_set)
+        if self.val_set is not None:
+            info.update({"splits.val": "val", "data.val_examples": len(self.val_set), "data.val_seed": VALIDATION_SEED})
+            for stage in ("pretrain", "finetune"):
+                if getattr(self.recipe, stage).select != "last":
+                    info[f"splits.{stage}"] = "val"
+        return info
+
     @cached_property
     def example_inputs(self) -> torch.Tensor:
+        """One input for tracing, export and the MLflow signature, from the final figures' split
+        (a sweep with ``data.eval_split: val`` reads no test image at all)."""
+        if self.eval_split == "val" and self.val_set is not None:
+            x, _ = self.val_set[0]
+            return x.unsqueeze(0)
         x, _ = next(iter(self.test_loader()))
         return x[:1]
 
@@ -146,6 +213,10 @@ class RunContext:
         from robprune_deploy.pipeline.preflight import check_export_opset, check_model_fits_data
 
         model = self.new_model()
+        problems = self.recipe.split_problems()
+        if problems:
+            raise RecipeError(problems[0])
+        _ = self.split_indices  # a val_size that leaves no training image fails here, before any file
         if self.recipe.model.checkpoint is not None:
             load_model_weights(model, self.recipe.model.checkpoint)
         check_model_fits_data(self, model)

@@ -37,7 +37,8 @@ def render_report(summary: dict[str, Any], layer_table: str | None = None) -> st
         "",
         "## Accuracy",
         "",
-        f"Robust accuracy on {s('onnx.examples', '?')} fixed test examples; attacks: {s('onnx.attacks', 'pgd')} "
+        f"Robust accuracy on {s('onnx.examples', '?')} fixed {s('splits.onnx', 'test')} examples; "
+        f"attacks: {s('onnx.attacks', 'pgd')} "
         f"({s('onnx.attack_budget') or 'PGD + Square'}).",
         "",
         "| | clean | white-box PGD | AutoAttack (worst case) | Square (after the rest) | median L-inf distance |",
@@ -50,6 +51,21 @@ def render_report(summary: dict[str, Any], layer_table: str | None = None) -> st
         f"| pruned (onnxruntime, {s('onnx.provider', 'n/a')}) | {_pct(s('onnx.clean_acc'))} "
         f"| {_pct(s('onnx.pgd_acc'))} | {_pct(s('onnx.autoattack_acc'))} | {_pct(s('onnx.square_acc'))} "
         f"| {_num(s('onnx.median_linf_distance'))} |",
+    ]
+    if s("val.pgd_acc") is not None:
+        lines += [
+            f"| dense (torch, validation) | {_pct(s('val.dense_clean_acc'))} | {_pct(s('val.dense_pgd_acc'))} | | | |",
+            f"| pruned (torch, validation) | {_pct(s('val.clean_acc'))} | {_pct(s('val.pgd_acc'))} | | | |",
+        ]
+    lines += [
+        "",
+        f"Rows without a split named: the {s('splits.onnx', 'test')} split ({_num(s('onnx.examples'))} examples). "
+        + (
+            f"Validation: {_num(s('data.val_examples'))} images held out of the training split, "
+            f"PGD-{s('val.pgd_steps')}."
+            if s("val.pgd_acc") is not None
+            else "No validation split."
+        ),
         "",
         f"torch vs onnxruntime max abs logit difference: {_num(s('onnx.max_abs_diff'))}",
     ]

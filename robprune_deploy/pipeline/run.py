@@ -84,6 +84,12 @@ def _run_stages(ctx: RunContext) -> None:
     ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in metrics.items()})
     if not ctx.is_main:
         return
+    if ctx.val_set is not None:  # the figure hyper-parameter sweeps choose by
+        val = stages.validation(ctx, deployable)
+        ctx.summary.update({"val.clean_acc": val["val_clean_acc"], "val.pgd_acc": val["val_pgd_acc"]})
+        ctx.summary["val.pgd_steps"] = ctx.recipe.attack.val_steps
+        ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in val.items()})
+    ctx.summary.update(ctx.split_summary())
     ctx.summary.update(deploy.export(ctx, deployable, dense, result))
     evaluated, robustness = deploy.evaluate(ctx, deployable)
     ctx.summary.update(evaluated)

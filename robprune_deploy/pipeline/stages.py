@@ -17,6 +17,7 @@ from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.recipe import TrainingSection, validate_algorithm_config
 from robprune_deploy.surgery import count_model
 from robprune_deploy.training import (
+    EpochSelection,
     TrainingPlan,
     adversarial_train,
     check_finite_state,
@@ -43,21 +44,34 @@ def plan_of(section: TrainingSection) -> TrainingPlan:
 
 
 def robustness(ctx: RunContext, model: nn.Module) -> dict[str, float]:
-    """Clean and PGD-``eval_steps`` accuracy on the fixed evaluation subset (torch)."""
+    """Clean and PGD-``eval_steps`` accuracy on the fixed evaluation subset of the final split (torch)."""
     threat = ctx.recipe.attack.threat(ctx.recipe.attack.eval_steps)
     return evaluate_robustness(
         model, ctx.eval_subset_batches(), ctx.device, threat, seed=ctx.recipe.evaluate.subset_seed
     )
 
 
+def validation(ctx: RunContext, model: nn.Module) -> dict[str, float]:
+    """``{"val_clean_acc", "val_pgd_acc"}``: the whole validation split, PGD-``attack.val_steps`` (torch)."""
+    threat = ctx.recipe.attack.threat(ctx.recipe.attack.val_steps)
+    metrics = evaluate_robustness(model, ctx.val_batches(), ctx.device, threat, seed=ctx.recipe.evaluate.subset_seed)
+    return {f"val_{k}": v for k, v in metrics.items()}
+
+
 def _epoch_logger(ctx: RunContext, stage: str) -> Callable[[int, dict[str, float]], None]:
     return lambda epoch, metrics: ctx.record_epoch(stage, epoch, metrics)
 
 
-def _train(ctx: RunContext, model: nn.Module, stage: Literal["pretrain", "finetune"]) -> None:
-    """Adversarial training of ``model`` under the recipe section of ``stage``, resumable per epoch."""
+def _train(ctx: RunContext, model: nn.Module, stage: Literal["pretrain", "finetune"]) -> dict[str, Any]:
+    """Adversarial training of ``model`` under the recipe section of ``stage``, resumable per epoch.
+
+    With a validation split every epoch is validated; with ``select: best_val_pgd`` the model ends
+    with the weights of the best epoch. Returns the summary entries of the selection.
+    """
     section = ctx.recipe.pretrain if stage == "pretrain" else ctx.recipe.finetune
     ctx.tracker.log_params(section.model_dump(mode="json"))
+    validate = ctx.val_set is not None
+    select = EpochSelection("val_pgd_acc") if section.select == "best_val_pgd" else None
     adversarial_train(
         model,
         plan_of(section),
@@ -69,8 +83,14 @@ def _train(ctx: RunContext, model: nn.Module, stage: Literal["pretrain", "finetu
         checkpoint_dir=ctx.out_dir / "checkpoints",
         resume=ctx.resume,
         on_epoch_end=_epoch_logger(ctx, stage),
+        evaluate=(lambda m: validation(ctx, m)) if validate else None,
+        select=select,
         show_progress=ctx.show_progress,
     )
+    if select is None or select.epoch < 0:
+        return {}
+    ctx.tracker.log_metrics({"selected_epoch": float(select.epoch)})
+    return {f"{stage}.selected_epoch": select.epoch, f"{stage}.selected_val_pgd_acc": select.value}
 
 
 def pretrain(ctx: RunContext) -> nn.Module:
@@ -86,15 +106,17 @@ def pretrain(ctx: RunContext) -> nn.Module:
             load_model_weights(model, recipe.model.checkpoint)
             source = ctx.summary.get("mlflow.checkpoint_uri") or str(Path(recipe.model.checkpoint).resolve())
             ctx.tracker.log_params({"checkpoint": source})
-        elif recipe.pretrain.enabled and recipe.pretrain.epochs > 0:
-            _train(ctx, model, "pretrain")
+        figures: dict[str, Any] = {}
+        if recipe.model.checkpoint is None and recipe.pretrain.enabled and recipe.pretrain.epochs > 0:
+            figures.update(_train(ctx, model, "pretrain"))
         model.to(ctx.device)
         metrics = robustness(ctx, model)
         ctx.tracker.log_metrics({f"dense_{k}": v for k, v in metrics.items()})
-        figures: dict[str, Any] = {
-            "torch.dense_clean_acc": metrics["clean_acc"],
-            "torch.dense_pgd_acc": metrics["pgd_acc"],
-        }
+        figures.update({"torch.dense_clean_acc": metrics["clean_acc"], "torch.dense_pgd_acc": metrics["pgd_acc"]})
+        if ctx.val_set is not None:
+            val = validation(ctx, model)
+            ctx.tracker.log_metrics({f"dense_{k}": v for k, v in val.items()})
+            figures.update({"val.dense_clean_acc": val["val_clean_acc"], "val.dense_pgd_acc": val["val_pgd_acc"]})
         save_checkpoint({"model": model.state_dict()}, path)
         if recipe.model.checkpoint is None:
             # Trained here: a later run (or the MLproject `prune` entry point) can start from it
@@ -158,15 +180,17 @@ def finetune(ctx: RunContext, result: PruningResult) -> nn.Module:
     channel = result.granularity is Granularity.CHANNEL
     trained = result.strip() if channel else result.model
     if ctx.is_done("finetune") and path.is_file():
+        ctx.summary.update(ctx.completed()["finetune"])
         load_model_weights(trained, path)
         return trained if channel else result.strip()
     with ctx.tracker.stage("finetune"):
-        _train(ctx, trained, "finetune")
+        selection = _train(ctx, trained, "finetune")
         if recipe.finetune.bn_recalibration_batches:
             recalibrate_batchnorm(trained, ctx.train_loader(0), ctx.device, recipe.finetune.bn_recalibration_batches)
             check_finite_state(trained, "finetune: BatchNorm recalibration")
         save_checkpoint({"model": trained.state_dict()}, path)
-        ctx.mark_done("finetune")
+        ctx.summary.update(selection)
+        ctx.mark_done("finetune", selection)
     return trained if channel else result.strip()
 
 

@@ -198,6 +198,9 @@ def validate_recipe(document: Any, source: str = "<recipe>") -> Recipe:
         errors = exc.errors()
         extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise RecipeError(f"{source}: {_format_error(errors[0])}{extra}") from None
+    problems = recipe.split_problems()
+    if problems:
+        raise RecipeError(f"{source}: {problems[0]}")
     validate_algorithm_config(recipe, source)
     return recipe
 

@@ -56,10 +56,15 @@ class ModelSection(Section):
 
 
 class DataSection(Section):
-    name: str = Field("digits", description="digits | cifar10 | svhn | imagefolder")
-    root: Path | None = Field(None, description="local folder holding the dataset (never downloaded)")
+    name: str = Field("digits", description="digits | fashion_mnist | cifar10 | svhn | imagefolder")
+    root: Path | None = Field(
+        None, description="local folder holding the dataset (never downloaded); fashion_mnist defaults to Debian's"
+    )
     image_size: int | None = Field(
-        16, gt=0, le=MAX_IMAGE_SIZE, description="resize images to this side; None keeps the native size"
+        None,
+        gt=0,
+        le=MAX_IMAGE_SIZE,
+        description="resize images to this side; None: the dataset's own (digits 16, fashion_mnist 28)",
     )
     channels: int | None = Field(
         None,
@@ -76,6 +81,18 @@ class DataSection(Section):
     augment: bool = True
     train_subset: int | None = Field(None, gt=0, description="use a fixed random subset of the training split")
     test_subset: int | None = Field(None, gt=0, description="use a fixed random subset of the test split")
+    val_size: int = Field(
+        0,
+        ge=0,
+        description=(
+            "images held out of the training split for validation (fixed seed, the same for every run); "
+            "per-epoch figures and best-epoch selection use them; 0: no validation split"
+        ),
+    )
+    eval_split: Literal["test", "val"] = Field(
+        "test",
+        description="split of the final figures (torch.*, onnx.*, gate): val for hyper-parameter sweeps",
+    )
 
 
 class AttackSection(Section):
@@ -86,6 +103,9 @@ class AttackSection(Section):
     step_size: float = Field(0.05, gt=0, le=1)
     train_steps: int = Field(7, ge=0, le=MAX_ATTACK_STEPS)
     eval_steps: int = Field(20, ge=0, le=MAX_ATTACK_STEPS)
+    val_steps: int = Field(
+        10, ge=0, le=MAX_ATTACK_STEPS, description="PGD steps of the validation figures (Rice et al. 2020: PGD-10)"
+    )
     random_start: bool = True
     bf16: bool = Field(False, description="bf16 autocast for the attack's forward/backward passes (CUDA)")
 
@@ -105,6 +125,11 @@ class TrainingSection(Section):
     loss: RobustLoss = RobustLoss.PGD_AT
     trades_beta: float = Field(6.0, ge=0)
     eps_warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="ramp eps linearly over the first epochs")
+    select: Literal["last", "best_val_pgd"] = Field(
+        "last",
+        description="weights kept: the last epoch's, or the epoch with the best validation PGD accuracy "
+        "(early stopping against robust overfitting, Rice et al. 2020; needs data.val_size > 0)",
+    )
 
 
 class PretrainSection(TrainingSection):
@@ -287,6 +312,19 @@ class Recipe(Section):
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     gate: GateSection = Field(default_factory=GateSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+
+    def split_problems(self) -> list[str]:
+        """Fields that need a validation split the recipe does not have (``data.val_size: 0``)."""
+        if self.data.val_size > 0:
+            return []
+        problems = [
+            f"{stage}.select: best_val_pgd needs a validation split (set data.val_size > 0)"
+            for stage, section in (("pretrain", self.pretrain), ("finetune", self.finetune))
+            if section.select != "last"
+        ]
+        if self.data.eval_split == "val":
+            problems.append("data.eval_split: val needs a validation split (set data.val_size > 0)")
+        return problems
 
     @field_validator("device")
     @classmethod

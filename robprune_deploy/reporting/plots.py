@@ -40,9 +40,18 @@ def plot_training(history: History, path: Path) -> Path | None:
         if loss_key in rows[0][1]:
             axes[0].plot(epochs, [m[loss_key] for _, m in rows], marker="o", label=stage)
         if "train_adv_acc" in rows[0][1]:
-            axes[1].plot(epochs, [m["train_adv_acc"] for _, m in rows], marker="o", label=stage)
+            line = axes[1].plot(epochs, [m["train_adv_acc"] for _, m in rows], marker="o", label=f"{stage} (train)")
+            if "val_pgd_acc" in rows[0][1]:
+                axes[1].plot(
+                    epochs,
+                    [m["val_pgd_acc"] for _, m in rows],
+                    marker="s",
+                    linestyle="--",
+                    color=line[0].get_color(),
+                    label=f"{stage} (validation)",
+                )
     axes[0].set_title("robust loss")
-    axes[1].set_title("robust (PGD) accuracy on training batches")
+    axes[1].set_title("robust (PGD) accuracy: training batches, validation split")
     for ax in axes:
         ax.set_xlabel("epoch")
         ax.legend()

@@ -2,6 +2,7 @@
 
 from robprune_deploy.training.evaluation import accuracy, evaluate_robustness, recalibrate_batchnorm
 from robprune_deploy.training.trainer import (
+    EpochSelection,
     TrainingPlan,
     adversarial_train,
     check_batch,
@@ -10,6 +11,7 @@ from robprune_deploy.training.trainer import (
 )
 
 __all__ = [
+    "EpochSelection",
     "TrainingPlan",
     "accuracy",
     "adversarial_train",

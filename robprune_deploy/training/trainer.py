@@ -63,6 +63,20 @@ def check_finite_state(model: nn.Module, where: str) -> None:
             raise NumericalError(f"{where}: {key} holds NaN or inf")
 
 
+@dataclass
+class EpochSelection:
+    """Keep the weights of the epoch where ``metric`` (a key of ``evaluate``'s result) is highest.
+
+    :func:`adversarial_train` fills in ``epoch`` (zero-based) and ``value`` of the weights it kept;
+    ties keep the earlier epoch. Selecting on validation PGD accuracy is the early stopping of
+    Rice et al. (2020) against robust overfitting.
+    """
+
+    metric: str
+    epoch: int = -1
+    value: float = float("-inf")
+
+
 def epoch_seed(seed: int, stage: str, epoch: int) -> int:
     """A seed that depends only on the run seed, the stage name and the epoch."""
     return (seed * 1_000_003 + zlib.crc32(stage.encode()) + epoch * 7919) % (2**31 - 1)
@@ -81,6 +95,7 @@ def adversarial_train(
     resume: bool = False,
     on_epoch_end: EpochEnd | None = None,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    select: EpochSelection | None = None,
     show_progress: bool = True,
 ) -> nn.Module:
     """Train every parameter of ``model`` that requires grad against ``threat``.
@@ -88,7 +103,9 @@ def adversarial_train(
     :param epoch_loader: ``epoch -> batches``; called once per epoch.
     :param checkpoint_dir: ``<dir>/<stage>_last.pt`` is written atomically after every epoch.
     :param resume: continue from that checkpoint when it exists.
-    :param evaluate: optional ``model -> metrics`` run after each epoch (e.g. test clean/PGD acc).
+    :param evaluate: optional ``model -> metrics`` run after each epoch (e.g. validation clean/PGD acc).
+    :param select: keep the weights of the best epoch by one of ``evaluate``'s metrics (filled in;
+        ``<dir>/<stage>_best.pt`` holds them across a resume); ``None`` keeps the last epoch's.
     :returns: ``model``, trained in place.
 
     Under ``torchrun`` the loss goes through a DistributedDataParallel wrapper (gradients are
@@ -101,14 +118,21 @@ def adversarial_train(
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(plan.epochs, 1))
+    if select is not None and evaluate is None:
+        raise ValueError("select needs evaluate: the metric is one of its results")
     start = 0
     checkpoint = checkpoint_dir / f"{stage}_last.pt" if checkpoint_dir is not None else None
+    best_file = checkpoint_dir / f"{stage}_best.pt" if checkpoint_dir is not None else None
+    best_state: dict[str, torch.Tensor] | None = None
     if resume and checkpoint is not None and checkpoint.is_file():
         state = load_checkpoint(checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = int(state["epoch"]) + 1
+        if select is not None and int(state.get("selected_epoch", -1)) >= 0 and best_file is not None:
+            select.epoch, select.value = int(state["selected_epoch"]), float(state["selected_value"])
+            best_state = load_checkpoint(best_file)["model"]
     for epoch in range(start, plan.epochs):
         torch.manual_seed(epoch_seed(seed, stage, epoch))
         epoch_threat = plan.threat_at(threat, epoch)
@@ -143,18 +167,25 @@ def adversarial_train(
             metrics["train_adv_acc"] = correct / max(seen, 1)
         if evaluate is not None:
             metrics.update(evaluate(model))
+        if select is not None and metrics[select.metric] > select.value:
+            select.epoch, select.value = epoch, metrics[select.metric]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if best_file is not None and env.is_main:  # before the last checkpoint that points at it
+                save_checkpoint({"epoch": epoch, "model": best_state}, best_file)
         if checkpoint is not None and env.is_main:
-            save_checkpoint(
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                },
-                checkpoint,
-            )
+            state = {
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            }
+            if select is not None:
+                state.update(selected_epoch=select.epoch, selected_value=select.value)
+            save_checkpoint(state, checkpoint)
         distributed.barrier()  # no rank runs ahead of the checkpoint it may have to resume from
         if on_epoch_end is not None and env.is_main:
             on_epoch_end(epoch, metrics)
+    if best_state is not None and select is not None and select.epoch != plan.epochs - 1:
+        model.load_state_dict(best_state)
     distributed.broadcast_state(model)
     return model
