@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torchvision
 from torch import nn
@@ -11,6 +12,7 @@ from robprune_deploy.errors import RobPruneError, UnknownNameError
 from robprune_deploy.models.digits import DigitsCNN, DigitsResNet
 from robprune_deploy.models.normalize import NormalizedClassifier
 from robprune_deploy.models.resnet import resnet18
+from robprune_deploy.models.timm_models import TIMM_PREFIX, build_timm
 from robprune_deploy.models.vgg import VGG16BN
 from robprune_deploy.models.wide_resnet import WideResNet
 from robprune_deploy.registry import Registry
@@ -68,14 +70,28 @@ def _torchvision(name: str, num_classes: int, in_channels: int) -> nn.Module:
 
 
 def build_model(
-    name: str, num_classes: int, in_channels: int, mean: Sequence[float], std: Sequence[float]
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    image_size: int | None = None,
+    kwargs: Mapping[str, Any] | None = None,
 ) -> NormalizedClassifier:
-    """Build ``name`` (a registered name or ``torchvision:<classifier>``) with normalization inside.
+    """Build ``name`` (a registered name, ``torchvision:<classifier>`` or ``timm:<model>``) with
+    normalization inside.
 
+    :param image_size: the input side, for models whose shape depends on it (timm ViTs).
+    :param kwargs: constructor options, for ``timm:`` models only (``model.kwargs``).
     :raises UnknownNameError: listing the registered names.
     """
+    if kwargs and not name.startswith(TIMM_PREFIX):
+        raise RobPruneError(f"model.kwargs: only timm:<model> models take keyword arguments, not {name!r}")
     if name.startswith(TORCHVISION_PREFIX):
         body = _torchvision(name[len(TORCHVISION_PREFIX) :], num_classes, in_channels)
+    elif name.startswith(TIMM_PREFIX):
+        body = build_timm(name[len(TIMM_PREFIX) :], num_classes, in_channels, image_size, kwargs)
     else:
         body = MODELS.get(name)(num_classes, in_channels)
     return NormalizedClassifier(body, mean, std)

@@ -108,7 +108,16 @@ class RunContext:
 
     def new_model(self) -> NormalizedClassifier:
         data = self.data
-        return build_model(self.recipe.model.name, data.num_classes, data.input_shape[0], data.mean, data.std)
+        model = self.recipe.model
+        return build_model(
+            model.name,
+            data.num_classes,
+            data.input_shape[0],
+            data.mean,
+            data.std,
+            image_size=data.input_shape[1],
+            kwargs=model.kwargs,
+        )
 
     def preflight(self) -> None:
         """Check every input a run will read (data root and images, model name, checkpoint) before

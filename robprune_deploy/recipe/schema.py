@@ -20,8 +20,11 @@ class Section(BaseModel):
 
 
 class ModelSection(Section):
-    name: str = Field("digits_cnn", description="registered model name or torchvision:<classifier>")
+    name: str = Field("digits_cnn", description="registered model name, torchvision:<classifier> or timm:<model>")
     checkpoint: Path | None = Field(None, description="weights (.pt, loaded with weights_only=True, or .safetensors)")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="timm:<model> only: timm.create_model options (patch_size, depth, ...)"
+    )
 
 
 class DataSection(Section):
