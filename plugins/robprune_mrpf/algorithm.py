@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -22,6 +23,8 @@ from robprune_mrpf.allocation import allocate, inverse_sensitivity_weights, refi
 from robprune_mrpf.cost import CostModel
 from robprune_mrpf.report import plot_allocation
 from robprune_mrpf.sensitivity import Batches, activation_sensitivity, loss_sensitivity, probe_keep
+
+logger = logging.getLogger(__name__)
 
 
 class L1FilterConfig(AlgorithmConfig):
@@ -61,6 +64,8 @@ class L1Filter(CompressionAlgorithm):
         example = context.example_inputs.to(context.device)
         dense = count_model(model, example)
         groups = ChannelGroups(model, example, context.ignored_scope)
+        for name, reason in groups.skipped.items():
+            logger.warning("%s: group %s left unpruned: %s", self.name, name, reason)
         mrs = self.sensitivities(model, groups, context)
         weights = (
             inverse_sensitivity_weights(mrs, getattr(config, "eps", 1e-3)) if mrs else {g.name: 1.0 for g in groups}
@@ -94,6 +99,8 @@ class L1Filter(CompressionAlgorithm):
                 "planned_reduction": planned,
                 "kept_channels": {n: int(k.sum()) for n, k in keep.items()},
                 "channels": {g.name: g.num_channels for g in groups},
+                "units": {g.name: g.unit for g in groups},
+                "skipped_groups": dict(groups.skipped),
             },
         )
         stats = result.statistics()

@@ -28,7 +28,7 @@ class ModelSection(Section):
 
 
 class DataSection(Section):
-    name: str = Field("digits", description="digits | cifar10 | svhn | imagefolder")
+    name: str = Field("digits", description="digits | cifar10 | cifar100 | svhn | tiny_imagenet | imagefolder")
     root: Path | None = Field(None, description="local folder holding the dataset (never downloaded)")
     image_size: int | None = Field(16, gt=0, description="resize images to this side; None keeps the native size")
     batch_size: int = Field(32, gt=0)
@@ -57,7 +57,7 @@ class AttackSection(Section):
 
 
 class TrainingSection(Section):
-    """Adversarial training (pretrain and finetune): SGD with a cosine schedule."""
+    """Adversarial training (pretrain and finetune): SGD (or AdamW) with a cosine schedule."""
 
     epochs: int = Field(10, ge=0)
     lr: float = Field(0.1, gt=0)
@@ -65,6 +65,8 @@ class TrainingSection(Section):
     weight_decay: float = Field(5e-4, ge=0)
     loss: RobustLoss = RobustLoss.PGD_AT
     trades_beta: float = Field(6.0, ge=0)
+    mart_beta: float = Field(6.0, ge=0, description="weight of MART's misclassification-aware KL term")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="adamw for vision transformers (no momentum)")
     eps_warmup_epochs: int = Field(0, ge=0, description="ramp eps linearly over the first epochs")
 
 
