@@ -29,7 +29,10 @@ def write_cifar100(root: Path, n_train: int = 12, n_test: int = 6, **overrides: 
             **overrides,
         }
         (folder / split).write_bytes(pickle.dumps(document, protocol=2))
-    meta = {"fine_label_names": [f"class{i}" for i in range(100)], "coarse_label_names": [f"super{i}" for i in range(20)]}
+    meta = {
+        "fine_label_names": [f"class{i}" for i in range(100)],
+        "coarse_label_names": [f"super{i}" for i in range(20)],
+    }
     (folder / "meta").write_bytes(pickle.dumps(meta, protocol=2))
     return root
 

@@ -49,7 +49,9 @@ def tiny_model(spec: tuple[str, dict]) -> nn.Module:
 
 def context(ratio: float = 0.5) -> PruningContext:
     generator = torch.Generator().manual_seed(2)
-    data = TensorDataset(torch.rand(32, 1, SIZE, SIZE, generator=generator), torch.randint(0, 10, (32,), generator=generator))
+    data = TensorDataset(
+        torch.rand(32, 1, SIZE, SIZE, generator=generator), torch.randint(0, 10, (32,), generator=generator)
+    )
     return PruningContext(
         train_data=make_loader(data, 16, shuffle=False),
         epoch_loader=lambda e: make_loader(data, 16, shuffle=False),
@@ -160,9 +162,9 @@ def test_an_attention_that_normalizes_its_heads_together_is_skipped() -> None:
 
 
 def test_timm_names_and_kwargs_are_checked() -> None:
-    with pytest.raises(RobPruneError, match="timm has no model 'vit_tinny_patch16_224'.*vit_tiny_patch16_224"):
+    with pytest.raises(RobPruneError, match=r"timm has no model 'vit_tinny_patch16_224'.*vit_tiny_patch16_224"):
         build_model("timm:vit_tinny_patch16_224", 10, 1, [0.5], [0.5], image_size=SIZE)
-    with pytest.raises(RobPruneError, match="model.kwargs: only timm"):
+    with pytest.raises(RobPruneError, match=r"model\.kwargs: only timm"):
         build_model("digits_cnn", 10, 1, [0.5], [0.5], kwargs={"depth": 2})
-    with pytest.raises(RobPruneError, match="model.kwargs: pretrained is set by robprune-deploy"):
+    with pytest.raises(RobPruneError, match=r"model\.kwargs: pretrained is set by robprune-deploy"):
         build_model("timm:mobilevit_xxs", 10, 1, [0.5], [0.5], kwargs={"pretrained": True})

@@ -124,6 +124,8 @@ def trades_loss(
     return robust_loss(model, x, y, threat, RobustLoss.TRADES, beta)
 
 
-def mart_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, beta: float = 6.0) -> torch.Tensor:
+def mart_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, beta: float = 6.0
+) -> torch.Tensor:
     """MART: CE-PGD examples ``x'`` scored by :func:`mart_objective`."""
     return robust_loss(model, x, y, threat, RobustLoss.MART, mart_beta=beta)

@@ -78,7 +78,9 @@ def val_samples(folder: Path, wnids: list[str]) -> list[tuple[Path, int]]:
             continue
         fields = line.split("\t")
         if len(fields) < 2 or fields[1] not in index:
-            raise DatasetError(f"data.root: {annotations} line {number}: expected 'file<TAB>wnid' with a wnid of wnids.txt")
+            raise DatasetError(
+                f"data.root: {annotations} line {number}: expected 'file<TAB>wnid' with a wnid of wnids.txt"
+            )
         file = folder / "val" / "images" / fields[0]
         if not file.is_file():
             raise DatasetError(f"data.root: {annotations} line {number}: {file} does not exist")

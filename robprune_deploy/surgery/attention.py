@@ -55,11 +55,12 @@ class AttentionLayout:
     def head_l1(self, model: nn.Module) -> torch.Tensor:
         """L1 norm of each head's weights: its q, k, v rows (and biases) and its ``proj`` columns."""
         qkv, proj = model.get_submodule(self.qkv), model.get_submodule(self.proj)
-        heads = self.row_heads().to(qkv.weight.device)
+        assert isinstance(qkv, nn.Linear) and isinstance(proj, nn.Linear)
         with torch.no_grad():
             rows = qkv.weight.abs().sum(dim=1)
             if qkv.bias is not None:
                 rows = rows + qkv.bias.abs()
+            heads = self.row_heads().to(rows.device)
             per_head = torch.zeros(self.num_heads, device=rows.device).index_add_(0, heads, rows)
             columns = proj.weight.abs().sum(dim=0).view(self.num_heads, self.head_dim).sum(dim=1)
         return (per_head + columns).detach().cpu()
@@ -108,6 +109,6 @@ def unsafe_reason(model: nn.Module, layout: AttentionLayout) -> str | None:
 def set_num_heads(model: nn.Module, layout: AttentionLayout, kept: int) -> None:
     """After the rows of removed heads are gone: the attention reshapes into ``kept`` heads."""
     module = model.get_submodule(layout.module)
-    module.num_heads = kept
+    setattr(module, "num_heads", kept)  # noqa: B010  (a plain attribute of timm's Attention)
     if hasattr(module, "attn_dim"):
-        module.attn_dim = kept * layout.head_dim
+        setattr(module, "attn_dim", kept * layout.head_dim)  # noqa: B010
