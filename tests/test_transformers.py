@@ -21,7 +21,7 @@ from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
 from robprune_deploy.masking import masks_of
 from robprune_deploy.models import build_model
-from robprune_deploy.surgery import ChannelGroups, prunable_layers
+from robprune_deploy.surgery import ChannelGroups, count_model, prunable_layers
 
 SIZE = 16
 VIT = ("timm:vit_tiny_patch16_224", {"patch_size": 4, "embed_dim": 48, "depth": 2, "num_heads": 3})
@@ -116,13 +116,19 @@ def test_head_counts_are_whole_and_consistent_after_removal(pruned) -> None:
     assert sum(a.num_heads for a in after.values()) < sum(before.values())
 
 
+def batches_of(*sizes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(4)
+    return [(torch.rand(n, 1, SIZE, SIZE, generator=generator), torch.zeros(n, dtype=torch.long)) for n in sizes]
+
+
 def test_exported_transformer_matches_onnxruntime_and_its_twin(pruned) -> None:
     stripped: nn.Module = pruned["stripped"]  # type: ignore[assignment]
     path: Path = pruned["path"]  # type: ignore[assignment]
     proto = load_onnx(path)
-    assert audit_onnx(proto).weight_params == torch_weight_params(stripped)
-    generator = torch.Generator().manual_seed(4)
-    batches = [(torch.rand(n, 1, SIZE, SIZE, generator=generator), torch.zeros(n, dtype=torch.long)) for n in (5, 11)]
+    audit = audit_onnx(proto)
+    assert audit.weight_params == torch_weight_params(stripped)
+    assert audit.macs == count_model(stripped, batches_of(1)[0][0]).macs  # every token's rows counted
+    batches = batches_of(5, 11)
     check = parity(stripped.eval(), OnnxClassifier(path, ["cpu"]), batches)
     assert check.max_abs_diff < 1e-4 and check.argmax_agreement == 1.0
     x = batches[0][0]

@@ -154,8 +154,8 @@ class ChannelGroups:
                 return f"its channels live in the bare parameter {where} (embedding, token or scale)"
             if target in self._names and not isinstance(target, MASKABLE_TYPES):
                 return (
-                    f"its channels pass through {self._names[target]} ({type(target).__name__}), which mixes "
-                    "channels: zeroing some would change the others"
+                    f"its channels pass through {self._names[target]} ({type(target).__name__}), where zeroed "
+                    "channels are not removed ones (a LayerNorm normalizes across all of them)"
                 )
         return None
 
