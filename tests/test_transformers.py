@@ -174,3 +174,33 @@ def test_timm_names_and_kwargs_are_checked() -> None:
         build_model("digits_cnn", 10, 1, [0.5], [0.5], kwargs={"depth": 2})
     with pytest.raises(RobPruneError, match=r"model\.kwargs: pretrained is set by robprune-deploy"):
         build_model("timm:mobilevit_xxs", 10, 1, [0.5], [0.5], kwargs={"pretrained": True})
+
+
+@pytest.mark.slow
+def test_vit_recipe_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    """The digits ViT recipe, shortened: pretrain, MRPF, fine-tune, export, onnxruntime, gate, MLflow."""
+    import json
+
+    from robprune_deploy.cli.main import main
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "transformers" / "digits_vit_mrpf.yaml"
+    sets = [
+        "pretrain.epochs=3",
+        "finetune.epochs=1",
+        "compression.config.calibration_size=64",
+        "evaluate.num_examples=100",
+        "evaluate.square_queries=30",
+        "evaluate.square_examples=30",
+        "evaluate.latency.repeats=3",
+        "gate.min_clean_acc=null",
+        "gate.min_pgd_acc=null",
+        "gate.max_pgd_drop=null",
+    ]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "out"
+    args = ["run", str(recipe), "--out", str(out), "--tracking-uri", uri, "--quiet"]
+    assert main(args + [a for s in sets for a in ("--set", s)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["macs_pruned"] / summary["macs_dense"] == pytest.approx(0.5, abs=0.01)
+    assert summary["onnx.max_abs_diff"] < 1e-4 and summary["gate.passed"] is True
+    assert summary["mlflow.model_uri"].startswith("models:/")
