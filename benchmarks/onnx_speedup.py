@@ -1,10 +1,13 @@
-"""Measured onnxruntime speed-up of channel-pruned CIFAR-style ResNet18 and VGG16-bn vs MACs reduction.
+"""Measured onnxruntime speed-up of channel-pruned models vs MACs reduction.
 
-Random weights are enough for latency. Channels are removed with the l1_filter algorithm at a MACs
-target (exact counting), both models are exported to ONNX and timed interleaved under the same
-session options.
+CIFAR-style ResNet18 and VGG16-bn (32x32), and the vision transformers MobileViT-XXS and ViT-Tiny
+(timm, at their ImageNet resolution unless ``--image-size`` says otherwise; heads, MLP units and
+convolution channels pruned). Random weights are enough for latency. Channels are removed with the
+l1_filter algorithm at a MACs target (exact counting), both models are exported to ONNX and timed
+interleaved under the same session options.
 
-    python benchmarks/onnx_speedup.py                        # 50% and 75%, batch 1 and 32
+    python benchmarks/onnx_speedup.py                        # ResNet18, VGG16-bn: 50% and 75%, batch 1 and 32
+    python benchmarks/onnx_speedup.py --model mobilevit_xxs vit_tiny --batches 1 8
     python benchmarks/onnx_speedup.py --repeats 10 --providers cuda cpu
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import TensorDataset
@@ -24,10 +28,19 @@ from robprune_deploy.export import export_onnx
 from robprune_deploy.models import build_model
 from robprune_deploy.surgery import count_model
 
+MODELS: dict[str, tuple[str, dict[str, Any], int]] = {
+    "resnet18": ("resnet18", {}, 32),
+    "vgg16_bn": ("vgg16_bn", {}, 32),
+    "mobilevit_xxs": ("timm:mobilevit_xxs", {}, 256),
+    "vit_tiny": ("timm:vit_tiny_patch16_224", {}, 224),
+}
+"""benchmark name -> (model.name, model.kwargs, default input side)."""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=["resnet18", "vgg16_bn"])
+    parser.add_argument("--models", nargs="*", default=["resnet18", "vgg16_bn"], choices=sorted(MODELS))
+    parser.add_argument("--image-size", type=int, default=None, help="input side (default: the model's own)")
     parser.add_argument("--ratios", type=float, nargs="*", default=[0.5, 0.75])
     parser.add_argument("--batches", type=int, nargs="*", default=[1, 32])
     parser.add_argument("--repeats", type=int, default=30)
@@ -37,20 +50,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     folder = Path(tempfile.mkdtemp(prefix="onnx-speedup-"))
-    x = torch.rand(1, 3, 32, 32)
-    data = TensorDataset(torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,)))
     print(
-        f"{'model':<9} {'ratio':>5} {'MACs red.':>9} {'MACs x':>7} "
+        f"{'model':<13} {'side':>4} {'ratio':>5} {'MACs red.':>9} {'MACs x':>7} "
         + " ".join(
             f"{'b' + str(b) + ' dense ms':>13} {'pruned ms':>10} {'speed-up':>8} {'/MACs x':>7}" for b in args.batches
         )
     )
     for name in args.models:
-        dense = build_model(name, 10, 3, (0.5,) * 3, (0.25,) * 3).eval()
+        model_name, kwargs, native = MODELS[name]
+        side = args.image_size or native
+        x = torch.rand(1, 3, side, side)
+        data = TensorDataset(torch.rand(8, 3, side, side), torch.randint(0, 10, (8,)))
+
+        def fresh(model_name: str = model_name, kwargs: dict[str, Any] = kwargs, side: int = side) -> torch.nn.Module:
+            return build_model(model_name, 10, 3, (0.5,) * 3, (0.25,) * 3, image_size=side, kwargs=kwargs)
+
+        dense = fresh().eval()
         dense_path = export_onnx(dense, folder / f"{name}_dense.onnx", x)
         dense_macs = count_model(dense, x).macs
         for ratio in args.ratios:
-            model = build_model(name, 10, 3, (0.5,) * 3, (0.25,) * 3)
+            model = fresh()
             model.load_state_dict(dense.state_dict())
             context = PruningContext(
                 train_data=make_loader(data, 8, shuffle=False),
@@ -63,12 +82,12 @@ def main() -> None:
             stripped = algorithm(config).apply(model, context).strip().eval()
             macs = count_model(stripped, x).macs
             path = export_onnx(stripped, folder / f"{name}_{ratio}.onnx", x)
-            line = f"{name:<9} {ratio:>5.2f} {1 - macs / dense_macs:>9.3f} {dense_macs / macs:>7.2f} "
+            line = f"{name:<13} {side:>4} {ratio:>5.2f} {1 - macs / dense_macs:>9.3f} {dense_macs / macs:>7.2f} "
             for batch in args.batches:
                 d, p = compare_latency(
                     OnnxClassifier(dense_path, args.providers),
                     OnnxClassifier(path, args.providers),
-                    (3, 32, 32),
+                    (3, side, side),
                     batch,
                     args.warmup,
                     args.repeats,

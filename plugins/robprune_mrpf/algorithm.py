@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -24,6 +25,8 @@ from robprune_mrpf.allocation import allocate, inverse_sensitivity_weights, refi
 from robprune_mrpf.cost import CostModel
 from robprune_mrpf.report import plot_allocation
 from robprune_mrpf.sensitivity import Batches, activation_sensitivity, loss_sensitivity, probe_keep
+
+logger = logging.getLogger(__name__)
 
 
 class L1FilterConfig(AlgorithmConfig):
@@ -63,6 +66,8 @@ class L1Filter(CompressionAlgorithm):
         example = context.example_inputs.to(context.device)
         dense = count_model(model, example)
         groups = ChannelGroups(model, example, context.ignored_scope)
+        for name, reason in groups.skipped.items():
+            logger.warning("%s: group %s left unpruned: %s", self.name, name, reason)
         mrs = self.sensitivities(model, groups, context)
         broken = [name for name, value in mrs.items() if not math.isfinite(value)]
         if broken:
@@ -99,6 +104,8 @@ class L1Filter(CompressionAlgorithm):
                 "planned_reduction": planned,
                 "kept_channels": {n: int(k.sum()) for n, k in keep.items()},
                 "channels": {g.name: g.num_channels for g in groups},
+                "units": {g.name: g.unit for g in groups},
+                "skipped_groups": dict(groups.skipped),
             },
         )
         stats = result.statistics()

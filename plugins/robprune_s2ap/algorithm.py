@@ -97,6 +97,8 @@ class S2AP(CompressionAlgorithm):
         groups = None
         if config.granularity is Granularity.CHANNEL:
             groups = ChannelGroups(model, example, context.ignored_scope)
+            for name, reason in groups.skipped.items():
+                logger.warning("%s: group %s left unpruned: %s", self.name, name, reason)
             score_set = attach_channel(model, groups, context.ratio, config.scope, config.score_init, context.seed)
         else:
             score_set = attach_unstructured(
@@ -135,7 +137,12 @@ class S2AP(CompressionAlgorithm):
             dense_count=dense,
             channel_keep=keep,
             ignored_scope=context.ignored_scope,
-            extra={"gamma": gamma, "warmup_epochs": warmup, **history.to_dict()},
+            extra={
+                "gamma": gamma,
+                "warmup_epochs": warmup,
+                **history.to_dict(),
+                **({"skipped_groups": dict(groups.skipped)} if groups is not None else {}),
+            },
         )
 
     def report(self, result: PruningResult, directory: Path) -> list[Path]:

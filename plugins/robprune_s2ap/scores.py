@@ -86,15 +86,23 @@ class ScoreMask(nn.Module):
 
     :param view: the shape the score mask is viewed as to broadcast over the parameter
         (the parameter's own shape for unstructured scores, ``(C, 1, 1, 1)`` etc. for channels).
+    :param rows: optional unit index of each row of the parameter (an attention head's q, k and v
+        rows share their head's score); the mask is gathered with it before the view.
     """
 
-    def __init__(self, vector: ScoreVector, view: tuple[int, ...]) -> None:
+    rows: torch.Tensor | None
+
+    def __init__(self, vector: ScoreVector, view: tuple[int, ...], rows: torch.Tensor | None = None) -> None:
         super().__init__()
         self.vector = vector
         self.view = view
+        self.register_buffer("rows", rows, persistent=False)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.vector.ste_mask().view(self.view)
+        mask = self.vector.ste_mask()
+        if self.rows is not None:
+            mask = mask[self.rows]
+        return weight * mask.view(self.view)
 
 
 @dataclass
@@ -134,9 +142,11 @@ class ScoreSet:
             vector.selector = self._select_global
         return vector
 
-    def attach(self, layer: str, param: str, vector: ScoreVector, view: tuple[int, ...]) -> None:
+    def attach(
+        self, layer: str, param: str, vector: ScoreVector, view: tuple[int, ...], rows: torch.Tensor | None = None
+    ) -> None:
         module = self.model.get_submodule(layer)
-        parametrize.register_parametrization(module, param, ScoreMask(vector, view))
+        parametrize.register_parametrization(module, param, ScoreMask(vector, view, rows))
         self.tensors.append(ScoredTensor(layer, param, vector))
 
     def parameters(self) -> Iterator[nn.Parameter]:

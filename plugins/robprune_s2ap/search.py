@@ -128,7 +128,7 @@ def search_masks(
     env = distributed.current()
 
     def robust(module: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        return loss_on_adversarial(module, x, y, x_adv, context.loss, context.trades_beta)
+        return loss_on_adversarial(module, x, y, x_adv, context.loss, context.trades_beta, context.mart_beta)
 
     checkpoint = context.checkpoint_dir / SEARCH_CHECKPOINT if context.checkpoint_dir is not None else None
     fingerprint = _fingerprint(settings, context, score_set)
@@ -286,7 +286,7 @@ def _measure(
 
     def loss_fn() -> torch.Tensor:
         score_set.refresh()
-        return loss_on_adversarial(model, x, y, x_adv, context.loss, context.trades_beta)
+        return loss_on_adversarial(model, x, y, x_adv, context.loss, context.trades_beta, context.mart_beta)
 
     result: dict[str, float] = {}
     with frozen_batchnorm_statistics(model):

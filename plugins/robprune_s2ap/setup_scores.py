@@ -51,6 +51,8 @@ def attach_channel(
 ) -> ScoreSet:
     """One score per channel of each coupled group, shared by every out-layer parameter of the group.
 
+    In an attention group the unit is a head: its one score masks the head's q, k and v rows.
+
     ``ratio`` is the fraction of each group's channels removed (local scope) or of all groups'
     channels together (global scope). The scaled init is the group's per-channel L1 norm, scaled
     like HYDRA's weight init.
@@ -71,12 +73,13 @@ def attach_channel(
             values = kaiming_init((group.num_channels,), root[0].numel(), generator).to(root)
         vector = score_set.add_vector(group.name, ScoreVector(values, keep_count(group.num_channels, ratio)))
         for layer in group.out_layers:
+            rows = groups.row_units(group.name, layer)  # an attention's q/k/v rows -> their head
             for pname, param in list(modules[layer].named_parameters(recurse=False)):
-                if param.shape[0] != group.num_channels:
+                if rows is None and param.shape[0] != group.num_channels:
                     raise PruningError(
                         f"channel group {group.name!r}: {layer}.{pname} does not index the group's channels "
                         "along its first axis (concatenations are not supported for channel scores)"
                     )
-                view = (group.num_channels,) + (1,) * (param.dim() - 1)
-                score_set.attach(layer, pname, vector, view)
+                view = (param.shape[0],) + (1,) * (param.dim() - 1)
+                score_set.attach(layer, pname, vector, view, None if rows is None else rows.to(param.device))
     return score_set

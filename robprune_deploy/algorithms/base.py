@@ -47,7 +47,7 @@ class PruningContext:
         ``torchrun``, sharded across ranks).
     :param ratio: target sparsity (unstructured) or reduction of MACs/params (channel).
     :param threat: the L-inf threat model used to craft training attacks.
-    :param loss: robust loss for mask search (PGD-AT or TRADES).
+    :param loss: robust loss for mask search (PGD-AT, TRADES or MART).
     :param example_inputs: one batch of inputs, for tracing and counting.
     :param ignored_scope: an :class:`nncf.IgnoredScope` or ``None``.
     :param on_epoch_end: metrics sink (MLflow in the pipeline).
@@ -62,6 +62,7 @@ class PruningContext:
     example_inputs: torch.Tensor
     loss: RobustLoss = RobustLoss.PGD_AT
     trades_beta: float = 6.0
+    mart_beta: float = 6.0
     ignored_scope: Any | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0

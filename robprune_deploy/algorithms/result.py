@@ -81,6 +81,10 @@ class PruningStatistics:
             f"| {s.name} | {s.params} | {s.kept_params} | {s.sparsity:.4f} | {s.out_channels} | {s.kept_out_channels} |"
             for s in self.layers
         ]
+        skipped: dict[str, str] = self.extra.get("skipped_groups") or {}
+        if skipped:
+            rows += ["", "Groups left unpruned (removing their channels would change the function):", ""]
+            rows += [f"- {name}: {reason}" for name, reason in skipped.items()]
         return "\n".join(rows)
 
 

@@ -1,10 +1,12 @@
-"""White-box attacks in torch (PGD, FGSM), the TRADES loss, and the black-box Square attack."""
+"""White-box attacks in torch (PGD, FGSM), the TRADES and MART losses, and the black-box Square attack."""
 
 from robprune_deploy.attacks.pgd import ThreatModel, fgsm, pgd
 from robprune_deploy.attacks.robust_loss import (
     RobustLoss,
     craft_adversarial,
     loss_on_adversarial,
+    mart_loss,
+    mart_objective,
     robust_loss,
     trades_loss,
 )
@@ -15,6 +17,8 @@ __all__ = [
     "craft_adversarial",
     "fgsm",
     "loss_on_adversarial",
+    "mart_loss",
+    "mart_objective",
     "pgd",
     "robust_loss",
     "trades_loss",

@@ -26,6 +26,7 @@ REPORTED = (
     "nncf",
     "mlflow",
     "torch-pruning",
+    "timm",
     "onnx2torch",
     "pydantic",
     "robprune-deploy",

@@ -70,6 +70,34 @@ def _register_opset18_reductions() -> None:
             add_converter(operation_type=operation, version=18)(convert)
 
 
+_resize_registered = False
+
+
+def _register_opset18_resize() -> None:
+    """Opset 18 added ``antialias``, ``axes`` and ``keep_aspect_ratio_policy`` to Resize; onnx2torch 1.5
+    converts only up to opset 13. With those at their defaults the operator is opset 13's, so its
+    converter is reused (MobileViT resizes feature maps that its patch size does not divide)."""
+    global _resize_registered
+    if _resize_registered:
+        return
+    _resize_registered = True
+    from onnx2torch.node_converters.registry import add_converter, get_converter
+
+    opset13 = get_converter("Resize", 13)
+
+    def convert(node: Any, graph: Any) -> Any:
+        attributes = node.attributes
+        if attributes.get("antialias", 0) or "axes" in attributes:
+            raise NotImplementedError("Resize with antialias or axes has no torch twin")
+        if attributes.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+            raise NotImplementedError("Resize with keep_aspect_ratio_policy other than stretch has no torch twin")
+        return opset13(node, graph)
+
+    for version in (18, 19):
+        with contextlib.suppress(ValueError):  # a newer onnx2torch supports it already
+            add_converter(operation_type="Resize", version=version)(convert)
+
+
 def torch_twin(proto: onnx.ModelProto) -> nn.Module:
     """An eval-mode torch module computing the same function as ``proto``.
 
@@ -78,6 +106,7 @@ def torch_twin(proto: onnx.ModelProto) -> nn.Module:
     from onnx2torch import convert
 
     _register_opset18_reductions()
+    _register_opset18_resize()
     try:
         return convert(_relax_reshape(proto)).eval()
     except (NotImplementedError, KeyError, ValueError) as exc:

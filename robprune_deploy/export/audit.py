@@ -35,13 +35,21 @@ def torch_weight_params(model: nn.Module) -> int:
 
 
 def _static_batch(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` at batch 1 with every intermediate shape inferred anew.
+
+    The exporter's own ``value_info`` keeps the symbolic batch, which shape inference would not
+    overwrite; a MatMul on a ``[batch, tokens, width]`` activation (every transformer layer) would
+    then count one row instead of ``tokens``. Data propagation resolves the ``Reshape`` targets that
+    the graph computes from ``Shape``.
+    """
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     for value in list(proto.graph.input) + list(proto.graph.output):
         dims = value.type.tensor_type.shape.dim
         if dims and not dims[0].HasField("dim_value"):
             dims[0].ClearField("dim_param")
             dims[0].dim_value = 1
-    return shape_inference.infer_shapes(proto)
+    del proto.graph.value_info[:]
+    return shape_inference.infer_shapes(proto, data_prop=True)
 
 
 def audit_onnx(proto: onnx.ModelProto) -> OnnxAudit:

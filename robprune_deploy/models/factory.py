@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torchvision
 from torch import nn
@@ -12,6 +13,7 @@ from robprune_deploy.models.digits import DigitsCNN, DigitsResNet
 from robprune_deploy.models.fmnist import FashionCNN
 from robprune_deploy.models.normalize import NormalizedClassifier
 from robprune_deploy.models.resnet import resnet18
+from robprune_deploy.models.timm_models import TIMM_PREFIX, build_timm
 from robprune_deploy.models.vgg import VGG16BN
 from robprune_deploy.models.wide_resnet import WideResNet
 from robprune_deploy.registry import Registry
@@ -83,12 +85,18 @@ def build_model(
     mean: Sequence[float],
     std: Sequence[float],
     channels: int | None = None,
+    *,
+    image_size: int | None = None,
+    kwargs: Mapping[str, Any] | None = None,
 ) -> NormalizedClassifier:
-    """Build ``name`` (a registered name or ``torchvision:<classifier>``) with normalization inside.
+    """Build ``name`` (a registered name, ``torchvision:<classifier>`` or ``timm:<model>``) with
+    normalization inside.
 
     :param in_channels: the data's channels (the model's input).
     :param channels: the channels the network takes (``data.channels``); on 1-channel data a larger
         value repeats the gray channel inside the model's input module.
+    :param image_size: the input side, for models whose shape depends on it (timm ViTs).
+    :param kwargs: constructor options, for ``timm:`` models only (``model.kwargs``).
     :raises UnknownNameError: listing the registered names.
     :raises RecipeError: when ``channels`` asks to turn multi-channel data into another count.
     """
@@ -98,8 +106,12 @@ def build_model(
             f"data.channels: {network}, but the images have {in_channels} channels; only 1-channel (gray) data "
             "can be repeated"
         )
+    if kwargs and not name.startswith(TIMM_PREFIX):
+        raise RobPruneError(f"model.kwargs: only timm:<model> models take keyword arguments, not {name!r}")
     if name.startswith(TORCHVISION_PREFIX):
         body = _torchvision(name[len(TORCHVISION_PREFIX) :], num_classes, network)
+    elif name.startswith(TIMM_PREFIX):
+        body = build_timm(name[len(TIMM_PREFIX) :], num_classes, network, image_size, kwargs)
     else:
         body = MODELS.get(name)(num_classes, network)
     return NormalizedClassifier(body, mean, std, network if network != in_channels else None)

@@ -202,8 +202,17 @@ class RunContext:
 
     def new_model(self) -> NormalizedClassifier:
         data = self.data
-        channels = self.recipe.data.channels
-        return build_model(self.recipe.model.name, data.num_classes, data.input_shape[0], data.mean, data.std, channels)
+        model = self.recipe.model
+        return build_model(
+            model.name,
+            data.num_classes,
+            data.input_shape[0],
+            data.mean,
+            data.std,
+            self.recipe.data.channels,
+            image_size=data.input_shape[1],
+            kwargs=model.kwargs,
+        )
 
     def preflight(self) -> None:
         """Check every input a run will read (data root and images, model name, checkpoint, the

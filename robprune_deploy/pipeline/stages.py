@@ -40,6 +40,8 @@ def plan_of(section: TrainingSection) -> TrainingPlan:
         section.loss,
         section.trades_beta,
         section.eps_warmup_epochs,
+        section.mart_beta,
+        section.optimizer,
     )
 
 
@@ -149,6 +151,7 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
             example_inputs=ctx.example_inputs.to(ctx.device),
             loss=recipe.finetune.loss,
             trades_beta=recipe.finetune.trades_beta,
+            mart_beta=recipe.finetune.mart_beta,
             ignored_scope=scope,
             device=ctx.device,
             seed=recipe.seed,

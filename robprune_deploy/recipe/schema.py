@@ -51,12 +51,17 @@ class Section(BaseModel):
 
 
 class ModelSection(Section):
-    name: str = Field("digits_cnn", description="registered model name or torchvision:<classifier>")
+    name: str = Field("digits_cnn", description="registered model name, torchvision:<classifier> or timm:<model>")
     checkpoint: Path | None = Field(None, description="weights (.pt, loaded with weights_only=True, or .safetensors)")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="timm:<model> only: timm.create_model options (patch_size, depth, ...)"
+    )
 
 
 class DataSection(Section):
-    name: str = Field("digits", description="digits | fashion_mnist | cifar10 | svhn | imagefolder")
+    name: str = Field(
+        "digits", description="digits | fashion_mnist | cifar10 | cifar100 | svhn | tiny_imagenet | imagefolder"
+    )
     root: Path | None = Field(
         None, description="local folder holding the dataset (never downloaded); fashion_mnist defaults to Debian's"
     )
@@ -116,7 +121,7 @@ class AttackSection(Section):
 
 
 class TrainingSection(Section):
-    """Adversarial training (pretrain and finetune): SGD with a cosine schedule."""
+    """Adversarial training (pretrain and finetune): SGD (or AdamW) with a cosine schedule."""
 
     epochs: int = Field(10, ge=0, le=MAX_EPOCHS)
     lr: float = Field(0.1, gt=0)
@@ -124,6 +129,8 @@ class TrainingSection(Section):
     weight_decay: float = Field(5e-4, ge=0)
     loss: RobustLoss = RobustLoss.PGD_AT
     trades_beta: float = Field(6.0, ge=0)
+    mart_beta: float = Field(6.0, ge=0, description="weight of MART's misclassification-aware KL term")
+    optimizer: Literal["sgd", "adamw"] = Field("sgd", description="adamw for vision transformers (no momentum)")
     eps_warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="ramp eps linearly over the first epochs")
     select: Literal["last", "best_val_pgd"] = Field(
         "last",

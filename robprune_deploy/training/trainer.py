@@ -1,4 +1,4 @@
-"""Adversarial training: PGD-AT or TRADES, SGD with momentum, cosine learning-rate schedule.
+"""Adversarial training: PGD-AT, TRADES or MART; SGD with momentum (or AdamW), cosine learning-rate schedule.
 
 Training is resumable and deterministic: each epoch reseeds torch from ``(seed, stage, epoch)`` and
 the data order depends only on ``(seed, epoch)``, so an interrupted run resumed from its last
@@ -37,6 +37,8 @@ class TrainingPlan:
     loss: RobustLoss = RobustLoss.PGD_AT
     trades_beta: float = 6.0
     eps_warmup_epochs: int = 0
+    mart_beta: float = 6.0
+    optimizer: str = "sgd"
 
     def threat_at(self, threat: ThreatModel, epoch: int) -> ThreatModel:
         """The threat of ``epoch``: eps (and step) ramp up linearly over the warm-up epochs.
@@ -75,6 +77,14 @@ class EpochSelection:
     metric: str
     epoch: int = -1
     value: float = float("-inf")
+
+
+def make_optimizer(plan: TrainingPlan, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """SGD with momentum (CNNs), or AdamW: vision transformers trained from scratch with SGD stay at
+    chance level on the digits (measured: 6 clean epochs, ViT 23% with SGD, 76% with AdamW)."""
+    if plan.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=plan.lr, weight_decay=plan.weight_decay)
+    return torch.optim.SGD(params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
 
 
 def epoch_seed(seed: int, stage: str, epoch: int) -> int:
@@ -116,7 +126,7 @@ def adversarial_train(
     env = distributed.current()
     net = distributed.wrap(model.to(device), device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=plan.lr, momentum=plan.momentum, weight_decay=plan.weight_decay)
+    optimizer = make_optimizer(plan, params)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(plan.epochs, 1))
     if select is not None and evaluate is None:
         raise ValueError("select needs evaluate: the metric is one of its results")
@@ -145,7 +155,7 @@ def adversarial_train(
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 check_batch(x, stage, epoch)
                 x_adv = craft_adversarial(model, x, y, epoch_threat, plan.loss)
-                loss = loss_on_adversarial(net, x, y, x_adv, plan.loss, plan.trades_beta)
+                loss = loss_on_adversarial(net, x, y, x_adv, plan.loss, plan.trades_beta, plan.mart_beta)
                 if not math.isfinite(loss.item()):
                     raise NumericalError(
                         f"{stage}: epoch {epoch + 1}: the training loss became {loss.item()} "
@@ -155,7 +165,7 @@ def adversarial_train(
                 loss.backward()
                 optimizer.step()
                 with torch.no_grad():
-                    correct += int((model(x_adv).argmax(1) == y).sum()) if plan.loss is RobustLoss.PGD_AT else 0
+                    correct += int((model(x_adv).argmax(1) == y).sum()) if plan.loss is not RobustLoss.TRADES else 0
                 loss_sum += loss.item() * len(y)
                 seen += len(y)
                 bar.advance(status=f"loss {loss_sum / seen:.3f}")
@@ -163,7 +173,7 @@ def adversarial_train(
         check_finite_state(model, f"{stage}: epoch {epoch + 1}")
         loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], device)
         metrics = {"loss": loss_sum / max(seen, 1), "lr": optimizer.param_groups[0]["lr"]}
-        if plan.loss is RobustLoss.PGD_AT:
+        if plan.loss is not RobustLoss.TRADES:  # PGD-AT and MART craft cross-entropy attacks
             metrics["train_adv_acc"] = correct / max(seen, 1)
         if evaluate is not None:
             metrics.update(evaluate(model))
