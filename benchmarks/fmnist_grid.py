@@ -110,6 +110,33 @@ BUDGETS = {
         jobs=2,
         threads=1,
     ),
+    "cpu-short": Budget(
+        "2 CPU cores, one session: 6,000 training images (of the 59,000 left after a 1,000-image validation "
+        "split), batch 64, PGD-7 training, pretrain 5 epochs, mask search 2 (1 warm-up), fine-tune 2; "
+        "400 test images, AutoAttack-fast (Square 300 queries), attack-failure indicators on 50",
+        (
+            "data.train_subset=6000",
+            "data.val_size=1000",
+            "data.batch_size=64",
+            "attack.train_steps=7",
+            "pretrain.epochs=5",
+            "finetune.epochs=2",
+            "evaluate.num_examples=400",
+            "evaluate.square_queries=300",
+            "evaluate.curve_steps=0",
+            "evaluate.indicator_examples=50",
+            "evaluate.providers=[cpu]",
+            "evaluate.latency.repeats=10",
+        ),
+        {
+            "s2ap": ("compression.config.epochs=2", "compression.config.warmup_epochs=1"),
+            "hydra": ("compression.config.epochs=2",),
+            "mrpf": ("compression.config.calibration_size=256", "finetune.bn_recalibration_batches=20"),
+            "l1_filter": ("finetune.bn_recalibration_batches=20",),
+        },
+        jobs=2,
+        threads=1,
+    ),
     "gpu": Budget(
         "one GPU: the recipes as they are (55,000 training images, 5,000 validation, PGD-10 training, "
         "pretrain 50, mask search 20 (5 warm-up), fine-tune 25; the whole 10,000-image test split)",
@@ -425,6 +452,8 @@ def worker(argv: list[str]) -> int:
 
     sets = [x for item in args.overrides for x in ("--set", item)]
     code = main([args.stage, args.recipe, "--out", str(args.out), "--resume", "--quiet", *sets])
+    if code == 1 and args.stage == "run" and (args.out / "summary.json").is_file():
+        code = 0  # a refused gate is a result of the cell (gate_passed in its record), not a failure
     if code != 0 or args.stage == "pretrain" or args.pgd_steps == 0:
         return code
     from fmnist_results import onnx_pgd
