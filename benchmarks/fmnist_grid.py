@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     budget = BUDGETS[args.budget]
     args.results.mkdir(parents=True, exist_ok=True)
-    from fmnist_results import choose_sweep, log_to_mlflow, write_recipes, write_report
+    from fmnist_results import choose_sweep, log_to_mlflow, refresh, write_recipes, write_report
 
     if args.write_recipes:
         write_recipes(args.results / "sweep.json", RECIPES)
@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         choose_sweep(results.data, args.results / "sweep.json", SWEEPS)
         return 0
+    refresh(results.data["records"])
     files = write_report(results.data, args.results, budget.description, budget.pgd50_steps)
     if args.tracking_uri:
         log_to_mlflow(results.data, files, args.tracking_uri, args.budget)

@@ -69,7 +69,8 @@ def _number(value: Any) -> float | None:
 
 
 def pretrain_record(out: Path) -> dict[str, Any]:
-    state = json.loads((out / "state.json").read_text()).get("pretrain", {})
+    recorded = json.loads((out / "state.json").read_text())
+    state = recorded.get("stages", recorded).get("pretrain", {})
     return {
         "dense_clean": state.get("torch.dense_clean_acc"),
         "dense_pgd20": state.get("torch.dense_pgd_acc"),
@@ -133,6 +134,16 @@ def _diagnostics(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 # --- aggregation ------------------------------------------------------------------------------
+
+
+def refresh(records: dict[str, dict[str, Any]]) -> None:
+    """Re-read the figures of every finished record from its run folder (the folders are the truth;
+    a record keeps its timing, seed and labels)."""
+    for record in records.values():
+        out = Path(record.get("out", ""))
+        if record.get("status") != "done" or not out.is_dir() or record.get("task") == "sweep":
+            continue
+        record.update(pretrain_record(out) if record.get("task") == "pretrain" else cell_record(out))
 
 
 def cells_of(records: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
