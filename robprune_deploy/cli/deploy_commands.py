@@ -18,9 +18,9 @@ from robprune_deploy.pipeline import RunContext, deploy, stages
 from robprune_deploy.pipeline.ownership import check_output_path, owned_output
 from robprune_deploy.pipeline.run import record_verdict, verdict_line
 from robprune_deploy.recipe import recipe_to_dict
+from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.tracking import models as registry
 from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
-from robprune_deploy.tracking.names import alias_problem, model_name_problem
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 

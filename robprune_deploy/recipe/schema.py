@@ -17,7 +17,7 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from robprune_deploy.attacks import RobustLoss, ThreatModel
-from robprune_deploy.tracking.names import alias_problem, model_name_problem
+from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 
 MAX_SEED = 2**32 - 1
 """Seeds are 32-bit unsigned (numpy's range; torch's generators accept them and the data order's
