@@ -253,7 +253,6 @@ def _closed_port() -> str:
 def test_register_with_the_server_down_keeps_the_verdicts_exit_code(digits_run, tmp_path, capsys, verdict) -> None:
     uri = _closed_port()  # a server that does not answer at all is tested in test_hostile_recipes
     threshold = "gate.min_clean_acc=0.3" if verdict == 0 else "gate.min_clean_acc=0.999"
-    started = time.monotonic()
     code, err = gate(
         capsys,
         digits_run,
@@ -265,10 +264,10 @@ def test_register_with_the_server_down_keeps_the_verdicts_exit_code(digits_run, 
         "digits-down",
         "--alias",
         "production",
+        *NO_THRESHOLDS,
         *sets(threshold, "tracking.timeout_s=1", "tracking.retries=1"),
     )
     assert code == verdict, err
     one_error(err, "registration as 'digits-down' failed, the verdict stands", uri)
     report = json.loads((tmp_path / "r" / "gate.json").read_text())
     assert report["passed"] is (verdict == 0) and "did not answer" in report["registration_error"]
-    assert time.monotonic() - started < 60
