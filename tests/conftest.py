@@ -50,6 +50,14 @@ def robust_cnn(digits: DatasetBundle, robust_cnn_state: dict[str, torch.Tensor])
     return model
 
 
+# The attack ensemble at a budget for tests that are not about it (tests/test_autoattack.py is).
+LIGHT_EVAL = [
+    "evaluate.apgd_steps=10",
+    "evaluate.apgd_targets=1",
+    "evaluate.curve_steps=0",
+    "evaluate.indicator_examples=20",
+]
+
 FAST_RUN = [
     "pretrain.epochs=5",
     "compression.config.epochs=2",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-from conftest import subprocess_env  # type: ignore[import-not-found]
+from conftest import LIGHT_EVAL, subprocess_env  # type: ignore[import-not-found]
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -53,7 +53,7 @@ def test_readme_blocks_are_the_examples_or_run(tmp_path: Path, monkeypatch: pyte
 
 
 def test_api_example_goes_from_a_plain_module_to_a_gated_onnx_file(tmp_path: Path, monkeypatch) -> None:
-    quick = ["evaluate.num_examples=100", "evaluate.square_queries=30", "evaluate.latency.repeats=3"]
+    quick = ["evaluate.num_examples=100", "evaluate.square_queries=30", "evaluate.latency.repeats=3", *LIGHT_EVAL]
     args = ["--epochs", "1", "--out", str(tmp_path), *(arg for item in quick for arg in ("--set", item))]
     code = run_example("api_from_module.py", *args, monkeypatch=monkeypatch)
     verdict = json.loads((tmp_path / "gate" / "gate.json").read_text())
@@ -97,6 +97,7 @@ def test_plugin_package_installs_and_runs_end_to_end(tmp_path: Path) -> None:
         "attack.train_steps=2",
         "attack.eval_steps=5",
         "evaluate.num_examples=64",
+        *LIGHT_EVAL,
         "evaluate.square_queries=20",
         "evaluate.square_examples=32",
         "evaluate.latency.repeats=2",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import overrides  # type: ignore[import-not-found]
+from conftest import LIGHT_EVAL, overrides  # type: ignore[import-not-found]
 
 from robprune_deploy.cli.main import main
 from robprune_deploy.data import VALIDATION_SEED, build_dataset, validation_split
@@ -320,6 +320,7 @@ def test_tiny_fashion_mnist_run_through_export_and_gate(tmp_path: Path) -> None:
                 "finetune.epochs=1",
                 "finetune.bn_recalibration_batches=2",
                 "evaluate.num_examples=64",
+                *LIGHT_EVAL,
                 "evaluate.square_queries=10",
                 "evaluate.square_examples=16",
                 "evaluate.latency.repeats=3",

@@ -17,6 +17,7 @@ import onnx
 import pytest
 import torch
 from clitools import RECIPES, cli, one_error, sets  # type: ignore[import-not-found]
+from conftest import LIGHT_EVAL  # type: ignore[import-not-found]
 from onnx import TensorProto, helper, numpy_helper
 
 from robprune_deploy.evaluation import OnnxClassifier
@@ -32,6 +33,7 @@ SMALL = sets(
     "evaluate.latency.warmup=0",
     "evaluate.providers=[cpu]",
     "attack.eval_steps=3",
+    *LIGHT_EVAL,
     "tracking.enabled=false",
 )
 NO_THRESHOLDS = sets(

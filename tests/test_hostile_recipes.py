@@ -21,6 +21,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from clitools import RECIPES, cli, one_error, sets  # type: ignore[import-not-found]
+from conftest import LIGHT_EVAL  # type: ignore[import-not-found]
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -242,6 +243,7 @@ TINY = [
     "finetune.epochs=1",
     "data.train_subset=48",
     "evaluate.num_examples=40",
+    *LIGHT_EVAL,
     "evaluate.square_queries=4",
     "evaluate.square_examples=8",
     "evaluate.latency.repeats=1",

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from clitools import RECIPES, cli, one_error, sets  # type: ignore[import-not-found]
-from conftest import FAST_RUN  # type: ignore[import-not-found]
+from conftest import FAST_RUN, LIGHT_EVAL  # type: ignore[import-not-found]
 
 import robprune_deploy as rp
 from robprune_deploy.algorithms import ALGORITHMS, CompressionAlgorithm, Granularity, PruningContext, PruningResult
@@ -32,7 +32,7 @@ from robprune_deploy.training import TrainingPlan, adversarial_train
 
 HYDRA, MRPF, L1 = RECIPES / "digits_hydra.yaml", RECIPES / "digits_mrpf.yaml", RECIPES / "digits_l1_filter.yaml"
 OFF = sets("tracking.enabled=false")
-QUICK_EVAL = sets("evaluate.num_examples=40", "attack.eval_steps=2", "tracking.enabled=false")
+QUICK_EVAL = sets("evaluate.num_examples=40", "attack.eval_steps=2", *LIGHT_EVAL, "tracking.enabled=false")
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:

@@ -100,8 +100,9 @@ def _gate(args: argparse.Namespace) -> int:
         )
     verdict.details["model"] = args.model
     reports = write_gate_report(verdict, args.report)
-    # Recorded in MLflow inside an MLflow run (an MLproject step) and when it promotes a version.
-    if recipe.tracking.enabled and (os.environ.get("MLFLOW_RUN_ID") or args.register):
+    # Recorded in MLflow when asked to promote a version (--register is explicit, whatever the recipe's
+    # tracking.enabled says) and, with tracking enabled, inside an MLflow run (an MLproject step).
+    if args.register or (recipe.tracking.enabled and os.environ.get("MLFLOW_RUN_ID")):
         _track(args, recipe, model, verdict, known[1] if known else None, reports)
     print(verdict_line(verdict.passed, verdict.failures, args.report / "gate.md"))
     return EXIT_PASS if verdict.passed else EXIT_FAIL
