@@ -116,7 +116,9 @@ def evaluate_int8(
     square_acc, square_n = None, 0
     if threat is not None and square_queries > 0:
         n = len(y) if square_examples is None else min(square_examples, len(y))
-        result = square_attack(session.predict, x[:n].numpy(), y[:n].numpy(), threat.eps, square_queries, square_p_init, seed)
+        result = square_attack(
+            session.predict, x[:n].numpy(), y[:n].numpy(), threat.eps, square_queries, square_p_init, seed
+        )
         square_acc, square_n = result.accuracy, n
     pgd_acc = None if ste is None or transfer is None else float((ste & transfer).mean())
     indicators: dict[str, Indicator] = {}

@@ -33,6 +33,9 @@ def _broadcast(value: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
 class QuantizeSTE(nn.Module):
     """``saturate(round(x / scale) + zero_point)`` as floats, with a straight-through rounding."""
 
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+
     def __init__(self, scale: torch.Tensor, zero_point: torch.Tensor, axis: int) -> None:
         super().__init__()
         low, high = _RANGES.get(zero_point.dtype, (-128, 127))
@@ -48,6 +51,9 @@ class QuantizeSTE(nn.Module):
 
 class Dequantize(nn.Module):
     """``(q - zero_point) * scale`` for integer weights (initializers) and fake-quantized activations."""
+
+    scale: torch.Tensor
+    zero_point: torch.Tensor
 
     def __init__(self, scale: torch.Tensor, zero_point: torch.Tensor, axis: int) -> None:
         super().__init__()

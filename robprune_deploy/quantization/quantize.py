@@ -83,7 +83,9 @@ def quantize_onnx(
     if preset not in PRESETS:
         raise ArgumentError(f"quantize_onnx: preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     if calibration.ndim != 4 or not len(calibration):
-        raise ArgumentError(f"quantize_onnx: calibration must be a non-empty N x C x H x W array, got {calibration.shape}")
+        raise ArgumentError(
+            f"quantize_onnx: calibration must be a non-empty N x C x H x W array, got {calibration.shape}"
+        )
     proto = load_onnx(source)
     name = proto.graph.input[0].name
     batches = [calibration[i : i + batch_size] for i in range(0, len(calibration), batch_size)]
