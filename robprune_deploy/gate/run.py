@@ -180,8 +180,17 @@ def _evaluate_int8_gate(
     fp32_twin = _twin(fp32_file, fp32_torch).cpu()
     if candidate is None:
         candidate = measure_int8(recipe, model, fp32_file, batches, fp32_twin, show_progress=show_progress)
-    if reference is None:
-        reference = measure_onnx(recipe, fp32_file, batches, fp32_twin, indicators=False, show_progress=show_progress)
+    if reference is None:  # only its clean, PGD and Square figures are compared: the PGD protocol
+        reference = measure_onnx(
+            recipe.model_copy(
+                update={"evaluate": recipe.evaluate.model_copy(update={"attacks": "pgd", "curve_steps": 0})}
+            ),
+            fp32_file,
+            batches,
+            fp32_twin,
+            indicators=False,
+            show_progress=show_progress,
+        )
     lat = recipe.evaluate.latency
     fp32_lat, int8_lat, speedup = compare_speed(
         OnnxClassifier(fp32_file, recipe.evaluate.providers),
