@@ -124,7 +124,10 @@ def int8_summary(result: Int8Robustness, fp32: dict[str, Any]) -> dict[str, Any]
         "int8.provider": result.provider,
         "int8.examples": result.examples,
     }
-    for key in ("clean_acc", "pgd_acc", "square_acc"):
+    # Square is comparable only when the FP32 model's was an independent run (the PGD protocol); in an
+    # ensemble it attacks only what the members before it left.
+    compared = ("clean_acc", "pgd_acc", "square_acc") if fp32.get("onnx.attacks") == "pgd" else ("clean_acc", "pgd_acc")
+    for key in compared:
         int8, reference = summary[f"int8.{key}"], fp32.get(f"onnx.{key}")
         if is_number(int8) and is_number(reference):
             summary[f"int8.{key.replace('_acc', '_drop')}"] = reference - int8

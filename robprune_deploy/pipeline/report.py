@@ -114,7 +114,8 @@ def _int8_lines(summary: dict[str, Any]) -> list[str]:
         "",
         "| | clean | PGD, straight-through twin | PGD transferred from FP32 | white-box worst case | Square |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| FP32 pruned | {_pct(s('onnx.clean_acc'))} | | | {_pct(s('onnx.pgd_acc'))} | {_pct(s('onnx.square_acc'))} |",
+        f"| FP32 pruned | {_pct(s('onnx.clean_acc'))} | | | {_pct(s('onnx.pgd_acc'))} | "
+        f"{_pct(s('onnx.square_acc')) if s('onnx.attacks') == 'pgd' else 'in the ensemble above'} |",
         f"| INT8 pruned ({s('int8.provider', 'n/a')}) | {_pct(s('int8.clean_acc'))} | {_pct(s('int8.ste_pgd_acc'))} "
         f"| {_pct(s('int8.transfer_pgd_acc'))} | {_pct(s('int8.pgd_acc'))} | {_pct(s('int8.square_acc'))} |",
         "",

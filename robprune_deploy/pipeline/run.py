@@ -155,7 +155,7 @@ def _run_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any, fp32_vers
             dense_torch=deployable.cpu(),
             baseline_file=ctx.out_dir / deploy.MODEL_ONNX,
             int8_candidate=result,
-            fp32_reference=fp32,
+            fp32_reference=fp32 if ctx.recipe.evaluate.attacks == "pgd" else None,  # else measured with PGD
             show_progress=ctx.show_progress,
         )
         record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir / INT8_GATE_DIR))
