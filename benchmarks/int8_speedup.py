@@ -8,10 +8,13 @@ straight-through twin and PGD transferred from the FP32 model, every input class
 
 The digits CNN and the Fashion-MNIST CNN are adversarially trained here (briefly: ``--epochs``, on
 ``--train-images``), pruned, then adversarially fine-tuned for ``--finetune-epochs``; the CIFAR-style
-ResNet18 keeps random weights (latency only: its accuracy columns say n/a).
+ResNet18 keeps random weights (latency only: its accuracy columns say n/a). The ``dense FP32`` row
+times the dense file against itself: its ratio shows the timing noise of the machine. Sessions run
+one intra-op thread by default (``--threads``): two sessions' spinning thread pools on a small
+machine would otherwise slow each other down.
 
     python benchmarks/int8_speedup.py                                   # digits, fmnist, resnet18
-    python benchmarks/int8_speedup.py --models digits --repeats 50      # the README's figures
+    python benchmarks/int8_speedup.py --fmnist-root /path/to/fashion-mnist --repeats 50   # the README's figures
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _data(
         x = torch.rand(256, 3, side, side)
         random = TensorDataset(x, torch.randint(0, 10, (256,)))
         return random, random, (0.5,) * 3, (0.25,) * 3
-    bundle = build_dataset(dataset, None, side, augment=False)
+    bundle = build_dataset(dataset, args.fmnist_root if dataset == "fashion_mnist" else None, side, augment=False)
     train = seeded_subset(bundle.train, args.train_images, 0)
     return train, seeded_subset(bundle.test, args.examples, 0), bundle.mean, bundle.std
 
@@ -114,6 +117,10 @@ def main() -> None:
     parser.add_argument("--train-images", type=int, default=4000)
     parser.add_argument("--examples", type=int, default=300, help="test images robust accuracy is measured on")
     parser.add_argument("--calibration", type=int, default=300)
+    parser.add_argument("--fmnist-root", type=Path, default=None, help="Fashion-MNIST IDX folder (default: Debian's)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="onnxruntime intra-op threads per session (0: its default)"
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     folder = Path(tempfile.mkdtemp(prefix="int8-speedup-"))
@@ -156,8 +163,8 @@ def main() -> None:
             line = f"{name:<9} {label:<16} {macs_x:>6.2f} {'n/a' if acc is None else f'{acc:.3f}':>7} {shown_drop:>9} "
             for batch in args.batches:
                 d, c = compare_latency(
-                    OnnxClassifier(dense_path, ["cpu"]),
-                    OnnxClassifier(path, ["cpu"]),
+                    OnnxClassifier(dense_path, ["cpu"], args.threads),
+                    OnnxClassifier(path, ["cpu"], args.threads),
                     shape,
                     batch,
                     args.warmup,
