@@ -110,6 +110,16 @@ def test_bad_calibration_sizes_are_one_clear_error(digits_run, tmp_path, capsys,
     assert not (out / "model.int8.onnx").exists()
 
 
+def test_run_refuses_a_calibration_set_larger_than_the_data_before_training(digits_run, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["run", str(digits_run["recipe"]), "--out", str(out), "--quiet"]
+    sets = overrides(*INT8_RUN, "quantize.enabled=true", "quantize.calibration_size=100000")
+    assert main([*args, *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "quantize.calibration_size: 100000" in err[0], err
+    assert not out.exists()
+
+
 def test_quantize_without_an_exported_model_is_one_clear_error(digits_run, tmp_path, capsys) -> None:
     out = tmp_path / "empty"
     assert quantize_command(digits_run, out) == 2
