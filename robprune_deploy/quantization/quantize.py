@@ -100,7 +100,8 @@ def quantize_onnx(
             ignored_scope=ignored_scope,
         )
     except nncf.ValidationError as exc:  # an ignored scope naming no node, ...
-        raise QuantizationError(f"quantize.ignored_scope: {str(exc).splitlines()[0]}") from None
+        detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise QuantizationError(f"quantize.ignored_scope: {detail}") from None
     meta = {p.key: p.value for p in proto.metadata_props}
     meta.update(metadata or {})
     meta[PRECISION_KEY] = "int8"
