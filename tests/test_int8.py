@@ -22,6 +22,7 @@ from robprune_deploy.quantization.fake_quant import fold_weight_dequantize
 
 INT8_RUN = (*FAST_RUN, "tracking.enabled=false", "quantize.calibration_size=200")
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "digits_hydra.yaml"
 
 
 def quantize_command(digits_run, out: Path, *sets: str) -> int:
@@ -110,9 +111,9 @@ def test_bad_calibration_sizes_are_one_clear_error(digits_run, tmp_path, capsys,
     assert not (out / "model.int8.onnx").exists()
 
 
-def test_run_refuses_a_calibration_set_larger_than_the_data_before_training(digits_run, tmp_path, capsys) -> None:
+def test_run_refuses_a_calibration_set_larger_than_the_data_before_training(tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    args = ["run", str(digits_run["recipe"]), "--out", str(out), "--quiet"]
+    args = ["run", str(RECIPE), "--out", str(out), "--quiet"]
     sets = overrides(*INT8_RUN, "quantize.enabled=true", "quantize.calibration_size=100000")
     assert main([*args, *sets]) == 2
     err = capsys.readouterr().err.strip().splitlines()
