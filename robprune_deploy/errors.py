@@ -75,3 +75,7 @@ class OutputError(RobPruneError):
 
 class ArgumentError(RobPruneError, TypeError, ValueError):
     """A Python API argument has the wrong type or value (``except TypeError``/``ValueError`` still catch it)."""
+
+
+class QuantizationError(RobPruneError):
+    """INT8 quantization cannot run: no exported model, or a calibration set the data cannot fill."""

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
-from robprune_deploy.errors import RecipeError, RobPruneError
+from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError
 from robprune_deploy.gate.run import GateVerdict, baseline_path, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import RunContext, deploy, stages
+from robprune_deploy.pipeline import quantize as int8_stages
 from robprune_deploy.pipeline.ownership import check_output_path, owned_output
 from robprune_deploy.pipeline.run import record_verdict, verdict_line
 from robprune_deploy.recipe import recipe_to_dict
@@ -66,6 +67,23 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"{summary['latency.speedup_high']:.2f}); batch 1: dense {summary['latency.dense_b1_ms']:.3f} ms, "
         f"pruned {summary['latency.pruned_b1_ms']:.3f} ms (x{summary['latency.speedup_b1']:.2f})"
     )
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    ctx = context_of(args, recipe_of(args))
+    with (
+        owned_output(ctx, fresh=False),
+        ctx.tracker.pipeline("quantize", recipe_to_dict(ctx.recipe), {"stage": "quantize", "precision": "int8"}),
+    ):
+        if "export" not in ctx.completed() or not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
+            raise QuantizationError(
+                f"{ctx.out_dir}: no exported {deploy.MODEL_ONNX} to quantize; run `robprune export` first"
+            )
+        _, _, deployable = _deployable(ctx)
+        info = int8_stages.quantize(ctx)
+        summary, _ = int8_stages.evaluate(ctx, deployable, ctx.completed().get("evaluate", {}))
+    print(json.dumps({**info, **summary}, indent=2))
     return 0
 
 
@@ -158,6 +176,7 @@ def register_deploy_commands(sub: Any) -> None:
     for name, handler, text in (
         ("export", _export, "export model.onnx and dense.onnx from the stages in --out, with the graph audit"),
         ("evaluate", _evaluate, "robustness under onnxruntime and dense vs pruned latency of --out/model.onnx"),
+        ("quantize", _quantize, "INT8 model.int8.onnx of --out/model.onnx with nncf.quantize, evaluated like FP32"),
     ):
         add_stage_parser(sub, name, handler, text)
     p = sub.add_parser(

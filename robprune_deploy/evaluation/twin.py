@@ -15,6 +15,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from robprune_deploy.errors import OnnxModelError
+from robprune_deploy.quantization.fake_quant import fold_weight_dequantize, register_qdq_converters
 
 
 def _relax_reshape(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -101,12 +102,18 @@ def _register_opset18_resize() -> None:
 def torch_twin(proto: onnx.ModelProto) -> nn.Module:
     """An eval-mode torch module computing the same function as ``proto``.
 
+    An INT8 (QDQ) graph gets a straight-through twin: its weights dequantized, its activation
+    quantizers rounding with an identity gradient (:mod:`robprune_deploy.quantization.fake_quant`).
+
     :raises OnnxModelError: when the graph uses an operator onnx2torch cannot convert.
     """
     from onnx2torch import convert
 
     _register_opset18_reductions()
     _register_opset18_resize()
+    register_qdq_converters()
+    if any(node.op_type == "DequantizeLinear" for node in proto.graph.node):
+        proto = fold_weight_dequantize(proto)
     try:
         return convert(_relax_reshape(proto)).eval()
     except (NotImplementedError, KeyError, ValueError) as exc:

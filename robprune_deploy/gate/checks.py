@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from robprune_deploy.evaluation.indicators import DEFAULT_LIMITS
@@ -127,4 +127,28 @@ def run_checks(gate: GateSection, candidate: Measurements, baseline: Measurement
         # An enforced indicator that was not measured fails: the gate cannot vouch for the attacks.
         limit = candidate.indicator_limits.get(name, gate.indicator_limits.get(name, DEFAULT_LIMITS[name]))
         checks.append(_at_most(f"indicator:{name}", candidate.indicators.get(name), limit, "attack-failure indicator"))
+    return checks
+
+
+INT8_THRESHOLDS = ("max_clean_drop", "max_pgd_drop", "max_square_drop", "max_parity_error", "min_speedup")
+"""Checks whose threshold an INT8 candidate takes from ``gate.int8`` (against its FP32 model)."""
+
+
+def run_int8_checks(
+    gate: GateSection, candidate: Measurements, fp32: Measurements | None, agreement: float | None
+) -> list[CheckResult]:
+    """The checks of an INT8 candidate: ``gate.min_*``, the sparsity audit and the indicators as for
+    any model; drops, parity and speed-up against its FP32 model under ``gate.int8``'s thresholds
+    (named ``int8.<check>``), and the INT8 vs FP32 argmax agreement. AutoAttack checks do not apply:
+    an INT8 model is attacked with PGD (straight-through and transferred) and Square."""
+    int8 = gate.int8
+    view = gate.model_copy(
+        update={name: getattr(int8, name) for name in INT8_THRESHOLDS}
+        | {"min_autoattack_acc": None, "max_autoattack_drop": None}
+    )
+    checks = [
+        replace(c, name=f"int8.{c.name}") if c.name in INT8_THRESHOLDS else c for c in run_checks(view, candidate, fp32)
+    ]
+    if int8.min_agreement is not None:
+        checks.append(_at_least("int8.min_agreement", agreement, int8.min_agreement, "INT8 vs FP32 argmax, clean"))
     return checks

@@ -15,8 +15,11 @@ from torch import nn
 
 from robprune_deploy.evaluation import OnnxRobustness, evaluate_onnx
 from robprune_deploy.evaluation.ensemble import EnsembleBudget
+from robprune_deploy.evaluation.quantized import Int8Robustness, evaluate_int8
 from robprune_deploy.export import audit_onnx
 from robprune_deploy.gate.checks import Measurements
+from robprune_deploy.quantization import is_int8
+from robprune_deploy.quantization.fake_quant import fold_weight_dequantize
 from robprune_deploy.recipe import EvaluateSection, Recipe
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -71,6 +74,65 @@ def measure_onnx(
     )
 
 
+def measure_int8(
+    recipe: Recipe,
+    path: Path,
+    fp32_path: Path,
+    batches: Batches,
+    fp32_twin: nn.Module | None,
+    *,
+    show_progress: bool = True,
+) -> Int8Robustness:
+    """:func:`~robprune_deploy.evaluation.quantized.evaluate_int8` of ``path`` against its FP32 model
+    ``fp32_path``, with the recipe's threat, subset, Square budget (PGD protocol) and indicators."""
+    ev, attack = recipe.evaluate, recipe.attack
+    return evaluate_int8(
+        path,
+        fp32_path,
+        batches,
+        fp32_twin=fp32_twin,
+        threat=attack.threat(attack.eval_steps),
+        providers=ev.providers,
+        square_queries=ev.pgd_square_queries,
+        square_p_init=ev.square_p_init,
+        square_examples=ev.square_examples,
+        seed=ev.subset_seed,
+        indicator_examples=ev.indicator_examples,
+        indicator_steps=ensemble_budget(ev).apgd_steps,
+        indicator_limits=indicator_limits(recipe),
+        batch_size=recipe.data.eval_batch_size,
+        show_progress=show_progress,
+    )
+
+
+def int8_measurements(result: Int8Robustness, proto: onnx.ModelProto) -> Measurements:
+    """The gate's view of an INT8 model: worst-case white-box accuracy as ``pgd_acc``, the audit of
+    its dequantized weights (pruned channels and zeros survive quantization) against the claim."""
+    audit_sparsity, claimed = sparsity_audit(proto)
+    return Measurements(
+        clean_acc=result.clean_acc,
+        pgd_acc=result.pgd_acc if result.pgd_acc is not None else float("nan"),
+        square_acc=result.square_acc,
+        max_abs_diff=result.max_abs_diff,
+        audit_sparsity=audit_sparsity,
+        claimed_sparsity=claimed,
+        indicators={name: indicator.value for name, indicator in result.indicators.items()},
+        indicator_limits={name: indicator.limit for name, indicator in result.indicators.items()},
+    )
+
+
+def sparsity_audit(proto: onnx.ModelProto) -> tuple[float, float | None]:
+    """``audit_sparsity`` measured from the graph (an INT8 graph's weights dequantized first) and the
+    ``claimed_sparsity`` of its metadata."""
+    audit = audit_onnx(fold_weight_dequantize(proto) if is_int8(proto) else proto)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    claimed = float(meta["robprune.claimed_sparsity"]) if "robprune.claimed_sparsity" in meta else None
+    audit_sparsity = audit.zero_fraction
+    if meta.get("robprune.granularity") == "channel" and "robprune.dense_weight_params" in meta:
+        audit_sparsity = 1 - audit.weight_params / int(meta["robprune.dense_weight_params"])
+    return audit_sparsity, claimed
+
+
 def indicator_limits(recipe: Recipe) -> dict[str, float]:
     """``gate.indicator_limits`` over the defaults; ``gate.max_square_below_pgd`` is the black-box limit."""
     limits = (
@@ -84,12 +146,7 @@ def indicator_limits(recipe: Recipe) -> dict[str, float]:
 
 def measurements(result: OnnxRobustness, proto: onnx.ModelProto) -> Measurements:
     """The gate's view of ``result``, with the graph audit of ``proto`` against its claimed sparsity."""
-    audit = audit_onnx(proto)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    claimed = float(meta["robprune.claimed_sparsity"]) if "robprune.claimed_sparsity" in meta else None
-    audit_sparsity = audit.zero_fraction
-    if meta.get("robprune.granularity") == "channel" and "robprune.dense_weight_params" in meta:
-        audit_sparsity = 1 - audit.weight_params / int(meta["robprune.dense_weight_params"])
+    audit_sparsity, claimed = sparsity_audit(proto)
     return Measurements(
         clean_acc=result.clean_acc,
         pgd_acc=result.pgd_acc if result.pgd_acc is not None else float("nan"),

@@ -9,19 +9,24 @@ from typing import Any
 from torch import nn
 
 from robprune_deploy.atomic import write_json, write_text
+from robprune_deploy.errors import QuantizationError
 from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness
 from robprune_deploy.evaluation.indicators import INDICATORS
 from robprune_deploy.evaluation.latency import compare_speed
+from robprune_deploy.evaluation.quantized import Int8Robustness
 from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import load_onnx
-from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks
-from robprune_deploy.gate.measure import measure_onnx, measurements
-from robprune_deploy.gate.validation import EvaluationData, validate_gate_inputs
+from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks, run_int8_checks
+from robprune_deploy.gate.measure import int8_measurements, measure_int8, measure_onnx, measurements
+from robprune_deploy.gate.validation import EvaluationData, GateInputs, validate_gate_inputs
+from robprune_deploy.quantization import is_int8
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.reporting import plot_gate, plot_security_curves
 from robprune_deploy.tracking import models as registry
 
 GATE_JSON, GATE_MD, GATE_PNG, CURVE_PNG = "gate.json", "gate.md", "gate.png", "security_curve.png"
+FP32_ONNX = "model.onnx"
+"""The FP32 model beside an INT8 one (the pipeline writes ``model.onnx`` and ``model.int8.onnx``)."""
 
 
 @dataclass
@@ -53,7 +58,13 @@ class GateVerdict:
 
 def baseline_path(recipe: Recipe, model: Path, source: str | None = None) -> Path | None:
     """The baseline ONNX file: ``gate.baseline`` (path or MLflow URI); else ``dense.onnx`` beside the
-    model; else, for a model given as an MLflow URI (``source``), the dense model its run recorded."""
+    model; else, for a model given as an MLflow URI (``source``), the dense model its run recorded.
+
+    An INT8 model's baseline is its FP32 model: ``gate.int8.baseline``, else ``model.onnx`` beside
+    it, else the FP32 model its run recorded.
+    """
+    if is_int8(load_onnx(model)):
+        return fp32_path(recipe, model, source)
     spec = recipe.gate.baseline
     if spec and spec != "dense":
         return registry.resolve_onnx(spec, recipe.tracking.tracking_uri)
@@ -61,6 +72,18 @@ def baseline_path(recipe: Recipe, model: Path, source: str | None = None) -> Pat
     if sibling.is_file() and sibling.resolve() != model.resolve():
         return sibling
     recorded = registry.recorded_baseline(source) if source else None
+    return registry.resolve_onnx(recorded, recipe.tracking.tracking_uri) if recorded else None
+
+
+def fp32_path(recipe: Recipe, model: Path, source: str | None = None) -> Path | None:
+    """The FP32 model an INT8 ``model`` was quantized from (see :func:`baseline_path`)."""
+    spec = recipe.gate.int8.baseline
+    if spec:
+        return registry.resolve_onnx(spec, recipe.tracking.tracking_uri)
+    sibling = model.parent / FP32_ONNX
+    if sibling.is_file() and sibling.resolve() != model.resolve():
+        return sibling
+    recorded = registry.recorded_baseline(source, registry.FP32_TAG) if source else None
     return registry.resolve_onnx(recorded, recipe.tracking.tracking_uri) if recorded else None
 
 
@@ -77,6 +100,8 @@ def evaluate_gate(
     candidate: OnnxRobustness | None = None,
     dense_torch: nn.Module | None = None,
     baseline_file: Path | None = None,
+    int8_candidate: Int8Robustness | None = None,
+    fp32_reference: OnnxRobustness | None = None,
     show_progress: bool = True,
 ) -> GateVerdict:
     """Validate what the gate is given, measure candidate and baseline, time them side by side, and
@@ -85,12 +110,19 @@ def evaluate_gate(
     :param data: the fixed evaluation subset and the classifier interface the data implies.
     :param candidate: the candidate's figures when already measured (the pipeline's evaluate stage),
         so they are not measured twice.
-    :param baseline_file: the baseline ONNX file (see :func:`baseline_path`), or none.
+    :param baseline_file: the baseline ONNX file (see :func:`baseline_path`), or none. For an INT8
+        model (detected from the graph) it is the FP32 model, and ``dense_torch`` that model's twin.
+    :param int8_candidate: an INT8 candidate's figures when already measured.
+    :param fp32_reference: the FP32 model's figures when already measured.
     """
     inputs = validate_gate_inputs(recipe, data)  # bad input is an error before anything is measured
     inputs.model(model, "candidate")
     if baseline_file is not None:
         inputs.model(baseline_file, "baseline")
+    if is_int8(load_onnx(model)):
+        return _evaluate_int8_gate(
+            recipe, model, data, inputs, baseline_file, dense_torch, int8_candidate, fp32_reference, show_progress
+        )
     batches = data.batches
     if candidate is None:
         candidate = measure_onnx(recipe, model, batches, _twin(model, torch_model).cpu(), show_progress=show_progress)
@@ -124,6 +156,65 @@ def evaluate_gate(
     checks = run_checks(recipe.gate, measured, base) + inputs.checks(measured, base)
     verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
     verdict.robustness = robustness
+    return verdict
+
+
+def _evaluate_int8_gate(
+    recipe: Recipe,
+    model: Path,
+    data: EvaluationData,
+    inputs: GateInputs,
+    fp32_file: Path | None,
+    fp32_torch: nn.Module | None,
+    candidate: Int8Robustness | None,
+    reference: OnnxRobustness | None,
+    show_progress: bool,
+) -> GateVerdict:
+    """The gate of an INT8 model: measured against the FP32 model it was quantized from."""
+    if fp32_file is None:
+        raise QuantizationError(
+            f"{model}: an INT8 model is gated against its FP32 model; none found (set gate.int8.baseline, "
+            f"or keep {FP32_ONNX} beside it)"
+        )
+    batches = data.batches
+    fp32_twin = _twin(fp32_file, fp32_torch).cpu()
+    if candidate is None:
+        candidate = measure_int8(recipe, model, fp32_file, batches, fp32_twin, show_progress=show_progress)
+    if reference is None:  # only its clean, PGD and Square figures are compared: the PGD protocol
+        reference = measure_onnx(
+            recipe.model_copy(
+                update={"evaluate": recipe.evaluate.model_copy(update={"attacks": "pgd", "curve_steps": 0})}
+            ),
+            fp32_file,
+            batches,
+            fp32_twin,
+            indicators=False,
+            show_progress=show_progress,
+        )
+    lat = recipe.evaluate.latency
+    fp32_lat, int8_lat, speedup = compare_speed(
+        OnnxClassifier(fp32_file, recipe.evaluate.providers),
+        OnnxClassifier(model, recipe.evaluate.providers),
+        data.input_shape,
+        lat.batch,
+        lat.warmup,
+        lat.repeats,
+    )
+    measured = int8_measurements(candidate, load_onnx(model))
+    measured = Measurements(**{**measured.to_dict(), "latency_ms": int8_lat.median_ms, "speedup": speedup.to_dict()})
+    base = measurements(reference, load_onnx(fp32_file))
+    base = Measurements(**{**base.to_dict(), "latency_ms": fp32_lat.median_ms})
+    checks = run_int8_checks(recipe.gate, measured, base, candidate.agreement) + inputs.checks(measured, base)
+    details: dict[str, Any] = {
+        "model": str(model),
+        "precision": "int8",
+        "subset": {"examples": recipe.evaluate.num_examples, "seed": recipe.evaluate.subset_seed},
+        "attacks": "pgd (straight-through twin and transferred from FP32, worst case per example) + square",
+        "baseline_model": str(fp32_file),
+        "int8": candidate.to_dict(),
+    }
+    verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
+    verdict.robustness = {"baseline": reference}
     return verdict
 
 
@@ -245,6 +336,7 @@ def promote(verdict: GateVerdict, name: str, version: str, alias: str | None) ->
         "gate.pgd_acc": f"{c.pgd_acc:.4f}",
         "gate.square_acc": _fmt(c.square_acc),
         "gate.autoattack_acc": _fmt(c.autoattack_acc),
+        "precision": str(verdict.details.get("precision", "fp32")),
     }
     registry.tag_version(name, version, tags)
     if verdict.passed and alias:

@@ -20,7 +20,7 @@ from robprune_deploy.data import (
     seeded_subset,
     validation_split,
 )
-from robprune_deploy.errors import DatasetError, RecipeError
+from robprune_deploy.errors import DatasetError, QuantizationError, RecipeError
 from robprune_deploy.gate.validation import EvaluationData
 from robprune_deploy.models import NormalizedClassifier, build_model
 from robprune_deploy.pipeline.ownership import STAGE_ORDER, owner_record, read_state, write_state
@@ -230,6 +230,12 @@ class RunContext:
             load_model_weights(model, self.recipe.model.checkpoint)
         check_model_fits_data(self, model)
         check_export_opset(self, model)
+        quantize = self.recipe.quantize
+        if quantize.enabled and quantize.calibration_size > len(self.train_set):
+            raise QuantizationError(
+                f"quantize.calibration_size: {quantize.calibration_size} calibration images asked for, the "
+                f"training split holds {len(self.train_set)}"
+            )
         self.summary["paths.out_dir"] = str(self.out_dir.resolve())
         if self.recipe.data.root is not None:
             self.summary["paths.data_root"] = str(Path(self.recipe.data.root).expanduser().resolve())

@@ -35,11 +35,13 @@ if TYPE_CHECKING:
 STATE_FILE = "state.json"
 LOCK_FILE = ".robprune.lock"
 ERROR_LOG = "robprune-error.log"
-EXCLUDED_SECTIONS = ("tracking", "gate")
+EXCLUDED_SECTIONS = ("tracking", "gate", "quantize")
 """Recipe sections that cannot change a stage's files: where results are logged and registered
-(``tracking``), and the release thresholds (``gate``), which every run applies afresh."""
+(``tracking``), the release thresholds (``gate``), which every run applies afresh, and the INT8
+settings (``quantize``): quantization reads the exported model and always runs afresh, so
+``robprune quantize`` can try other settings on a finished folder."""
 
-STAGE_ORDER = ("pretrain", "prune", "finetune", "export", "evaluate")
+STAGE_ORDER = ("pretrain", "prune", "finetune", "export", "evaluate", "quantize", "evaluate_int8")
 
 _TOP_LEVEL_FILES = frozenset(
     {
@@ -49,6 +51,7 @@ _TOP_LEVEL_FILES = frozenset(
         "statistics.json",
         "model.onnx",
         "dense.onnx",
+        "model.int8.onnx",
         "summary.json",
         "report.md",
         "recipe.yaml",
@@ -61,7 +64,11 @@ _TOP_LEVEL_FILES = frozenset(
         ERROR_LOG,
     }
 )
-_SUBFOLDERS = {"checkpoints": (".pt",), "plots": (".png", ".md", ".json", ".csv")}
+_SUBFOLDERS = {
+    "checkpoints": (".pt",),
+    "plots": (".png", ".md", ".json", ".csv"),
+    "gate_int8": (".png", ".md", ".json"),
+}
 """Folders the stages create, and the kinds of file they write there (plugins name their plots)."""
 _STALE_GARBAGE_LOCK_S = 30.0
 

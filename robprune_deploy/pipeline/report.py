@@ -94,9 +94,52 @@ def render_report(summary: dict[str, Any], layer_table: str | None = None) -> st
         verdict = "PASSED" if s("gate.passed") else "FAILED"
         lines += ["", f"## Gate: {verdict}", ""]
         lines += [f"- failed: {name}" for name in s("gate.failures") or []]
+    lines += _int8_lines(summary)
     if layer_table:
         lines += ["", "## Layers", "", layer_table]
     return "\n".join(lines) + "\n"
+
+
+def _int8_lines(summary: dict[str, Any]) -> list[str]:
+    s = summary.get
+    if s("int8.clean_acc") is None:
+        return []
+    lines = [
+        "",
+        f"## INT8 (nncf.quantize, preset {s('int8.preset')}, {_num(s('int8.calibration_size'))} calibration images)",
+        "",
+        f"Graph: {_num(s('int8.int8_initializers'))} INT8 and {_num(s('int8.uint8_initializers'))} UINT8 "
+        f"initializers, {_num(s('int8.quantize_nodes'))} QuantizeLinear / {_num(s('int8.dequantize_nodes'))} "
+        f"DequantizeLinear nodes; pruned channel counts kept: {s('int8.same_channels')}.",
+        "",
+        "| | clean | PGD, straight-through twin | PGD transferred from FP32 | white-box worst case | Square |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| FP32 pruned | {_pct(s('onnx.clean_acc'))} | | | {_pct(s('onnx.pgd_acc'))} | "
+        f"{_pct(s('onnx.square_acc')) if s('onnx.attacks') == 'pgd' else 'in the ensemble above'} |",
+        f"| INT8 pruned ({s('int8.provider', 'n/a')}) | {_pct(s('int8.clean_acc'))} | {_pct(s('int8.ste_pgd_acc'))} "
+        f"| {_pct(s('int8.transfer_pgd_acc'))} | {_pct(s('int8.pgd_acc'))} | {_pct(s('int8.square_acc'))} |",
+        "",
+        f"INT8 vs FP32 argmax agreement: {_pct(s('int8.agreement'))}; straight-through twin vs onnxruntime: "
+        f"max abs logit difference {_num(s('int8.max_abs_diff'))}, agreement {_pct(s('int8.twin_agreement'))}. "
+        f"Drops (FP32 minus INT8): clean {_pct(s('int8.clean_drop'))}, PGD {_pct(s('int8.pgd_drop'))}.",
+    ]
+    if s("int8.latency.dense_ms") is not None:
+        lines += [
+            "",
+            "| batch | FP32 dense ms | FP32 pruned ms | INT8 pruned ms | INT8 speed-up vs dense | vs pruned |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        for key, batch in (("", s("int8.latency.batch")), ("_b1", 1)):
+            lines.append(
+                f"| {batch} | {_num(s(f'int8.latency.dense{key}_ms'))} | {_num(s(f'int8.latency.pruned{key}_ms'))} "
+                f"| {_num(s(f'int8.latency.int8_vs_pruned{key}_ms'))} "
+                f"| x{_num(s(f'int8.latency.speedup_vs_dense{key}'))} "
+                f"| x{_num(s(f'int8.latency.speedup_vs_pruned{key}'))} |"
+            )
+    if s("int8.gate.passed") is not None:
+        lines += ["", f"INT8 gate: {'PASSED' if s('int8.gate.passed') else 'FAILED'}"]
+        lines += [f"- failed: {name}" for name in s("int8.gate.failures") or []]
+    return lines
 
 
 def write_report(path: Path, summary: dict[str, Any], layer_table: str | None = None) -> Path:

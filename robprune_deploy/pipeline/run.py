@@ -14,18 +14,21 @@ from robprune_deploy import distributed
 from robprune_deploy.atomic import write_json, write_text
 from robprune_deploy.gate.run import GateVerdict, baseline_path, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import deploy, stages
+from robprune_deploy.pipeline import quantize as int8_stages
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.ownership import owned_output
 from robprune_deploy.pipeline.report import write_report
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.reporting import plot_layers, plot_training
 from robprune_deploy.tracking import Tracker
-from robprune_deploy.tracking.models import BASELINE_TAG
+from robprune_deploy.tracking.models import BASELINE_TAG, FP32_TAG
 from robprune_deploy.tracking.uris import localize_checkpoint
 
 SUMMARY = "summary.json"
 REPORT = "report.md"
 RESOLVED_RECIPE = "recipe.yaml"
+INT8_GATE_DIR = "gate_int8"
+"""The INT8 model's gate report (``gate.md``, ``gate.json``, ``gate.png``) inside the output folder."""
 
 
 def run_pipeline(ctx: RunContext) -> dict[str, Any]:
@@ -113,6 +116,8 @@ def _run_stages(ctx: RunContext) -> None:
             promote(verdict, ctx.recipe.tracking.registered_model, version, ctx.recipe.tracking.alias)
     ctx.tracker.set_tags(verdict_tags(verdict))  # the parent's row in the run list shows the verdict too
     ctx.summary.update({"gate.passed": verdict.passed, "gate.failures": verdict.failures})
+    if ctx.recipe.quantize.enabled:
+        _run_int8(ctx, deployable, robustness, version)
     ctx.summary["mlflow.run_id"] = ctx.tracker.run_id or ""
     stats = result.statistics()
     plots = [plot_layers(stats, ctx.out_dir / "layers.png"), plot_training(ctx.history, ctx.out_dir / "training.png")]
@@ -124,6 +129,41 @@ def _run_stages(ctx: RunContext) -> None:
     for file in (ctx.out_dir / SUMMARY, ctx.out_dir / REPORT):
         ctx.tracker.log_artifact(file)
     ctx.tracker.log_metrics({k: v for k, v in ctx.summary.items() if deploy.is_number(v)})
+
+
+def _run_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any, fp32_version: str | None) -> None:
+    """Quantize, evaluate, log and register the INT8 model, and gate it against the FP32 model."""
+    ctx.summary.update(int8_stages.quantize(ctx))
+    evaluated, result = int8_stages.evaluate(ctx, deployable, ctx.summary)
+    ctx.summary.update(evaluated)
+    int8_file = ctx.out_dir / int8_stages.MODEL_INT8_ONNX
+    example = ctx.example_inputs.cpu().numpy()
+    uri = ctx.tracker.log_onnx_model(int8_file, example, name="onnx_int8_model")
+    ctx.summary["mlflow.int8_model_uri"] = uri or ""
+    name, version = ctx.recipe.tracking.registered_model, None
+    if uri and name:
+        tags = {"algorithm": ctx.recipe.compression.algorithm, "precision": "int8"}
+        if ctx.summary.get("mlflow.model_uri"):
+            tags[FP32_TAG] = ctx.summary["mlflow.model_uri"]
+        version = ctx.tracker.register_model(uri, name, tags)
+        ctx.summary["mlflow.int8_registered_version"] = version
+    with ctx.tracker.stage("gate_int8"):
+        verdict = evaluate_gate(
+            ctx.recipe,
+            int8_file,
+            ctx.evaluation_data(),
+            dense_torch=deployable.cpu(),
+            baseline_file=ctx.out_dir / deploy.MODEL_ONNX,
+            int8_candidate=result,
+            fp32_reference=fp32 if ctx.recipe.evaluate.attacks == "pgd" else None,  # else measured with PGD
+            show_progress=ctx.show_progress,
+        )
+        record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir / INT8_GATE_DIR))
+        if version is not None and name:
+            alias = ctx.recipe.tracking.alias
+            promote(verdict, name, version, f"{alias}-int8" if alias else None)
+    ctx.tracker.set_tags({"int8.gate.passed": str(verdict.passed).lower()})
+    ctx.summary.update({"int8.gate.passed": verdict.passed, "int8.gate.failures": verdict.failures})
 
 
 def _check_ranks_agree(deployable: torch.nn.Module, result: Any) -> dict[str, Any]:

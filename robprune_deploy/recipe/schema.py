@@ -189,6 +189,22 @@ class ExportSection(Section):
     dynamic_batch: bool = True
 
 
+class QuantizeSection(Section):
+    """INT8 post-training quantization of the exported model with ``nncf.quantize`` (ONNX backend)."""
+
+    enabled: bool = Field(False, description="quantize model.onnx into model.int8.onnx after export")
+    preset: Literal["performance", "mixed"] = Field(
+        "performance", description="NNCF preset: performance (symmetric) or mixed (asymmetric activations)"
+    )
+    calibration_size: int = Field(
+        300, gt=0, le=1_000_000, description="training images (no augmentation) the activation ranges come from"
+    )
+    ignored_scope: IgnoredScopeSection = Field(
+        default_factory=IgnoredScopeSection, description="ONNX node names, patterns or types kept in FP32"
+    )
+    fast_bias_correction: bool = True
+
+
 class LatencySection(Section):
     batch: int = Field(32, gt=0, le=MAX_BATCH)
     warmup: int = Field(5, ge=0, le=10_000)
@@ -247,6 +263,25 @@ IndicatorName = Literal[
 ]
 
 
+class Int8GateSection(Section):
+    """Thresholds of an INT8 model against its FP32 pruned model (``gate.min_*`` and the indicators
+    apply to it as to any candidate). Drops are FP32 minus INT8, fractions in [0, 1]."""
+
+    max_clean_drop: float | None = Field(0.02, ge=0, le=1)
+    max_pgd_drop: float | None = Field(
+        0.05, ge=0, le=1, description="worst case of straight-through and transferred PGD, vs the FP32 model's PGD"
+    )
+    max_square_drop: float | None = Field(None, ge=0, le=1)
+    min_agreement: float | None = Field(0.98, ge=0, le=1, description="INT8 vs FP32 argmax agreement, clean inputs")
+    max_parity_error: float | None = Field(
+        0.25, ge=0, description="straight-through twin vs onnxruntime INT8 logits (rounding differs by one step)"
+    )
+    min_speedup: float | None = Field(None, ge=0, description="INT8 vs FP32 pruned latency at evaluate.latency.batch")
+    baseline: str | None = Field(
+        None, description="the FP32 model: model.onnx beside the INT8 file (default), an ONNX path or models:/ URI"
+    )
+
+
 class GateSection(Section):
     """Release thresholds; ``None`` disables a check. Accuracies and drops are fractions in [0, 1]."""
 
@@ -276,6 +311,7 @@ class GateSection(Section):
         default_factory=dict, description="overrides of the indicators' default limits"
     )
     baseline: str | None = Field(None, description="baseline model: dense (default), an ONNX path or models:/ URI")
+    int8: Int8GateSection = Field(default_factory=Int8GateSection, description="an INT8 candidate's own thresholds")
 
 
 class TrackingSection(Section):
@@ -316,6 +352,7 @@ class Recipe(Section):
     compression: CompressionSection = Field(default_factory=CompressionSection)
     finetune: FinetuneSection = Field(default_factory=FinetuneSection)
     export: ExportSection = Field(default_factory=ExportSection)
+    quantize: QuantizeSection = Field(default_factory=QuantizeSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     gate: GateSection = Field(default_factory=GateSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)

@@ -213,8 +213,11 @@ class MlflowTracker:
         self.mlflow.log_artifact(str(path), artifact_path)
         return f"runs:/{run.info.run_id}/{artifact_path}/{Path(path).name}"
 
-    def log_onnx_model(self, path: Path, example: np.ndarray) -> str | None:
-        """The deployable ONNX file, with a signature and an input example; returns its model URI."""
+    def log_onnx_model(self, path: Path, example: np.ndarray, name: str = "onnx_model") -> str | None:
+        """The deployable ONNX file, with a signature and an input example; returns its model URI.
+
+        :param name: the logged model's name (``onnx_int8_model`` for the quantized one).
+        """
         import mlflow.onnx
         import onnx
         import onnxruntime as ort
@@ -231,7 +234,7 @@ class MlflowTracker:
         try:
             info = mlflow.onnx.log_model(
                 onnx.load(str(path)),
-                name="onnx_model",
+                name=name,
                 signature=infer_signature(example, output),
                 input_example=example,
                 pip_requirements=onnx_requirements(),
@@ -239,8 +242,9 @@ class MlflowTracker:
         finally:
             if quiet:
                 ort.set_default_logger_severity(2)  # onnxruntime's default: warnings and above
-        self.model_uri = str(info.model_uri)
-        return self.model_uri
+        if name == "onnx_model":  # the shipped FP32 model's URI
+            self.model_uri = str(info.model_uri)
+        return str(info.model_uri)
 
     def register_model(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str | None:
         """Register ``model_uri`` under ``name``; returns the new version."""

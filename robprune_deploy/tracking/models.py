@@ -14,6 +14,8 @@ from robprune_deploy.errors import OnnxModelError, TrackingError
 MLFLOW_SCHEMES = ("models:/", "runs:/")
 BASELINE_TAG = "robprune.baseline_uri"
 """Tag of a logged run and registered version: the ``runs:/`` URI of the dense ONNX model logged beside it."""
+FP32_TAG = "robprune.fp32_uri"
+"""Tag of a registered INT8 version: the model URI of the FP32 model it was quantized from."""
 
 
 def _download_folder() -> str:
@@ -92,8 +94,9 @@ def registered_version(model: str) -> tuple[str, str] | None:
         raise TrackingError(f"model {model}: not in the registry ({str(exc).splitlines()[0]})") from None
 
 
-def recorded_baseline(model: str) -> str | None:
-    """The dense baseline recorded with an MLflow model URI (its version's or run's ``robprune.baseline_uri``)."""
+def recorded_baseline(model: str, tag: str = BASELINE_TAG) -> str | None:
+    """The dense baseline recorded with an MLflow model URI (its version's or run's ``robprune.baseline_uri``;
+    ``tag`` names another recorded model, e.g. an INT8 version's FP32 model)."""
     if not is_mlflow_uri(model):
         return None
     from mlflow import MlflowClient
@@ -107,11 +110,11 @@ def recorded_baseline(model: str) -> str | None:
             run_id = version.run_id
         else:
             tags, run_id = {}, model[len("runs:/") :].split("/", 1)[0]
-        if BASELINE_TAG not in tags and run_id:
+        if tag not in tags and run_id:
             tags = dict(client.get_run(run_id).data.tags)
     except Exception:  # an unknown run or version has no recorded baseline; the drop checks say so
         return None
-    return tags.get(BASELINE_TAG)
+    return tags.get(tag)
 
 
 def tag_version(name: str, version: str, tags: Mapping[str, str]) -> None:

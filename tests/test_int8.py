@@ -1,0 +1,172 @@
+"""INT8 deployment: nncf.quantize of the exported model, its robustness, and the gate on INT8 models."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import FAST_RUN, overrides  # type: ignore[import-not-found]
+
+from robprune_deploy import ALGORITHMS, PruningContext, ThreatModel
+from robprune_deploy.cli.main import main
+from robprune_deploy.data import make_loader
+from robprune_deploy.evaluation import OnnxClassifier
+from robprune_deploy.export import audit_onnx, export_onnx, load_onnx
+from robprune_deploy.quantization import initializer_types, is_int8, quantize_onnx
+from robprune_deploy.quantization.fake_quant import fold_weight_dequantize
+
+INT8_RUN = (*FAST_RUN, "tracking.enabled=false", "quantize.calibration_size=200")
+WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "digits_hydra.yaml"
+
+
+def quantize_command(digits_run, out: Path, *sets: str) -> int:
+    return main(["quantize", str(digits_run["recipe"]), "--out", str(out), "--quiet", *overrides(*INT8_RUN, *sets)])
+
+
+@pytest.fixture(scope="module")
+def int8_out(digits_run, tmp_path_factory) -> Path:
+    """A copy of the digits run's folder, quantized and evaluated by `robprune quantize`."""
+    out = tmp_path_factory.mktemp("int8") / "out"
+    shutil.copytree(digits_run["out"], out)
+    assert quantize_command(digits_run, out) == 0
+    return out
+
+
+def test_the_int8_graph_holds_int8_weights_and_qdq_nodes(int8_out) -> None:
+    proto = load_onnx(int8_out / "model.int8.onnx")
+    ops = [n.op_type for n in proto.graph.node]
+    weighted = sum(ops.count(op) for op in WEIGHT_OPS)
+    types = initializer_types(proto)
+    assert types["INT8"] >= weighted > 0  # every Conv/Gemm weight is stored as INT8
+    assert ops.count("QuantizeLinear") >= weighted and ops.count("DequantizeLinear") >= weighted
+    assert is_int8(proto) and not is_int8(load_onnx(int8_out / "model.onnx"))
+    assert "INT8" not in initializer_types(load_onnx(int8_out / "model.onnx"))
+    assert {p.key: p.value for p in proto.metadata_props}["robprune.precision"] == "int8"
+    assert (int8_out / "model.int8.onnx").stat().st_size < 0.5 * (int8_out / "model.onnx").stat().st_size
+
+
+def test_int8_agrees_with_fp32_and_is_evaluated_under_int8_keys(digits, int8_out) -> None:
+    x = digits.test.tensors[0].numpy()  # the whole digits test split, not only the evaluation subset
+    int8 = OnnxClassifier(int8_out / "model.int8.onnx", ["cpu"]).predict(x).argmax(1)
+    fp32 = OnnxClassifier(int8_out / "model.onnx", ["cpu"]).predict(x).argmax(1)
+    assert (int8 == fp32).mean() >= 0.98
+    state = json.loads((int8_out / "state.json").read_text())["stages"]
+    summary = {**state["quantize"], **state["evaluate_int8"]}
+    assert summary["int8.agreement"] >= 0.98 and summary["int8.int8_initializers"] > 0
+    # The straight-through twin computes what onnxruntime computes (up to one rounding step).
+    assert summary["int8.twin_agreement"] >= 0.98 and summary["int8.max_abs_diff"] < 0.25
+    # Worst case per example: never above either white-box attack alone.
+    assert summary["int8.pgd_acc"] <= min(summary["int8.ste_pgd_acc"], summary["int8.transfer_pgd_acc"])
+    assert 0 < summary["int8.pgd_acc"] < summary["int8.clean_acc"]
+    fp32_pgd = state["evaluate"]["onnx.pgd_acc"]
+    assert summary["int8.pgd_drop"] == pytest.approx(fp32_pgd - summary["int8.pgd_acc"])
+    for key in ("int8.latency.speedup_vs_dense", "int8.latency.speedup_vs_pruned_b1", "int8.square_acc"):
+        assert summary[key] > 0
+
+
+def test_int8_of_a_channel_pruned_network_keeps_the_pruned_channel_counts(digits, robust_cnn, tmp_path) -> None:
+    data = torch.utils.data.TensorDataset(*(t[:128] for t in digits.train.tensors))
+    x = digits.test.tensors[0][:1]
+    context = PruningContext(
+        train_data=make_loader(data, 64, shuffle=False),
+        epoch_loader=lambda e: make_loader(data, 64, shuffle=False),
+        ratio=0.5,
+        threat=ThreatModel(0.2, 0.07, 3),
+        example_inputs=x,
+    )
+    dense_channels = audit_onnx(load_onnx(export_onnx(robust_cnn, tmp_path / "dense.onnx", x))).conv_out_channels
+    algorithm = ALGORITHMS.get("l1_filter")
+    stripped = algorithm(algorithm.Config()).apply(robust_cnn, context).strip()
+    fp32 = export_onnx(stripped, tmp_path / "pruned.onnx", x)
+    calibration = digits.train.tensors[0][:64].numpy()
+    int8 = load_onnx(quantize_onnx(fp32, tmp_path / "pruned.int8.onnx", calibration))
+    pruned = audit_onnx(load_onnx(fp32))
+    quantized = audit_onnx(fold_weight_dequantize(int8))
+    assert sorted(quantized.conv_out_channels.values()) == sorted(pruned.conv_out_channels.values())
+    assert sum(pruned.conv_out_channels.values()) < sum(dense_channels.values())
+    assert quantized.weight_params == pruned.weight_params
+    assert initializer_types(int8)["INT8"] >= len(pruned.conv_out_channels)
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (("quantize.calibration_size=100000",), "quantize.calibration_size: 100000 calibration images asked for"),
+        (("quantize.calibration_size=0",), "quantize.calibration_size"),
+        (("quantize.calibration_size=-5",), "quantize.calibration_size"),
+    ],
+)
+def test_bad_calibration_sizes_are_one_clear_error(digits_run, tmp_path, capsys, sets, needle) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(digits_run["out"], out)
+    assert quantize_command(digits_run, out, *sets) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert not (out / "model.int8.onnx").exists()
+
+
+def test_run_refuses_a_calibration_set_larger_than_the_data_before_training(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    args = ["run", str(RECIPE), "--out", str(out), "--quiet"]
+    sets = overrides(*INT8_RUN, "quantize.enabled=true", "quantize.calibration_size=100000")
+    assert main([*args, *sets]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "quantize.calibration_size: 100000" in err[0], err
+    assert not out.exists()
+
+
+def test_quantize_without_an_exported_model_is_one_clear_error(digits_run, tmp_path, capsys) -> None:
+    out = tmp_path / "empty"
+    assert quantize_command(digits_run, out) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no exported model.onnx to quantize" in err[0], err
+    assert not (out / "model.int8.onnx").exists()
+    with pytest.raises(Exception, match="no exported FP32 model"):
+        quantize_onnx(tmp_path / "missing.onnx", tmp_path / "x.int8.onnx", np.zeros((4, 1, 16, 16), np.float32))
+
+
+GATE = (
+    "tracking.enabled=false",
+    "evaluate.num_examples=100",
+    "evaluate.square_queries=30",
+    "evaluate.square_examples=30",
+    "evaluate.indicator_examples=20",
+    "evaluate.apgd_steps=20",
+    "evaluate.latency.repeats=3",
+    "evaluate.latency.warmup=1",
+    "gate.min_clean_acc=0.5",
+    "gate.min_pgd_acc=0.15",
+)
+
+
+def test_the_gate_passes_the_int8_model_and_fails_one_whose_robustness_was_destroyed(
+    digits, digits_run, int8_out, tmp_path
+) -> None:
+    def gate(model: Path, report: Path) -> int:
+        recipe = str(digits_run["recipe"])
+        return main(["gate", str(model), "--recipe", recipe, "--report", str(report), "--quiet", *overrides(*GATE)])
+
+    assert gate(int8_out / "model.int8.onnx", tmp_path / "good") == 0
+    good = json.loads((tmp_path / "good" / "gate.json").read_text())
+    assert good["precision"] == "int8" and good["baseline_model"].endswith("model.onnx")
+    names = {c["name"] for c in good["checks"]}
+    assert {"int8.max_pgd_drop", "int8.min_agreement", "int8.max_parity_error", "sparsity_audit"} <= names
+    assert "indicator:unavailable_gradients" in names  # the gradient-masking checks apply to INT8 too
+    # Calibrated on constant images at the data's mean: normalized, they are zero, every activation
+    # range collapses to the biases, and the INT8 model with it.
+    destroyed = tmp_path / "destroyed" / "model.int8.onnx"
+    destroyed.parent.mkdir()
+    shutil.copy(int8_out / "model.onnx", destroyed.parent / "model.onnx")
+    quantize_onnx(int8_out / "model.onnx", destroyed, np.full((64, 1, 16, 16), digits.mean[0], np.float32))
+    assert is_int8(onnx.load(str(destroyed)))
+    assert gate(destroyed, tmp_path / "bad") == 1
+    bad = json.loads((tmp_path / "bad" / "gate.json").read_text())
+    failed = {c["name"] for c in bad["checks"] if not c["passed"]}
+    assert {"min_pgd_acc", "int8.max_pgd_drop", "int8.min_agreement"} <= failed, failed
+    assert bad["int8"]["pgd_acc"] < good["int8"]["pgd_acc"] - 0.05
