@@ -86,9 +86,7 @@ def main() -> None:
             }
         table[name] = row
         table_file.write_text(json.dumps(table, indent=2))
-    print(
-        "| model | clean | PGD-20 | AutoAttack fast | AutoAttack standard | PGD-20 minus AA | AA seconds |"
-    )
+    print("| model | clean | PGD-20 | AutoAttack fast | AutoAttack standard | PGD-20 minus AA | AA seconds |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, row in table.items():
         fast, std = row["model/fast"], row["model/standard"]

@@ -19,6 +19,7 @@ LAYERS: list[set[str]] = [
     {"algorithms"},
     {"recipe"},
     {"export"},
+    {"quantization"},
     {"evaluation"},
     {"reporting"},
     {"tracking"},

@@ -58,6 +58,7 @@ _TOP_LEVEL_FILES = frozenset(
         "gate.json",
         "gate.md",
         "gate.png",
+        "security_curve.png",
         "layers.png",
         "training.png",
         STATE_FILE,
