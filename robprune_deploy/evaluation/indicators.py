@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import asdict, dataclass
+from typing import get_args
 
 import numpy as np
 import torch
@@ -39,17 +40,9 @@ from robprune_deploy.attacks.losses import cross_entropy, dlr, margin
 from robprune_deploy.attacks.outcome import AttackOutcome
 from robprune_deploy.evaluation.sessions import OnnxClassifier
 from robprune_deploy.progress import progress_bar
+from robprune_deploy.recipe.schema import IndicatorName
 
-INDICATORS = (
-    "silent_success",
-    "unavailable_gradients",
-    "unstable_predictions",
-    "incomplete_optimization",
-    "transfer_failure",
-    "unconstrained_attack_failure",
-    "non_monotone_curve",
-    "blackbox_beats_whitebox",
-)
+INDICATORS: tuple[str, ...] = get_args(IndicatorName)  # the recipe validates the same names
 DEFAULT_LIMITS = {
     "silent_success": 0.0,
     "unavailable_gradients": 0.02,

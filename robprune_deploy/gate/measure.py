@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
@@ -52,24 +53,17 @@ def measure_onnx(
     :param indicators: measure the attack-failure indicators (for the shipped model; a baseline
         only needs its accuracies and security curve).
     """
-    ev, attack = recipe.evaluate, recipe.attack
+    ev = recipe.evaluate
     return evaluate_onnx(
         path,
         batches,
         torch_model=twin,
-        threat=attack.threat(attack.eval_steps),
-        providers=ev.providers,
-        square_queries=ev.pgd_square_queries,
-        square_p_init=ev.square_p_init,
-        square_examples=ev.square_examples,
-        seed=ev.subset_seed,
+        **_shared_settings(recipe),
         attacks=ev.attacks,
         budget=ensemble_budget(ev),
         curve_steps=ev.curve_steps,
         curve_examples=ev.curve_examples,
         indicator_examples=ev.indicator_examples if indicators else 0,
-        indicator_limits=indicator_limits(recipe),
-        batch_size=recipe.data.eval_batch_size,
         show_progress=show_progress,
     )
 
@@ -85,24 +79,33 @@ def measure_int8(
 ) -> Int8Robustness:
     """:func:`~robprune_deploy.evaluation.quantized.evaluate_int8` of ``path`` against its FP32 model
     ``fp32_path``, with the recipe's threat, subset, Square budget (PGD protocol) and indicators."""
-    ev, attack = recipe.evaluate, recipe.attack
+    ev = recipe.evaluate
     return evaluate_int8(
         path,
         fp32_path,
         batches,
         fp32_twin=fp32_twin,
-        threat=attack.threat(attack.eval_steps),
-        providers=ev.providers,
-        square_queries=ev.pgd_square_queries,
-        square_p_init=ev.square_p_init,
-        square_examples=ev.square_examples,
-        seed=ev.subset_seed,
+        **_shared_settings(recipe),
         indicator_examples=ev.indicator_examples,
         indicator_steps=ensemble_budget(ev).apgd_steps,
-        indicator_limits=indicator_limits(recipe),
-        batch_size=recipe.data.eval_batch_size,
         show_progress=show_progress,
     )
+
+
+def _shared_settings(recipe: Recipe) -> dict[str, Any]:
+    """What every evaluation takes from the recipe: threat, providers, Square (PGD protocol), subset
+    seed, indicator limits and batch size."""
+    ev, attack = recipe.evaluate, recipe.attack
+    return {
+        "threat": attack.threat(attack.eval_steps),
+        "providers": ev.providers,
+        "square_queries": ev.pgd_square_queries,
+        "square_p_init": ev.square_p_init,
+        "square_examples": ev.square_examples,
+        "seed": ev.subset_seed,
+        "indicator_limits": indicator_limits(recipe),
+        "batch_size": recipe.data.eval_batch_size,
+    }
 
 
 def int8_measurements(result: Int8Robustness, proto: onnx.ModelProto) -> Measurements:
