@@ -138,20 +138,9 @@ def evaluate_gate(
         twin = _twin(baseline_file, dense_torch).cpu()
         reference = measure_onnx(recipe, baseline_file, batches, twin, indicators=False, show_progress=show_progress)
         robustness["baseline"] = reference
-        base = measurements(reference, load_onnx(baseline_file))
-        lat = recipe.evaluate.latency
-        base_lat, cand_lat, speedup = compare_speed(
-            OnnxClassifier(baseline_file, recipe.evaluate.providers),
-            OnnxClassifier(model, recipe.evaluate.providers),
-            data.input_shape,
-            lat.batch,
-            lat.warmup,
-            lat.repeats,
+        measured, base = _timed(
+            recipe, data, model, measured, baseline_file, measurements(reference, load_onnx(baseline_file))
         )
-        measured = Measurements(
-            **{**measured.to_dict(), "latency_ms": cand_lat.median_ms, "speedup": speedup.to_dict()}
-        )
-        base = Measurements(**{**base.to_dict(), "latency_ms": base_lat.median_ms})
         details["baseline_model"] = str(baseline_file)
     checks = run_checks(recipe.gate, measured, base) + inputs.checks(measured, base)
     verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
@@ -191,19 +180,14 @@ def _evaluate_int8_gate(
             indicators=False,
             show_progress=show_progress,
         )
-    lat = recipe.evaluate.latency
-    fp32_lat, int8_lat, speedup = compare_speed(
-        OnnxClassifier(fp32_file, recipe.evaluate.providers),
-        OnnxClassifier(model, recipe.evaluate.providers),
-        data.input_shape,
-        lat.batch,
-        lat.warmup,
-        lat.repeats,
+    measured, base = _timed(
+        recipe,
+        data,
+        model,
+        int8_measurements(candidate, load_onnx(model)),
+        fp32_file,
+        measurements(reference, load_onnx(fp32_file)),
     )
-    measured = int8_measurements(candidate, load_onnx(model))
-    measured = Measurements(**{**measured.to_dict(), "latency_ms": int8_lat.median_ms, "speedup": speedup.to_dict()})
-    base = measurements(reference, load_onnx(fp32_file))
-    base = Measurements(**{**base.to_dict(), "latency_ms": fp32_lat.median_ms})
     checks = run_int8_checks(recipe.gate, measured, base, candidate.agreement) + inputs.checks(measured, base)
     details: dict[str, Any] = {
         "model": str(model),
@@ -216,6 +200,26 @@ def _evaluate_int8_gate(
     verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
     verdict.robustness = {"baseline": reference}
     return verdict
+
+
+def _timed(
+    recipe: Recipe, data: EvaluationData, model: Path, measured: Measurements, baseline: Path, base: Measurements
+) -> tuple[Measurements, Measurements]:
+    """``measured`` and ``base`` with their latencies, timed side by side, and the speed-up of
+    ``model`` over ``baseline``."""
+    lat = recipe.evaluate.latency
+    base_lat, cand_lat, speedup = compare_speed(
+        OnnxClassifier(baseline, recipe.evaluate.providers),
+        OnnxClassifier(model, recipe.evaluate.providers),
+        data.input_shape,
+        lat.batch,
+        lat.warmup,
+        lat.repeats,
+    )
+    return (
+        Measurements(**{**measured.to_dict(), "latency_ms": cand_lat.median_ms, "speedup": speedup.to_dict()}),
+        Measurements(**{**base.to_dict(), "latency_ms": base_lat.median_ms}),
+    )
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
