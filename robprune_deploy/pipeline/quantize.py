@@ -142,9 +142,12 @@ def latency(ctx: RunContext) -> dict[str, Any]:
     providers = ctx.recipe.evaluate.providers
     int8 = OnnxClassifier(ctx.out_dir / MODEL_INT8_ONNX, providers)
     result: dict[str, Any] = {"int8.latency.batch": lat.batch}
+    fp32_models = {
+        name: OnnxClassifier(ctx.out_dir / file, providers)
+        for name, file in (("pruned", MODEL_ONNX), ("dense", DENSE_ONNX))
+    }
     for batch, key in ((lat.batch, ""), (1, "_b1")):
-        for name, file in (("pruned", MODEL_ONNX), ("dense", DENSE_ONNX)):
-            fp32 = OnnxClassifier(ctx.out_dir / file, providers)
+        for name, fp32 in fp32_models.items():
             base, quantized, speedup = compare_speed(fp32, int8, shape, batch, lat.warmup, lat.repeats)
             result[f"int8.latency.{name}{key}_ms"] = base.median_ms
             result[f"int8.latency.int8_vs_{name}{key}_ms"] = quantized.median_ms
