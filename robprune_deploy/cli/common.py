@@ -16,11 +16,8 @@ from robprune_deploy.tracking.preflight import bound_http_waits
 from robprune_deploy.tracking.uris import localize_checkpoint
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser, *, recipe_flag: bool = False) -> None:
-    if recipe_flag:
-        parser.add_argument("--recipe", required=True, type=Path, help="recipe YAML file")
-    else:
-        parser.add_argument("recipe", type=Path, help="recipe YAML file")
+def add_set_argument(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY.PATH=VALUE`` (repeatable) into ``overrides``."""
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -29,6 +26,14 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, *, recipe_flag: bool =
         metavar="KEY.PATH=VALUE",
         help="override a recipe field (repeatable), validated like the file",
     )
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser, *, recipe_flag: bool = False) -> None:
+    if recipe_flag:
+        parser.add_argument("--recipe", required=True, type=Path, help="recipe YAML file")
+    else:
+        parser.add_argument("recipe", type=Path, help="recipe YAML file")
+    add_set_argument(parser)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from robprune_deploy.cli.common import add_set_argument
 from robprune_deploy.environment import Diagnosis, Status, diagnose
 from robprune_deploy.recipe import Recipe, apply_overrides, load_recipe, validate_recipe
 
@@ -106,14 +107,7 @@ def register_doctor(sub: Any) -> None:
         "doctor", help="check packages, GPUs, onnxruntime providers and the tracking store (exit 0 usable, 1 not)"
     )
     p.add_argument("--recipe", type=Path, default=None, help="recipe to check (default: the default recipe)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe field (repeatable), validated like the file",
-    )
+    add_set_argument(p)
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to check instead of the recipe's")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the tracking store (default 3)")
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
