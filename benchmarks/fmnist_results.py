@@ -348,6 +348,22 @@ def log_to_mlflow(data: dict[str, Any], files: Sequence[Path], uri: str, budget:
 # --- the sweep --------------------------------------------------------------------------------
 
 
+def switched_off(record: dict[str, Any]) -> str | None:
+    """Why a sweep variant turns its method's own mechanism off, else ``None``. Such a variant is the
+    baseline under another name (S2AP with no ascent epoch is HYDRA): it is reported as an ablation
+    and never chosen, or the sweep could pick the baseline and call it the method."""
+    if record.get("algorithm") != "s2ap":
+        return None
+    import yaml
+
+    config = yaml.safe_load((Path(record["out"]) / "recipe.yaml").read_text())["compression"]["config"]
+    if config.get("gamma", 1) == 0:
+        return "gamma 0: no sharpness ascent"
+    if config.get("warmup_epochs", 0) >= config.get("epochs", 0):
+        return f"warm-up {config['warmup_epochs']} of {config['epochs']} search epochs: no ascent epoch"
+    return None
+
+
 def choose_sweep(data: dict[str, Any], path: Path, sweeps: dict[str, tuple[str, list[dict[str, Any]]]]) -> None:
     """Per algorithm, the variant with the best validation PGD accuracy, written to ``path`` with every
     variant's figures. The recipe's default (variant 0) is kept unless the best variant beats it by
@@ -365,7 +381,8 @@ def choose_sweep(data: dict[str, Any], path: Path, sweeps: dict[str, tuple[str, 
         if not rows:
             continue
         rows.sort(key=lambda r: r["variant"])
-        best = max(rows, key=lambda r: (r.get("val_pgd") or -math.inf, -r["variant"]))
+        candidates = [r for r in rows if switched_off(r) is None]
+        best = max(candidates, key=lambda r: (r.get("val_pgd") or -math.inf, -r["variant"]))
         default = rows[0] if rows[0]["variant"] == 0 else None
         if default is not None and default.get("val_pgd") is not None and best.get("val_pgd") is not None:
             p, n = default["val_pgd"], default.get("val_examples") or 1
@@ -381,6 +398,7 @@ def choose_sweep(data: dict[str, Any], path: Path, sweeps: dict[str, tuple[str, 
                     "sets": r["sets"],
                     "val_pgd": r.get("val_pgd"),
                     "val_clean": r.get("val_clean"),
+                    **({"ablation": switched_off(r)} if switched_off(r) else {}),
                 }
                 for r in rows
             ],
