@@ -369,7 +369,7 @@ def choose_sweep(data: dict[str, Any], path: Path, sweeps: dict[str, tuple[str, 
     variant's figures. The recipe's default (variant 0) is kept unless the best variant beats it by
     more than one binomial standard error of the default's accuracy on the validation split: with
     1,000 images that is about 1.5 points, the noise a best-of-seven choice would otherwise chase."""
-    from robprune_deploy.atomic import write_json
+    from robprune_deploy.atomic import write_json, write_text
 
     chosen: dict[str, Any] = {}
     for algorithm in sweeps:
@@ -405,6 +405,26 @@ def choose_sweep(data: dict[str, Any], path: Path, sweeps: dict[str, tuple[str, 
         }
         print(f"{algorithm}: chose {best['sets'] or 'the recipe defaults'} (val PGD {best.get('val_pgd')})")
     write_json(path, chosen)
+    write_text(path.with_suffix(".md"), render_sweep(chosen))
+
+
+def render_sweep(chosen: dict[str, Any]) -> str:
+    """``sweep.md``: every variant's validation figures, the choice marked, ablations named."""
+    lines = [
+        "# Validation sweep",
+        "",
+        "Accuracy in % on the validation split (the torch model, best fine-tuning epoch); seed 0.",
+        "",
+        "| algorithm | cell | variant | setting | val clean | val PGD | |",
+        "|---|---|---:|---|---:|---:|---|",
+    ]
+    for algorithm, entry in chosen.items():
+        for v in entry["variants"]:
+            setting = ", ".join(v["sets"]) or "recipe default"
+            mark = "**chosen**" if v["sets"] == entry["chosen"] else v.get("ablation", "")
+            clean, pgd = (f"{100 * x:.1f}" if x is not None else "-" for x in (v["val_clean"], v["val_pgd"]))
+            lines.append(f"| {algorithm} | {entry['cell']} | {v['variant']} | {setting} | {clean} | {pgd} | {mark} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_recipes(sweep_file: Path, recipes: Path) -> None:
