@@ -427,9 +427,14 @@ def render_sweep(chosen: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SWEEP_MARK = "# Chosen on validation by benchmarks/fmnist_grid.py --sweep:"
+
+
 def write_recipes(sweep_file: Path, recipes: Path) -> None:
     """Write the chosen values into every ``recipes/fmnist/<algorithm>_*.yaml``; multipliers scale the
-    recipe's own value (epoch counts chosen under a small budget scale to the recipe's budget)."""
+    recipe's own value (epoch counts chosen under a small budget scale to the recipe's budget). A
+    recipe whose defaults were kept is left as it is; a written one says so in its header, and a
+    second call with the same choice changes nothing (a multiplier is never applied twice)."""
     import yaml
 
     chosen = json.loads(sweep_file.read_text())
@@ -437,8 +442,17 @@ def write_recipes(sweep_file: Path, recipes: Path) -> None:
         for recipe in sorted(recipes.glob(f"{algorithm}_*.yaml")):
             if recipe.stem.rsplit("_", 1)[0] != algorithm:
                 continue
+            if not entry["relative"]:
+                print(f"{recipe}: defaults kept")
+                continue
+            mark = f"{SWEEP_MARK} {json.dumps(entry['relative'])}\n"
             text = recipe.read_text()
-            header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+            if mark in text:
+                print(f"{recipe}: already written")
+                continue
+            header = "".join(
+                line for line in text.splitlines(keepends=True) if line.startswith("#") and SWEEP_MARK not in line
+            )
             document = yaml.safe_load(text)
             for dotted, value in entry["relative"].items():
                 *parents, leaf = dotted.split(".")
@@ -450,5 +464,5 @@ def write_recipes(sweep_file: Path, recipes: Path) -> None:
                     value = max(1, round(current * value[1])) if isinstance(current, int) else current * value[1]
                 node[leaf] = value
             body = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=120)
-            recipe.write_text(header + body)
-            print(f"{recipe}: {entry['relative'] or 'defaults kept'}")
+            recipe.write_text(header + mark + body)
+            print(f"{recipe}: {entry['relative']}")

@@ -12,7 +12,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-from fmnist_results import choose_sweep
+from fmnist_results import choose_sweep, write_recipes
+
+from robprune_deploy.recipe import load_recipe
 
 SWEEPS: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "s2ap": ("s2ap_u95", [{}, {"gamma": 0.01}, {"warmup": 2}]),
@@ -74,3 +76,27 @@ def test_the_default_stays_unless_beaten_by_more_than_one_standard_error(tmp_pat
             _record(folder, "hydra", 1, challenger, {"lr": 0.1}, {"lr": 0.2}),
         ]
         assert _choose(folder, records)["hydra"]["chosen"] == expected, name
+
+
+def test_chosen_values_are_written_into_the_recipes_once(tmp_path: Path) -> None:
+    recipes = Path(__file__).resolve().parents[1] / "recipes" / "fmnist"
+    for name in ("s2ap_u95", "hydra_u95"):
+        (tmp_path / f"{name}.yaml").write_text((recipes / f"{name}.yaml").read_text())
+    hydra_before = (tmp_path / "hydra_u95.yaml").read_bytes()
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(
+        json.dumps(
+            {
+                "s2ap": {"relative": {"compression.config.gamma": 0.01, "compression.config.epochs": ["x", 2]}},
+                "hydra": {"relative": {}},
+            }
+        )
+    )
+    for _ in range(2):  # the second call must not scale the epochs again
+        write_recipes(sweep, tmp_path)
+    written = load_recipe(tmp_path / "s2ap_u95.yaml")
+    original = load_recipe(recipes / "s2ap_u95.yaml")
+    assert written.compression.config["gamma"] == 0.01
+    assert written.compression.config["epochs"] == 2 * original.compression.config["epochs"]
+    assert (tmp_path / "s2ap_u95.yaml").read_text().count("Chosen on validation") == 1
+    assert (tmp_path / "hydra_u95.yaml").read_bytes() == hydra_before
