@@ -384,7 +384,8 @@ def choose_sweep(data: dict[str, Any], path: Path, sweeps: dict[str, tuple[str, 
         if not rows:
             continue
         rows.sort(key=lambda r: r["variant"])
-        candidates = [r for r in rows if switched_off(r) is None]
+        ablation = {r["variant"]: switched_off(r) for r in rows}
+        candidates = [r for r in rows if ablation[r["variant"]] is None]
         best = max(candidates, key=lambda r: (r.get("val_pgd") or -math.inf, -r["variant"]))
         default = rows[0] if rows[0]["variant"] == 0 else None
         if default is not None and default.get("val_pgd") is not None and best.get("val_pgd") is not None:
@@ -401,7 +402,7 @@ def choose_sweep(data: dict[str, Any], path: Path, sweeps: dict[str, tuple[str, 
                     "sets": r["sets"],
                     "val_pgd": r.get("val_pgd"),
                     "val_clean": r.get("val_clean"),
-                    **({"ablation": switched_off(r)} if switched_off(r) else {}),
+                    **({"ablation": ablation[r["variant"]]} if ablation[r["variant"]] else {}),
                 }
                 for r in rows
             ],
