@@ -425,10 +425,10 @@ def sweep_tasks(args: argparse.Namespace, budget: Budget) -> list[Task]:
         for index, variant in enumerate(variants):
             extra = resolve_variant(variant, cell.recipe, base)
             sets = [*base, *extra, f"seed={seed}", f"model.checkpoint={checkpoint_of(args.results, seed)}"]
-            sets += ["data.eval_split=val"]  # the test split is never touched
-            # the choice reads the training's validation PGD (val.pgd_acc), so the final evaluation is light
-            sets += ["evaluate.attacks=pgd", "evaluate.num_examples=200", "evaluate.square_queries=0"]
-            sets += ["evaluate.indicator_examples=0"]
+            # the test split is never touched; the choice reads the training's validation PGD
+            # (val.pgd_acc), so the final evaluation is only a light PGD on validation images
+            sets += ["data.eval_split=val", "evaluate.attacks=pgd", "evaluate.num_examples=200"]
+            sets += ["evaluate.square_queries=0", "evaluate.indicator_examples=0"]
             out = args.results / "sweep" / algorithm / f"v{index}"
             label = {
                 "task": "sweep",
