@@ -59,8 +59,8 @@ def batch_work(recipe: Recipe, data: Callable[[], DatasetBundle]) -> int | None:
         return None
 
 
-def _sized(recipe: Recipe, data: Callable[[], DatasetBundle] | None) -> int | None:
-    """The work ``auto`` is sized by; not measured when nothing would use it."""
+def auto_work_macs(recipe: Recipe, data: Callable[[], DatasetBundle] | None = None) -> int | None:
+    """The work ``auto`` is sized by (:func:`batch_work`); not measured when nothing would use it."""
     if recipe.runtime.threads != "auto" or omp_num_threads() is not None:
         return None
     d = recipe.data
@@ -74,4 +74,4 @@ def apply_recipe_threads(
 
     :param data: the recipe's data, when the caller holds it (built from the recipe otherwise).
     """
-    return apply_thread_policy(recipe.runtime.threads, work_macs=_sized(recipe, data), announce=announce)
+    return apply_thread_policy(recipe.runtime.threads, work_macs=auto_work_macs(recipe, data), announce=announce)
