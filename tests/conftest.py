@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from robprune_deploy.data import DatasetBundle, build_dataset
 from robprune_deploy.models import build_model
 from robprune_deploy.pipeline.threads import forward_macs
-from robprune_deploy.runtime.threads import choose_threads
+from robprune_deploy.runtime import apply_thread_policy, choose_threads
 
 
 def _suite_threads() -> int:
@@ -28,6 +29,15 @@ def _suite_threads() -> int:
 SUITE_THREADS = _suite_threads()
 os.environ["OMP_NUM_THREADS"] = str(SUITE_THREADS)
 torch.set_num_threads(SUITE_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _suite_threads_for_every_test() -> Iterator[None]:
+    """A test whose recipe sets ``runtime.threads`` changes this process's threads; the next test
+    starts with the suite's again (``auto`` respects the exported ``OMP_NUM_THREADS``)."""
+    yield
+    if torch.get_num_threads() != SUITE_THREADS:
+        apply_thread_policy("auto")
 
 
 @pytest.fixture(scope="session")

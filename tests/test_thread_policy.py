@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,18 +18,10 @@ from robprune_deploy.evaluation import OnnxClassifier
 from robprune_deploy.pipeline import RunContext
 from robprune_deploy.pipeline.ownership import recipe_fingerprint
 from robprune_deploy.recipe import validate_recipe
-from robprune_deploy.runtime import apply_thread_policy, choose_threads
+from robprune_deploy.runtime import choose_threads
 from robprune_deploy.runtime.threads import Machine, cgroup_cpu_quota, measure_machine
 
 SPIN = "session.intra_op.allow_spinning"
-
-
-@pytest.fixture(autouse=True)
-def _suite_threads_afterwards() -> Iterator[None]:
-    """Tests here set other counts; the tests after them get the suite's threads back."""
-    yield
-    apply_thread_policy("auto")
-    assert torch.get_num_threads() == SUITE_THREADS
 
 
 @pytest.fixture(scope="module")
