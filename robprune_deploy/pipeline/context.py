@@ -74,6 +74,9 @@ class RunContext:
 
     The output folder is created only once the inputs passed :meth:`preflight` (by
     :func:`~robprune_deploy.pipeline.ownership.owned_output`, or by the first file written).
+
+    Every command makes one, so creating it applies ``runtime.threads`` to the process (once;
+    :mod:`robprune_deploy.pipeline.threads`): :attr:`threads` is the choice.
     """
 
     recipe: Recipe
