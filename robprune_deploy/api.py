@@ -25,6 +25,22 @@ DEFAULT_THREAT = ThreatModel(eps=8 / 255, step_size=2 / 255, steps=10)
 """The field's CIFAR convention: L-inf 8/255, PGD-10 with step 2/255."""
 
 
+def _ensure_threads(model: nn.Module, first_inputs: Callable[[], torch.Tensor]) -> None:
+    """``runtime.threads: auto`` for this process, sized by ``model`` on the first batch, unless a
+    command or an earlier call already chose (see :mod:`robprune_deploy.runtime.threads`)."""
+    from robprune_deploy.pipeline.threads import forward_macs
+    from robprune_deploy.runtime import current_thread_choice, ensure_thread_policy
+
+    if current_thread_choice() is not None:
+        return
+    try:
+        x = first_inputs()
+        work: int | None = forward_macs(model, x.shape[1:]) * x.shape[0]
+    except Exception:  # no or odd data: the checks that follow report it; the threads go unsized
+        work = None
+    ensure_thread_policy(work)
+
+
 def _batches(dataset: Any) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """Re-iterable ``(x, y)`` batches from an :class:`nncf.Dataset`, a DataLoader or any iterable."""
     # nncf.Dataset wraps an iterable of items; its transform is applied by get_inference_data().
@@ -98,6 +114,7 @@ def prune(
     batches = CheckedBatches(_batches(dataset), "prune: dataset")
     x, _ = batches.first()
     batches.num_classes = model_classes(model.to(target), x, "prune")
+    _ensure_threads(model, lambda: x)
     context = PruningContext(
         train_data=batches,
         ratio=ratio,
@@ -152,6 +169,7 @@ def adversarial_train(
         raise RecipeError(f"adversarial_train: epochs must be >= 0 and lr > 0, got epochs={epochs}, lr={lr}")
     batches = _batches(data)
     target = torch.device(device) if device is not None else next(model.parameters()).device
+    _ensure_threads(model, lambda: next(iter(batches))[0])
     plan = TrainingPlan(epochs, lr, momentum, weight_decay, RobustLoss(loss), trades_beta, eps_warmup_epochs)
     callback = None if on_epoch_end is None else (lambda epoch, metrics: on_epoch_end(epoch + 1, metrics))
     return train(

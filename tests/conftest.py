@@ -3,13 +3,41 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
 
 from robprune_deploy.data import DatasetBundle, build_dataset
+from robprune_deploy.models import build_model
+from robprune_deploy.pipeline.threads import forward_macs
+from robprune_deploy.runtime import apply_thread_policy, choose_threads
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+def _suite_threads() -> int:
+    """The thread policy's ``auto`` for the digits CNN the tests train (batch 32), chosen once.
+
+    Exported as ``OMP_NUM_THREADS`` so that in-process runs (whose ``auto`` respects it) and child
+    processes use the same count: a run killed and resumed in a child must end bit for bit where an
+    in-process reference run ends, and a loaded machine gets no more threads than it has free cores.
+    """
+    with torch.device("meta"):
+        cnn = build_model("digits_cnn", 10, 1, [0.5], [0.5])
+    return choose_threads("auto", work_macs=forward_macs(cnn, (1, 16, 16)) * 32).threads
+
+
+SUITE_THREADS = _suite_threads()
+os.environ["OMP_NUM_THREADS"] = str(SUITE_THREADS)
+torch.set_num_threads(SUITE_THREADS)
+
+
+@pytest.fixture(autouse=True)
+def _suite_threads_for_every_test() -> Iterator[None]:
+    """A test whose recipe sets ``runtime.threads`` changes this process's threads; the next test
+    starts with the suite's again (``auto`` respects the exported ``OMP_NUM_THREADS``)."""
+    yield
+    if torch.get_num_threads() != SUITE_THREADS:
+        apply_thread_policy("auto")
 
 
 @pytest.fixture(scope="session")
@@ -111,8 +139,9 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return {"out": out, "uri": uri, "recipe": recipe, "summary": json.loads((out / "summary.json").read_text())}
 
 
-def subprocess_env(**extra: str) -> dict[str, str]:
+def subprocess_env(processes: int = 1, **extra: str) -> dict[str, str]:
     """The environment for a child process: no MLflow run or experiment leaked from this process
-    (``mlflow.set_experiment`` exports ``MLFLOW_EXPERIMENT_ID``), one OpenMP thread per process."""
+    (``mlflow.set_experiment`` exports ``MLFLOW_EXPERIMENT_ID``), and the suite's threads
+    (:data:`SUITE_THREADS`) shared among the ``processes`` it starts (torchrun's workers)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return {**env, "OMP_NUM_THREADS": "1", **extra}
+    return {**env, "OMP_NUM_THREADS": str(max(1, SUITE_THREADS // processes)), **extra}

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 def test_two_process_run_matches_the_single_process_sparsity(digits_run, tmp_path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "out"
-    env = subprocess_env()
+    env = subprocess_env(processes=2)
     command = [
         sys.executable,
         "-m",

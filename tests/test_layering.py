@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "robprune_deploy"
 
 # Lowest first. Within a layer, packages may import each other.
 LAYERS: list[set[str]] = [
-    {"__version__", "errors", "arguments", "atomic", "registry", "progress", "checkpoints", "distributed"},
+    {"__version__", "errors", "arguments", "atomic", "registry", "progress", "checkpoints", "distributed", "runtime"},
     {"attacks", "masking", "surgery", "data", "models"},
     {"training"},
     {"algorithms"},

@@ -29,6 +29,24 @@ KILL_POINTS = {
 }
 
 
+def _kill_once_written(proc: subprocess.Popen[bytes], checkpoint: Path, epoch: int, log: Path) -> None:
+    """SIGKILL ``proc`` as soon as ``checkpoint`` holds ``epoch``: the stage has finished that epoch
+    and is inside the next one (or its bookkeeping). Killing on the observed file, not after a
+    sleep, lands in the same place on an idle machine and on a loaded one, however slow the epochs."""
+    seen = None
+    while proc.poll() is None:
+        stamp = checkpoint.stat().st_mtime_ns if checkpoint.is_file() else None
+        if stamp is not None and stamp != seen:
+            seen = stamp
+            if load_checkpoint(checkpoint)["epoch"] >= epoch:
+                proc.send_signal(signal.SIGKILL)
+                return
+        time.sleep(0.02)  # a poll interval, not a guess at where the run is
+    pytest.fail(
+        f"the run ended (exit {proc.returncode}) before {checkpoint.name} held epoch {epoch}: {log.read_text()[-2000:]}"
+    )
+
+
 @pytest.mark.parametrize("stage", list(KILL_POINTS))
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(digits_run, tmp_path: Path, stage: str) -> None:
     name, epoch, extra = KILL_POINTS[stage]
@@ -49,17 +67,17 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(digits_run,
             *(e.format(pretrained=pretrained) for e in extra),
         ),
     ]
-    env = subprocess_env(OMP_NUM_THREADS="2")
-    proc = subprocess.Popen(robprune(*args), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The suite's threads, as the in-process reference run used (conftest exports them).
+    env = subprocess_env()
+    log = tmp_path / "killed.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen(robprune(*args), env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            _kill_once_written(proc, out / "checkpoints" / name, epoch, log)
+        finally:
+            proc.kill()
+            proc.wait()
     checkpoint = out / "checkpoints" / name
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if checkpoint.is_file() and load_checkpoint(checkpoint)["epoch"] >= epoch:
-            time.sleep(0.5)  # somewhere inside the next epoch
-            break
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     state = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}
     assert stage not in state  # the kill landed inside the stage
     killed_epoch = load_checkpoint(checkpoint)["epoch"]

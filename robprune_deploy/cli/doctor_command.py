@@ -65,6 +65,7 @@ def _environment_table(diagnosis: Diagnosis) -> Table:
         for provider, probe in ort.probes.items():
             state = "[green]a session runs on it[/green]" if probe.works else f"[red]falls back[/red]: {probe.reason}"
             table.add_row(provider, state)
+    table.add_row("threads", diagnosis.threads.describe())
     track = diagnosis.tracking
     answer = {True: "answers", False: "[red]no answer[/red]", None: "not checked"}[track.answers]
     table.add_row("tracking URI", f"{track.uri}: {answer} ({track.detail})")

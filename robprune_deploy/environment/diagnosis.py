@@ -20,7 +20,9 @@ from robprune_deploy.environment.packages import Installed, OnnxruntimeBuilds, i
 from robprune_deploy.environment.providers import OnnxruntimeProbe, probe_onnxruntime
 from robprune_deploy.environment.tracking import TrackingProbe, probe_tracking_uri
 from robprune_deploy.evaluation.sessions import PROVIDERS
+from robprune_deploy.pipeline.threads import apply_recipe_threads
 from robprune_deploy.recipe import Recipe
+from robprune_deploy.runtime import ThreadChoice
 
 # Distributions a pipeline run imports (mlflow only when tracking is enabled).
 REQUIRED = ("torch", "torchvision", "onnx", "onnxscript", "nncf", "torch-pruning", "onnx2torch", "pydantic")
@@ -50,6 +52,7 @@ class Diagnosis:
     torch: TorchProbe
     onnxruntime: OnnxruntimeProbe
     tracking: TrackingProbe
+    threads: ThreadChoice
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -141,6 +144,12 @@ def _check_tracking(recipe: Recipe, probe: TrackingProbe) -> Check:
     return Check("tracking", Status.OK if probe.answers else Status.FAIL, f"{probe.uri}: {probe.detail}")
 
 
+def _check_threads(choice: ThreadChoice) -> Check:
+    if not choice.spinning:  # it runs, but a busy machine makes threads wait for each other
+        return Check("runtime.threads", Status.WARN, f"{choice.describe()}; more threads than free cores")
+    return Check("runtime.threads", Status.OK, choice.describe())
+
+
 def diagnose(recipe: Recipe | None = None, timeout: float = 3.0) -> Diagnosis:
     """Probe this environment and judge ``recipe`` (default: the default recipe) against it.
 
@@ -149,6 +158,7 @@ def diagnose(recipe: Recipe | None = None, timeout: float = 3.0) -> Diagnosis:
     from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
 
     recipe = recipe or Recipe()
+    threads = apply_recipe_threads(recipe, announce=False)  # before the probes open their sessions
     packages = installed()
     builds = onnxruntime_builds()
     gpus = probe_torch()
@@ -162,6 +172,7 @@ def diagnose(recipe: Recipe | None = None, timeout: float = 3.0) -> Diagnosis:
         _check_providers(recipe, ort),
         _check_data(recipe),
         _check_tracking(recipe, tracking),
+        _check_threads(threads),
     ]
     return Diagnosis(
         python=sys.version.split()[0],
@@ -171,5 +182,6 @@ def diagnose(recipe: Recipe | None = None, timeout: float = 3.0) -> Diagnosis:
         torch=gpus,
         onnxruntime=ort,
         tracking=tracking,
+        threads=threads,
         checks=[c for c in checks if c is not None],
     )

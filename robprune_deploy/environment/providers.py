@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from robprune_deploy.evaluation.sessions import PROVIDERS
+from robprune_deploy.runtime import configure_session_options
 
 # GPU providers worth a real session; the CPU provider always works when onnxruntime imports.
 PROBED = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -131,7 +132,7 @@ def probe_provider(ort: object, model: bytes, provider: str) -> ProviderProbe:
     """Open a session that asks for ``provider`` (CPU as fallback), run it, and see where it ran."""
     import numpy as np
 
-    session_options = ort.SessionOptions()  # type: ignore[attr-defined]
+    session_options = configure_session_options(ort.SessionOptions())  # type: ignore[attr-defined]
     session_options.log_severity_level = 2  # warnings and errors carry the loader's reasons
     error = ""
     used: list[str] = []

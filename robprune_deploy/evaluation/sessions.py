@@ -11,6 +11,7 @@ import numpy as np
 
 from robprune_deploy.errors import OnnxModelError, ProviderError, ShapeError
 from robprune_deploy.export import load_onnx
+from robprune_deploy.runtime import configure_session_options
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ class OnnxClassifier:
 
     :param path: the ONNX file (checked with ``onnx.checker`` first).
     :param providers: recipe provider names in order of preference.
-    :param threads: intra-op threads (0: onnxruntime's default).
+    :param threads: intra-op threads (0: the process's thread policy, ``runtime.threads``; spinning
+        follows the policy either way).
     """
 
     def __init__(
@@ -85,9 +87,7 @@ class OnnxClassifier:
         chosen = resolve_providers(providers)
         if PROVIDERS["cuda"] in chosen:
             _preload_cuda_libraries()
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        options = configure_session_options(ort.SessionOptions(), threads=threads)
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
         except Exception as exc:

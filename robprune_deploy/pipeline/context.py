@@ -24,6 +24,7 @@ from robprune_deploy.errors import DatasetError, QuantizationError, RecipeError
 from robprune_deploy.gate.validation import EvaluationData
 from robprune_deploy.models import NormalizedClassifier, build_model
 from robprune_deploy.pipeline.ownership import STAGE_ORDER, owner_record, read_state, write_state
+from robprune_deploy.pipeline.threads import apply_recipe_threads
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.tracking import NullTracker, Tracker
 
@@ -45,6 +46,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def recipe_model(recipe: Recipe, data: DatasetBundle) -> NormalizedClassifier:
+    """The untrained model ``recipe`` asks for, shaped for ``data``."""
+    return build_model(
+        recipe.model.name,
+        data.num_classes,
+        data.input_shape[0],
+        data.mean,
+        data.std,
+        recipe.data.channels,
+        image_size=data.input_shape[1],
+        kwargs=recipe.model.kwargs,
+    )
+
+
 @dataclass
 class RunContext:
     """State shared by the stages of one pipeline run.
@@ -59,6 +74,9 @@ class RunContext:
 
     The output folder is created only once the inputs passed :meth:`preflight` (by
     :func:`~robprune_deploy.pipeline.ownership.owned_output`, or by the first file written).
+
+    Every command makes one, so creating it applies ``runtime.threads`` to the process (once;
+    :mod:`robprune_deploy.pipeline.threads`): :attr:`threads` is the choice.
     """
 
     recipe: Recipe
@@ -74,6 +92,7 @@ class RunContext:
         self.env, self.device = distributed.initialize(resolve_device(self.recipe.device))
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+        self.threads = apply_recipe_threads(self.recipe, lambda: self.data, announce=self.show_progress)
         self.summary: dict[str, Any] = {}
         self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}
 
@@ -201,18 +220,7 @@ class RunContext:
         return x[:1]
 
     def new_model(self) -> NormalizedClassifier:
-        data = self.data
-        model = self.recipe.model
-        return build_model(
-            model.name,
-            data.num_classes,
-            data.input_shape[0],
-            data.mean,
-            data.std,
-            self.recipe.data.channels,
-            image_size=data.input_shape[1],
-            kwargs=model.kwargs,
-        )
+        return recipe_model(self.recipe, self.data)
 
     def preflight(self) -> None:
         """Check every input a run will read (data root and images, model name, checkpoint, the

@@ -35,11 +35,12 @@ if TYPE_CHECKING:
 STATE_FILE = "state.json"
 LOCK_FILE = ".robprune.lock"
 ERROR_LOG = "robprune-error.log"
-EXCLUDED_SECTIONS = ("tracking", "gate", "quantize")
+EXCLUDED_SECTIONS = ("tracking", "gate", "quantize", "runtime")
 """Recipe sections that cannot change a stage's files: where results are logged and registered
-(``tracking``), the release thresholds (``gate``), which every run applies afresh, and the INT8
+(``tracking``), the release thresholds (``gate``), which every run applies afresh, the INT8
 settings (``quantize``): quantization reads the exported model and always runs afresh, so
-``robprune quantize`` can try other settings on a finished folder."""
+``robprune quantize`` can try other settings on a finished folder, and the threads
+(``runtime``): a run killed on a loaded machine may resume with another count."""
 
 STAGE_ORDER = ("pretrain", "prune", "finetune", "export", "evaluate", "quantize", "evaluate_int8")
 

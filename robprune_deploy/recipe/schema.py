@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
+from robprune_deploy.runtime.threads import MAX_THREADS
 
 MAX_SEED = 2**32 - 1
 """Seeds are 32-bit unsigned (numpy's range; torch's generators accept them and the data order's
@@ -340,6 +341,23 @@ class TrackingSection(Section):
         return value
 
 
+class RuntimeSection(Section):
+    """How the process uses the machine; changes speed, not results (not in the recipe fingerprint)."""
+
+    threads: int | Literal["auto"] = Field(
+        "auto",
+        description=f"intra-op threads of torch and onnxruntime: auto (from the cores this process may use, "
+        f"the load at start and the model's size; an OMP_NUM_THREADS in the environment wins) or 1-{MAX_THREADS}",
+    )
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value: Any) -> Any:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_THREADS):
+            return value
+        raise ValueError(f"must be auto or a whole number of threads from 1 to {MAX_THREADS}")
+
+
 class Recipe(Section):
     """A whole pipeline. See the README's recipe reference for every field."""
 
@@ -356,6 +374,7 @@ class Recipe(Section):
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
     gate: GateSection = Field(default_factory=GateSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection)
 
     def split_problems(self) -> list[str]:
         """Fields that need a validation split the recipe does not have (``data.val_size: 0``)."""

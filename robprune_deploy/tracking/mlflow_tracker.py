@@ -16,6 +16,7 @@ import yaml
 from torch import nn
 
 from robprune_deploy.errors import TrackingError
+from robprune_deploy.runtime import configure_session_options, current_thread_choice
 from robprune_deploy.tracking.project import choose_parent, link_runs
 
 _METRIC_NAME = re.compile(r"[^0-9A-Za-z_\-. /]")
@@ -24,6 +25,18 @@ _METRIC_NAME = re.compile(r"[^0-9A-Za-z_\-. /]")
 def default_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else MLflow's sqlite store ``./mlflow.db`` (supports the registry)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def thread_tags() -> dict[str, str]:
+    """The threads this process chose (:mod:`robprune_deploy.runtime.threads`) and why.
+
+    Tags, not params: the recipe's ``runtime.threads`` (``auto`` or a number) is the param, and a
+    resumed run reuses its MLflow run, where a param may not change but ``auto`` may choose anew.
+    """
+    choice = current_thread_choice()
+    if choice is None:
+        return {}
+    return {"runtime.threads": str(choice.threads), "runtime.threads_reason": choice.reason[:5000]}
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -123,7 +136,7 @@ class MlflowTracker:
             self.run_id = run.info.run_id
             link_runs(run.info.run_id, self.parent)
             self.log_params(params)
-            self.set_tags(tags)
+            self.set_tags({**tags, **thread_tags()})
             yield
 
     @contextlib.contextmanager
@@ -224,7 +237,8 @@ class MlflowTracker:
         import torch
         from mlflow.models import infer_signature
 
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        options = configure_session_options(ort.SessionOptions())
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         output = session.run(None, {session.get_inputs()[0].name: example})[0]
         # The logged model keeps MLflow's [CUDA, CPU] providers for whoever serves it; on a machine
         # without a GPU, the validation load would otherwise print onnxruntime's CUDA load failure.

@@ -1,0 +1,160 @@
+"""Wall and CPU time of torch's default thread count vs the thread policy (``runtime.threads: auto``),
+on an idle machine and beside busy processes.
+
+    python benchmarks/thread_policy.py --fmnist-root /work/shared/datasets/fashion-mnist   # the README's figures
+    python benchmarks/thread_policy.py --workloads digits --conditions idle \\
+        --digits-command pretrain --set pretrain.epochs=1 --repeats 1                    # a smoke run
+
+Workloads: ``digits``, the quick start (``robprune run recipes/digits_s2ap.yaml``), and ``fmnist``,
+one adversarial pretraining epoch of ``recipes/fmnist/s2ap_u90.yaml`` (55,000 images, PGD-10).
+Conditions: ``idle``, and ``busy``: beside ``--busy`` processes that each keep one core busy (a
+pure-Python loop, as a colleague's single-threaded job would). Threads: ``default`` gives torch and
+onnxruntime torch's default count (the machine's cores; what a run got before the policy; onnxruntime's
+spinning follows the policy's rule either way), ``policy`` is ``runtime.threads: auto`` with no
+``OMP_NUM_THREADS`` in the environment.
+
+Each measurement is one ``robprune`` child process: its wall time and its CPU time (user + system,
+``resource.getrusage(RUSAGE_CHILDREN)`` before and after). Results are written to ``--json`` after
+every measurement, so an interrupted benchmark keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "thread_policy.json"
+BUSY_LOOP = "while True: pass"
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def torch_default_threads() -> int:
+    """torch's intra-op threads in a fresh process (``OMP_NUM_THREADS`` is unset by :func:`main`)."""
+    command = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    return int(subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip())
+
+
+@contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """``count`` processes that each keep one core busy until the block ends."""
+    hogs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(count)]
+    try:
+        time.sleep(2.0 if count else 0.0)  # let the load average notice them before the policy looks
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.wait()
+
+
+def workload_command(name: str, args: argparse.Namespace, out: Path) -> list[str]:
+    robprune = [sys.executable, "-m", "robprune_deploy.cli.main"]
+    sets = [item for text in args.overrides for item in ("--set", text)]
+    common = ["--out", str(out), "--quiet", "--set", "tracking.enabled=false"]
+    if name == "digits":
+        return [*robprune, args.digits_command, str(ROOT / "recipes" / "digits_s2ap.yaml"), *common, *sets]
+    if args.fmnist_root is None:
+        raise SystemExit("error: --fmnist-root: the fmnist workload needs the folder of the four IDX files")
+    fmnist = ["--set", "pretrain.epochs=1", "--set", f"data.root={args.fmnist_root}"]
+    return [*robprune, "pretrain", str(ROOT / "recipes" / "fmnist" / "s2ap_u90.yaml"), *common, *fmnist, *sets]
+
+
+def measure(command: list[str], threads: str, default_threads: int) -> dict[str, Any]:
+    """One child run: wall and CPU seconds, and the threads it was given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    setting = str(default_threads) if threads == "default" else "auto"
+    command = [*command, "--set", f"runtime.threads={setting}"]
+    load = os.getloadavg()[0]
+    cpu, start = _children_cpu(), time.perf_counter()
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(command)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return {"runtime.threads": setting, "load_at_start": round(load, 2), "wall_s": wall, "cpu_s": cpu}
+
+
+def policy_prediction(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """What ``auto`` chooses here now for the workload's recipe (the child chooses the same way)."""
+    from robprune_deploy.pipeline.threads import auto_work_macs
+    from robprune_deploy.recipe import load_recipe
+    from robprune_deploy.runtime import choose_threads
+
+    recipe_file = ROOT / "recipes" / ("digits_s2ap.yaml" if name == "digits" else "fmnist/s2ap_u90.yaml")
+    extra = [f"data.root={args.fmnist_root}"] if name == "fmnist" else []
+    recipe = load_recipe(recipe_file, [*extra, *args.overrides])
+    return choose_threads("auto", work_macs=auto_work_macs(recipe)).to_dict()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", choices=["digits", "fmnist"], default=["digits", "fmnist"])
+    parser.add_argument("--conditions", nargs="+", choices=["idle", "busy"], default=["idle", "busy"])
+    parser.add_argument("--threads", nargs="+", choices=["default", "policy"], default=["default", "policy"])
+    parser.add_argument("--busy", type=int, default=2, help="busy processes of the busy condition (default 2)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each combination (default 2)")
+    parser.add_argument("--digits-command", choices=["run", "pretrain"], default="run", help="default run")
+    parser.add_argument("--fmnist-root", type=Path, default=None, help="folder of the Fashion-MNIST IDX files")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    args = parser.parse_args()
+    # The policy is measured as a user gets it: no OMP_NUM_THREADS for auto to respect.
+    os.environ.pop("OMP_NUM_THREADS", None)
+
+    default_threads = torch_default_threads()
+    report: dict[str, Any] = {
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)),
+            "torch_default_threads": default_threads,
+        },
+        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
+        "measurements": [],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.workloads:
+        for condition in args.conditions:
+            with busy_processes(args.busy if condition == "busy" else 0):
+                prediction = policy_prediction(name, args)
+                for repeat in range(args.repeats):
+                    for threads in args.threads:
+                        with tempfile.TemporaryDirectory(prefix="thread-policy-") as folder:
+                            result = measure(
+                                workload_command(name, args, Path(folder) / "out"), threads, default_threads
+                            )
+                        row = {"workload": name, "condition": condition, "threads": threads, "repeat": repeat}
+                        row.update(result)
+                        if threads == "policy":
+                            row["policy_choice"] = prediction
+                        report["measurements"].append(row)
+                        args.json.write_text(json.dumps(report, indent=2) + "\n")
+                        print(
+                            f"{name:6} {condition:4} {threads:7} (runtime.threads={result['runtime.threads']:>4}): "
+                            f"wall {result['wall_s']:7.1f} s, CPU {result['cpu_s']:7.1f} s, "
+                            f"load at start {result['load_at_start']:.1f}",
+                            flush=True,
+                        )
+    print(f"written: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
