@@ -92,7 +92,7 @@ def test_awp_never_moves_pruned_weights(digits: DatasetBundle, robust_cnn: nn.Mo
     perturbation = perturb_weights(robust_cnn, x, y, x_adv, RobustLoss.PGD_AT, 0.05)
     weights = perturbed_weights(robust_cnn)
     assert {n for n, _, _ in weights} == {n.replace(".weight", ".parametrizations.weight.original") for n in masks}
-    for (name, p, mask), delta in zip(weights, perturbation.deltas):
+    for (name, p, mask), delta in zip(weights, perturbation.deltas, strict=True):
         assert mask is not None
         assert bool((delta[~mask] == 0).all()), name  # pruned entries are not perturbed ...
         assert bool((delta[mask] != 0).any()), name
@@ -132,7 +132,7 @@ def test_recipe_awp_reaches_the_training_plan_and_the_search_keeps_the_base_loss
 
 
 def calibration(digits: DatasetBundle) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return list(make_loader(TensorDataset(*(t[:128] for t in digits.train.tensors)), 64, shuffle=False))  # type: ignore[attr-defined]
+    return list(make_loader(TensorDataset(*(t[:64] for t in digits.train.tensors)), 32, shuffle=False))  # type: ignore[attr-defined]
 
 
 DIGITS_CNN_GROUPS = ["body.features.0", "body.features.3", "body.features.7", "body.features.10", "body.classifier.1"]
@@ -144,16 +144,21 @@ def test_weight_perturbation_mrs_is_the_default_and_positive_and_a_silenced_grou
 ) -> None:
     groups = ChannelGroups(robust_cnn, digits.test.tensors[0][:1])  # type: ignore[attr-defined]
     batches = calibration(digits)
-    mrs = weight_perturbation_sensitivity(robust_cnn, groups, batches, THREAT, 0.1, 5, 0)
+    mrs = weight_perturbation_sensitivity(robust_cnn, groups, batches, THREAT, 0.1, 3, 0)
     assert sorted(mrs) == sorted(DIGITS_CNN_GROUPS)
     assert all(math.isfinite(v) and v > 0 for v in mrs.values()), mrs
 
     # The MRPF algorithm uses it by default, on the same calibration set.
     context = PruningContext(
-        train_data=batches, ratio=0.5, threat=THREAT, example_inputs=digits.test.tensors[0][:1]  # type: ignore[attr-defined]
+        train_data=batches,
+        ratio=0.5,
+        threat=THREAT,
+        example_inputs=digits.test.tensors[0][:1],  # type: ignore[attr-defined]
     )
     mrpf = ALGORITHMS.get("mrpf")
-    result = mrpf(mrpf.Config.model_validate({"calibration_size": 128})).apply(copy.deepcopy(robust_cnn), context)
+    result = mrpf(mrpf.Config.model_validate({"calibration_size": 64, "perturbation_steps": 3})).apply(
+        copy.deepcopy(robust_cnn), context
+    )
     assert result.extra["mrs"] == pytest.approx(mrs, rel=1e-9)
 
     # Scale the most sensitive group's kernels to near zero: its BatchNorm (eval statistics) then
@@ -166,7 +171,7 @@ def test_weight_perturbation_mrs_is_the_default_and_positive_and_a_silenced_grou
     with torch.no_grad():
         for kernel in group_kernels(robust_cnn, groups.by_name()[most]):
             kernel.mul_(1e-3)
-    silenced = weight_perturbation_sensitivity(robust_cnn, groups, batches, THREAT, 0.1, 5, 0)
+    silenced = weight_perturbation_sensitivity(robust_cnn, groups, batches, THREAT, 0.1, 3, 0)
     assert silenced[most] < mrs[most] / 100
     assert all(silenced[most] < silenced[name] / 100 for name in downstream), silenced
 

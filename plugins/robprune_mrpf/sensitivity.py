@@ -128,7 +128,7 @@ def _loss_and_gradients(
     gradients = [torch.zeros_like(k) for k in kernels]
     for x_adv, y in adversarial:
         loss = F.cross_entropy(model(x_adv), y, reduction="sum")
-        for g, part in zip(gradients, torch.autograd.grad(loss, kernels)):
+        for g, part in zip(gradients, torch.autograd.grad(loss, kernels), strict=True):
             g += part
         total += loss.item()
         count += len(y)
@@ -158,16 +158,16 @@ def worst_case_rise(
             if t == steps:
                 break
             scale = step / (float(_norm(gradients)) + 1e-20)
-            delta = [d + scale * g for d, g in zip(delta, gradients)]
+            delta = [d + scale * g for d, g in zip(delta, gradients, strict=True)]
             size = float(_norm(delta))
             if size > ball:
                 delta = [d * (ball / size) for d in delta]
             with torch.no_grad():
-                for k, o, d in zip(kernels, origin, delta):
+                for k, o, d in zip(kernels, origin, delta, strict=True):
                     k.copy_(o + d)
     finally:
         with torch.no_grad():
-            for k, o in zip(kernels, origin):
+            for k, o in zip(kernels, origin, strict=True):
                 k.copy_(o)
     return worst - base
 

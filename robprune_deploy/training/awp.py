@@ -71,7 +71,7 @@ class WeightPerturbation:
 
     def restore(self) -> None:
         with torch.no_grad():
-            for p, delta in zip(self.parameters, self.deltas):
+            for p, delta in zip(self.parameters, self.deltas, strict=True):
                 p.sub_(delta)
 
 
@@ -80,7 +80,7 @@ def relative_directions(
 ) -> list[torch.Tensor]:
     """``v_l = ||w_l|| * g_l / (||g_l|| + eps)``, both norms over the kept entries of a masked weight."""
     directions = []
-    for (_, p, mask), g in zip(weights, gradients):
+    for (_, p, mask), g in zip(weights, gradients, strict=True):
         w = p.detach()
         if mask is not None:
             keep = mask.to(w.dtype)
@@ -115,12 +115,14 @@ def perturb_weights(
         gradients = list(torch.autograd.grad(loss, [p for _, p, _ in weights], allow_unused=True))
     finally:
         with torch.no_grad():
-            for b, saved in zip(model.buffers(), buffers):
+            for b, saved in zip(model.buffers(), buffers, strict=True):
                 b.copy_(saved)
-    gradients = [torch.zeros_like(p) if g is None else g.detach() for (_, p, _), g in zip(weights, gradients)]
+    gradients = [
+        torch.zeros_like(p) if g is None else g.detach() for (_, p, _), g in zip(weights, gradients, strict=True)
+    ]
     distributed.all_mean_(gradients)
     deltas = [gamma * v for v in relative_directions(weights, gradients)]
     with torch.no_grad():
-        for (_, p, _), delta in zip(weights, deltas):
+        for (_, p, _), delta in zip(weights, deltas, strict=True):
             p.add_(delta)
     return WeightPerturbation([p for _, p, _ in weights], deltas)
