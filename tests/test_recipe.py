@@ -41,7 +41,8 @@ def test_defaults_are_the_digits_pipeline(tmp_path: Path) -> None:
         ({"attack": {"eps": -0.1}}, "attack.eps", "greater than or equal to 0"),
         ({"pretrain": {"epochs": "many"}}, "pretrain.epochs", "valid integer"),
         ({"data": {"batch_sise": 8}}, "data.batch_sise", "unknown field"),
-        ({"finetune": {"loss": "awp"}}, "finetune.loss", "pgd_at"),
+        ({"finetune": {"loss": "awq"}}, "finetune.loss", "'awp'"),
+        ({"pretrain": {"loss": "awp"}}, "pretrain.loss", "pgd_at"),
         ({"device": "tpu"}, "device", "auto, cpu, cuda"),
         ({"compression": {"algorithm": "s2pa"}}, "compression.algorithm", "unknown algorithm 's2pa'"),
         (

@@ -24,7 +24,13 @@ from robprune_deploy.surgery import ChannelGroups, count_model
 from robprune_mrpf.allocation import allocate, inverse_sensitivity_weights, refine_to_target
 from robprune_mrpf.cost import CostModel
 from robprune_mrpf.report import plot_allocation
-from robprune_mrpf.sensitivity import Batches, activation_sensitivity, loss_sensitivity, probe_keep
+from robprune_mrpf.sensitivity import (
+    Batches,
+    activation_sensitivity,
+    loss_sensitivity,
+    probe_keep,
+    weight_perturbation_sensitivity,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +48,16 @@ class L1FilterConfig(AlgorithmConfig):
 class MRPFConfig(L1FilterConfig):
     """MRPF: MRS-weighted ratios (more sensitive groups pruned less)."""
 
-    estimator: Literal["loss", "activation"] = "loss"
-    probe_ratio: float = Field(0.5, gt=0, lt=1, description="fraction of a group zeroed to probe its MRS")
+    estimator: Literal["weight_perturbation", "loss", "activation"] = Field(
+        "weight_perturbation",
+        description="how MRS is measured: weight_perturbation (worst-case robust-loss rise in a relative ball "
+        "around the group's kernels, after RiFT), loss (probe pruning) or activation",
+    )
+    perturbation_radius: float = Field(
+        0.1, gt=0, le=10, description="weight_perturbation: the ball's radius relative to the kernels' norm (RiFT: 0.1)"
+    )
+    perturbation_steps: int = Field(5, ge=1, le=1000, description="weight_perturbation: projected ascent steps")
+    probe_ratio: float = Field(0.5, gt=0, lt=1, description="loss: fraction of a group zeroed to probe its MRS")
     calibration_size: int = Field(256, gt=0, le=10_000_000, description="calibration examples for MRS")
     eps: float = Field(1e-3, gt=0, description="added to MRS before inversion")
 
@@ -123,6 +137,9 @@ class L1Filter(CompressionAlgorithm):
 class MRPF(L1Filter):
     """Module Robust Pruning and Fine-tuning (Bai et al.): MRS-adaptive structured pruning.
 
+    MRS estimators: :mod:`robprune_mrpf.sensitivity` (the paper's own equation was not available;
+    the default follows RiFT's module robust criticality).
+
     Fine-tuning (PGD-AT or TRADES) and BatchNorm recalibration run in the pipeline's finetune stage.
     """
 
@@ -136,7 +153,17 @@ class MRPF(L1Filter):
         batches = calibration_batches(context, config.calibration_size)
         was_training = model.training
         try:
-            if config.estimator == "loss":
+            if config.estimator == "weight_perturbation":
+                mrs = weight_perturbation_sensitivity(
+                    model,
+                    groups,
+                    batches,
+                    context.threat,
+                    config.perturbation_radius,
+                    config.perturbation_steps,
+                    context.seed,
+                )
+            elif config.estimator == "loss":
                 mrs = loss_sensitivity(model, groups, batches, context.threat, config.probe_ratio, context.seed)
             else:
                 mrs = activation_sensitivity(model, groups, batches, context.threat, context.seed)

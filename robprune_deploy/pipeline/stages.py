@@ -14,9 +14,10 @@ from robprune_deploy.atomic import write_json
 from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
 from robprune_deploy.pipeline.artifacts import load_pruned, save_pruned
 from robprune_deploy.pipeline.context import RunContext
-from robprune_deploy.recipe import TrainingSection, validate_algorithm_config
+from robprune_deploy.recipe import FinetuneSection, TrainingSection, validate_algorithm_config
 from robprune_deploy.surgery import count_model
 from robprune_deploy.training import (
+    AWPPlan,
     EpochSelection,
     TrainingPlan,
     adversarial_train,
@@ -32,16 +33,19 @@ STATISTICS = "statistics.json"
 
 
 def plan_of(section: TrainingSection) -> TrainingPlan:
+    finetune = section if isinstance(section, FinetuneSection) else None
+    awp = AWPPlan(finetune.awp_gamma, finetune.awp_warmup) if finetune and finetune.uses_awp else None
     return TrainingPlan(
         section.epochs,
         section.lr,
         section.momentum,
         section.weight_decay,
-        section.loss,
+        finetune.robust_loss if finetune else section.loss,
         section.trades_beta,
         section.eps_warmup_epochs,
         section.mart_beta,
         section.optimizer,
+        awp=awp,
     )
 
 
@@ -149,7 +153,7 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
             ratio=comp.ratio,
             threat=recipe.attack.threat(),
             example_inputs=ctx.example_inputs.to(ctx.device),
-            loss=recipe.finetune.loss,
+            loss=recipe.finetune.robust_loss,
             trades_beta=recipe.finetune.trades_beta,
             mart_beta=recipe.finetune.mart_beta,
             ignored_scope=scope,

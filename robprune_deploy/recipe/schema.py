@@ -14,7 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic_core import PydanticCustomError
 
 from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
@@ -152,6 +153,38 @@ class FinetuneSection(TrainingSection):
     bn_recalibration_batches: int = Field(
         0, ge=0, le=100_000, description="BatchNorm statistics re-estimated on this many batches"
     )
+    # Adversarial weight perturbation (AWP; Wu et al. 2020), which the S2AP paper fine-tunes with.
+    loss: RobustLoss | Literal["awp"] = Field(  # type: ignore[assignment]  # the base's values plus awp
+        RobustLoss.PGD_AT, description="pgd_at | trades | mart, or awp: adversarial weight perturbation on awp_base"
+    )
+    awp_base: RobustLoss = Field(RobustLoss.PGD_AT, description="loss: awp only: the loss AWP perturbs the weights for")
+    awp_gamma: float = Field(
+        0.005, gt=0, le=1, description="loss: awp only: each layer's perturbation relative to its weight norm"
+    )
+    awp_warmup: int = Field(0, ge=0, le=MAX_EPOCHS, description="loss: awp only: epochs without AWP first")
+
+    @field_validator("loss", mode="plain")
+    @classmethod
+    def _robust_loss_or_awp(cls, value: Any) -> RobustLoss | str:
+        if value == "awp":
+            return "awp"
+        try:
+            return RobustLoss(value)
+        except (ValueError, TypeError):
+            raise PydanticCustomError("enum", "Input should be 'pgd_at', 'trades', 'mart' or 'awp'") from None
+
+    @field_serializer("loss")
+    def _loss_name(self, value: RobustLoss | str) -> str:
+        return value.value if isinstance(value, RobustLoss) else value
+
+    @property
+    def uses_awp(self) -> bool:
+        return self.loss == "awp"
+
+    @property
+    def robust_loss(self) -> RobustLoss:
+        """The loss attacks are crafted for and minimized: ``awp_base`` under AWP."""
+        return self.awp_base if self.uses_awp else RobustLoss(self.loss)
 
 
 class IgnoredScopeSection(Section):

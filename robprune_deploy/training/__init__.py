@@ -1,5 +1,6 @@
-"""Adversarial training (PGD-AT, TRADES) with resumable per-epoch checkpoints, and evaluation."""
+"""Adversarial training (PGD-AT, TRADES, MART; optionally AWP) with resumable per-epoch checkpoints, and evaluation."""
 
+from robprune_deploy.training.awp import AWPPlan
 from robprune_deploy.training.evaluation import accuracy, evaluate_robustness, recalibrate_batchnorm
 from robprune_deploy.training.trainer import (
     EpochSelection,
@@ -11,6 +12,7 @@ from robprune_deploy.training.trainer import (
 )
 
 __all__ = [
+    "AWPPlan",
     "EpochSelection",
     "TrainingPlan",
     "accuracy",

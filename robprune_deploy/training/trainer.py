@@ -1,4 +1,5 @@
-"""Adversarial training: PGD-AT, TRADES or MART; SGD with momentum (or AdamW), cosine learning-rate schedule.
+"""Adversarial training: PGD-AT, TRADES or MART, optionally with adversarial weight perturbation
+(AWP, :mod:`robprune_deploy.training.awp`); SGD with momentum (or AdamW), cosine learning-rate schedule.
 
 Training is resumable and deterministic: each epoch reseeds torch from ``(seed, stage, epoch)`` and
 the data order depends only on ``(seed, epoch)``, so an interrupted run resumed from its last
@@ -21,6 +22,7 @@ from robprune_deploy.attacks import RobustLoss, ThreatModel, craft_adversarial, 
 from robprune_deploy.checkpoints import load_checkpoint, save_checkpoint
 from robprune_deploy.errors import NumericalError
 from robprune_deploy.progress import progress_bar
+from robprune_deploy.training.awp import AWPPlan, WeightPerturbation, perturb_weights
 
 EpochLoader = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 EpochEnd = Callable[[int, dict[str, float]], None]
@@ -39,6 +41,8 @@ class TrainingPlan:
     eps_warmup_epochs: int = 0
     mart_beta: float = 6.0
     optimizer: str = "sgd"
+    awp: AWPPlan | None = None
+    """Adversarial weight perturbation on top of ``loss`` (its ascent uses ``loss``'s outer loss)."""
 
     def threat_at(self, threat: ThreatModel, epoch: int) -> ThreatModel:
         """The threat of ``epoch``: eps (and step) ramp up linearly over the warm-up epochs.
@@ -155,15 +159,23 @@ def adversarial_train(
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 check_batch(x, stage, epoch)
                 x_adv = craft_adversarial(model, x, y, epoch_threat, plan.loss)
-                loss = loss_on_adversarial(net, x, y, x_adv, plan.loss, plan.trades_beta, plan.mart_beta)
-                if not math.isfinite(loss.item()):
-                    raise NumericalError(
-                        f"{stage}: epoch {epoch + 1}: the training loss became {loss.item()} "
-                        f"(lr {plan.lr:g}; a smaller {stage}.lr usually cures it)"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                perturbation = (
+                    perturb_weights(model, x, y, x_adv, plan.loss, plan.awp.gamma, plan.trades_beta, plan.mart_beta)
+                    if plan.awp is not None and plan.awp.active(epoch)
+                    else WeightPerturbation([], [])
+                )
+                try:
+                    loss = loss_on_adversarial(net, x, y, x_adv, plan.loss, plan.trades_beta, plan.mart_beta)
+                    if not math.isfinite(loss.item()):
+                        raise NumericalError(
+                            f"{stage}: epoch {epoch + 1}: the training loss became {loss.item()} "
+                            f"(lr {plan.lr:g}; a smaller {stage}.lr usually cures it)"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                finally:
+                    perturbation.restore()  # the step was taken at w + gamma * v; w keeps only the step
                 with torch.no_grad():
                     correct += int((model(x_adv).argmax(1) == y).sum()) if plan.loss is not RobustLoss.TRADES else 0
                 loss_sum += loss.item() * len(y)
