@@ -33,9 +33,7 @@ class Registry(Generic[T]):
         name collision with another distribution.
     """
 
-    def __init__(
-        self, kind: str, entry_point_group: str | None = None, home_distribution: str | None = None
-    ) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, home_distribution: str | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self.home_distribution = home_distribution

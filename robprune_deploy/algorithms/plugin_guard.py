@@ -46,4 +46,3 @@ def plugin_code(name: str, distribution: str, step: str) -> Iterator[None]:
         raise  # bad input, or a machine too small: not the algorithm's fault
     except Exception as exc:
         raise PluginError(f"plugin bug: {who} raised {_first_line(exc)} in {step}") from exc
-

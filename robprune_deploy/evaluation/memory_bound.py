@@ -27,6 +27,7 @@ MIB = 1 << 20
 _requested_mb = DEFAULT_MAX_SESSION_MEMORY_MB
 _registered_mb: int | None = None
 _registration_failed = False
+_said_unchanged: set[int] = set()
 _ALLOCATION_FAILURE = re.compile(r"Available memory of \d+ is smaller than requested bytes of (\d+)|Failed to allocate")
 _FAILED_NODE = re.compile(r"running (\w+) node\. Name:'([^']*)'")
 
@@ -53,7 +54,8 @@ def _register_cpu_arena(ort: Any) -> bool:
             log.warning("onnxruntime: cannot bound the CPU arena (%s); sessions run unbounded", exc)
             return False
         _registered_mb = _requested_mb
-    if _registered_mb is not None and _registered_mb != _requested_mb:
+    if _registered_mb is not None and _registered_mb != _requested_mb and _requested_mb not in _said_unchanged:
+        _said_unchanged.add(_requested_mb)
         log.warning(
             "onnxruntime: the CPU arena of this process is bounded at %d MiB (set first); "
             "evaluate.max_session_memory_mb %d applies in a new process",
