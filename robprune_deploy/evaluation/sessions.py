@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from robprune_deploy.errors import OnnxModelError, ProviderError, RobPruneError, ShapeError
+from robprune_deploy.errors import OnnxModelError, ProviderError, ShapeError
 from robprune_deploy.evaluation.memory_bound import (
     allocation_failure,
     bounded_providers,
@@ -129,8 +129,6 @@ class OnnxClassifier:
         self.check_input(x)
         try:
             return np.asarray(self.session.run(None, {self.input_name: x}, self.run_options)[0])
-        except RobPruneError:
-            raise
         except Exception as exc:  # the inputs were checked: a graph that fails on them is a bad file
             raise self._failure(f"onnxruntime failed running it on a batch of {len(x)}", exc) from None
 
