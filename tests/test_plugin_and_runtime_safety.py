@@ -320,3 +320,16 @@ def test_the_session_memory_bound_is_a_bounded_recipe_field(capsys, tmp_path: Pa
     )
     assert code == 2
     one_error(lines, "evaluate.max_session_memory_mb", "greater than or equal to 64")
+
+
+def test_the_session_memory_bound_does_not_change_the_recipes_fingerprint() -> None:
+    from robprune_deploy.pipeline.ownership import recipe_fingerprint
+    from robprune_deploy.recipe import validate_recipe
+
+    def fingerprint(evaluate: dict[str, object]) -> str:
+        return recipe_fingerprint(validate_recipe({"evaluate": evaluate}))
+
+    assert (
+        fingerprint({"max_session_memory_mb": 64}) == fingerprint({}) == fingerprint({"max_session_memory_mb": 65536})
+    )
+    assert fingerprint({"num_examples": 100}) != fingerprint({})  # what the measurement uses still counts
