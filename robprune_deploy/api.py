@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from torch import nn
 
 from robprune_deploy.algorithms import ALGORITHMS, PruningContext, PruningResult
+from robprune_deploy.algorithms.plugin_guard import plugin_code
+from robprune_deploy.algorithms.verification import verify_masks
 from robprune_deploy.arguments import CheckedBatches, check_count, check_fraction, check_model, model_classes
 from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.errors import ArgumentError, RecipeError
@@ -125,7 +127,11 @@ def prune(
         device=target,
         seed=seed,
     )
-    return cls(config).apply(model.to(target), context)
+    distribution = ALGORITHMS.provider(algorithm)
+    with plugin_code(algorithm, distribution, "__init__"):
+        instance = cls(config)
+    with plugin_code(algorithm, distribution, "apply"):
+        return verify_masks(instance.apply(model.to(target), context))
 
 
 def adversarial_train(

@@ -57,6 +57,20 @@ class PruningError(RobPruneError):
     """A pruning algorithm cannot be applied to the given model or configuration."""
 
 
+class MaskShapeError(PruningError):
+    """A mask (or channel keep-set) does not fit the parameter (or channel group) it names.
+
+    Read from a file it is bad input; made by an algorithm it is a bug of that algorithm, which the
+    prune stage reports as a :class:`PluginError`.
+    """
+
+
+class PluginError(Exception):
+    """A bug in an algorithm's own code: an exception raised inside it, or masks that do not fit the
+    model. Not a :class:`RobPruneError`: the CLI exits 3 and keeps the traceback in its error log.
+    The message names the algorithm and the distribution that provides it."""
+
+
 class TrackingError(RobPruneError):
     """An MLflow store, run or model URI cannot be used."""
 

@@ -16,8 +16,12 @@ from robprune_deploy.algorithms.result import (
 from robprune_deploy.registry import Registry
 
 ENTRY_POINT_GROUP = "robprune_deploy.algorithms"
+BUILT_IN_DISTRIBUTION = "robprune-deploy"
+"""The distribution whose entry points are the built-in algorithms: another one cannot take their names."""
 
-ALGORITHMS: Registry[type[CompressionAlgorithm]] = Registry("algorithm", entry_point_group=ENTRY_POINT_GROUP)
+ALGORITHMS: Registry[type[CompressionAlgorithm]] = Registry(
+    "algorithm", entry_point_group=ENTRY_POINT_GROUP, home_distribution=BUILT_IN_DISTRIBUTION
+)
 """Every registered algorithm class by name; filled from the entry-point group on first lookup."""
 
 __all__ = [

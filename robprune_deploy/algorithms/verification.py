@@ -1,5 +1,6 @@
-"""A pruning result is checked before anything is built on it: it reached its target, and its
-weights are finite. An algorithm that misses is an error, not a summary with sparsity 0.0."""
+"""A pruning result is checked before anything is built on it: it is one, its masks fit the model, it
+reached its target, and its weights are finite. An algorithm that misses is an error, not a summary
+with sparsity 0.0."""
 
 from __future__ import annotations
 
@@ -9,7 +10,34 @@ import torch
 
 from robprune_deploy.algorithms.base import CompressionAlgorithm
 from robprune_deploy.algorithms.result import PruningResult
-from robprune_deploy.errors import NumericalError, PruningError
+from robprune_deploy.errors import MaskShapeError, NumericalError, PruningError
+from robprune_deploy.masking import FixedMask
+
+
+def verify_masks(result: object) -> PruningResult:
+    """``result`` is a :class:`PruningResult` whose every mask has exactly its parameter's shape.
+
+    torch accepts a mask that broadcasts (``[out, 1, 1, 1]`` on a conv weight) and the masked model
+    then computes something the algorithm did not mean, so shapes are compared exactly.
+
+    :raises TypeError: when ``result`` is not a :class:`PruningResult` (a bug of the algorithm).
+    :raises MaskShapeError: for a mask whose shape differs from its parameter's.
+    """
+    if not isinstance(result, PruningResult):
+        raise TypeError(f"apply returned {type(result).__name__}, not a PruningResult")
+    for module_name, module in result.model.named_modules():
+        chains = getattr(module, "parametrizations", None)
+        if chains is None:
+            continue
+        for param, chain in chains.items():
+            original: torch.Tensor = chain.original
+            for item in chain:
+                if isinstance(item, FixedMask) and tuple(item.mask.shape) != tuple(original.shape):
+                    raise MaskShapeError(
+                        f"mask '{module_name}.{param}': shape {tuple(item.mask.shape)} != parameter "
+                        f"{tuple(original.shape)}"
+                    )
+    return result
 
 
 def verify_result(algorithm: CompressionAlgorithm, result: PruningResult, name: str, tolerance: float) -> float:

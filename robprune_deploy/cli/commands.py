@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from robprune_deploy.algorithms import ALGORITHMS
-from robprune_deploy.cli.common import add_stage_parser, context_of, recipe_of
+from robprune_deploy.cli.common import add_stage_parser, context_of, recipe_of, warn_about_plugin_conflicts
 from robprune_deploy.cli.deploy_commands import register_deploy_commands
 from robprune_deploy.cli.doctor_command import register_doctor
 from robprune_deploy.errors import RobPruneError
@@ -50,6 +50,7 @@ def _algorithms(args: argparse.Namespace) -> int:
         granularity = ", ".join(g.value for g in cls.granularities)
         table.add_row(name, granularity, ALGORITHMS.provider(name), cls.description)
     Console(width=140).print(table)
+    warn_about_plugin_conflicts()
     return 0
 
 

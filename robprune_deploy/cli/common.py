@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from robprune_deploy.algorithms import ALGORITHMS
 from robprune_deploy.errors import RecipeError
 from robprune_deploy.pipeline import RunContext
 from robprune_deploy.pipeline.ownership import check_output_path
@@ -58,8 +60,18 @@ def add_stage_parser(sub: Any, name: str, handler: Callable[[argparse.Namespace]
     p.set_defaults(handler=handler)
 
 
+def warn_about_plugin_conflicts() -> None:
+    """One ``warning:`` line on stderr per algorithm name that several distributions declare."""
+    for conflict in ALGORITHMS.conflicts():
+        print(f"warning: {conflict}", file=sys.stderr)
+
+
 def recipe_of(args: argparse.Namespace) -> Recipe:
-    """The validated recipe; MLflow's HTTP waits are bounded by its ``tracking`` section from here on."""
+    """The validated recipe; MLflow's HTTP waits are bounded by its ``tracking`` section from here on.
+
+    Plugin name conflicts are said first: they decide which code a recipe's algorithm runs.
+    """
+    warn_about_plugin_conflicts()
     recipe = load_recipe(args.recipe, args.overrides)
     uri = getattr(args, "tracking_uri", None) or (
         None if recipe.tracking.tracking_uri else os.environ.get("MLFLOW_TRACKING_URI")

@@ -22,6 +22,7 @@ from robprune_deploy.recipe import recipe_to_dict
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.tracking import models as registry
 from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
+from robprune_deploy.tracking.preflight import check_store
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 
@@ -103,6 +104,8 @@ def _gate(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
     _check_registration_arguments(args)
     check_output_path(args.report, "--report")
+    if args.register:  # the verdict is recorded there: a store that cannot take it is said before measuring
+        check_store(recipe.tracking.tracking_uri or default_tracking_uri())
     model = registry.resolve_onnx(args.model, recipe.tracking.tracking_uri)
     known = registry.registered_version(args.model) if args.register else None
     if known is not None and known[0] != args.register:

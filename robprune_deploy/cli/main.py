@@ -18,7 +18,7 @@ from pathlib import Path
 
 from robprune_deploy.atomic import storage_problem
 from robprune_deploy.cli import commands
-from robprune_deploy.errors import RobPruneError
+from robprune_deploy.errors import PluginError, RobPruneError
 from robprune_deploy.pipeline.ownership import ERROR_LOG
 from robprune_deploy.progress import set_quiet
 
@@ -133,7 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         log = write_error_log(args)
         kept = f"traceback in {log}" if log is not None else "no log could be written"
-        print(f"error: internal error ({type(exc).__name__}: {one_line(exc)}); {kept}", file=sys.stderr)
+        if isinstance(exc, PluginError):  # its message names the algorithm and its distribution
+            print(f"error: {one_line(exc)}; {kept}", file=sys.stderr)
+        else:
+            print(f"error: internal error ({type(exc).__name__}: {one_line(exc)}); {kept}", file=sys.stderr)
         return EXIT_INTERNAL
 
 

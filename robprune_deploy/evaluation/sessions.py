@@ -10,6 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from robprune_deploy.errors import OnnxModelError, ProviderError, ShapeError
+from robprune_deploy.evaluation.memory_bound import (
+    allocation_failure,
+    bounded_providers,
+    bounded_session_options,
+    session_memory_bound,
+)
 from robprune_deploy.export import load_onnx
 from robprune_deploy.runtime import configure_session_options
 
@@ -87,13 +93,17 @@ class OnnxClassifier:
         chosen = resolve_providers(providers)
         if PROVIDERS["cuda"] in chosen:
             _preload_cuda_libraries()
-        options = configure_session_options(ort.SessionOptions(), threads=threads)
+        options = configure_session_options(bounded_session_options(ort, ort.SessionOptions()), threads=threads)
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=chosen)
+            self.session = ort.InferenceSession(
+                str(self.path), sess_options=options, providers=bounded_providers(chosen)
+            )
         except Exception as exc:
-            raise OnnxModelError(
-                f"ONNX file {self.path}: onnxruntime cannot load it ({str(exc).splitlines()[0]})"
-            ) from None
+            raise self._failure("onnxruntime cannot load it", exc) from None
+        # A failed run becomes one OnnxModelError with onnxruntime's message: its own error log line
+        # would only repeat it.
+        self.run_options = ort.RunOptions()
+        self.run_options.log_severity_level = 4
         used = self.session.get_providers()[0]
         self.provider = next((k for k, v in PROVIDERS.items() if v == used), used)
         if self.provider != (list(providers) or ["cpu"])[0]:
@@ -117,7 +127,22 @@ class OnnxClassifier:
         """Logits of a float32 batch."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         self.check_input(x)
-        return np.asarray(self.session.run(None, {self.input_name: x})[0])
+        try:
+            return np.asarray(self.session.run(None, {self.input_name: x}, self.run_options)[0])
+        except Exception as exc:  # the inputs were checked: a graph that fails on them is a bad file
+            raise self._failure(f"onnxruntime failed running it on a batch of {len(x)}", exc) from None
+
+    def _failure(self, what: str, exc: Exception) -> OnnxModelError:
+        """One line naming the file; a refused allocation names the node and the bound."""
+        text = str(exc)
+        refused = allocation_failure(text)
+        if refused is not None:
+            return OnnxModelError(
+                f"ONNX file {self.path}: {refused}, more than evaluate.max_session_memory_mb "
+                f"({session_memory_bound()} MiB) allows"
+            )
+        detail = (text.splitlines() or [type(exc).__name__])[0]
+        return OnnxModelError(f"ONNX file {self.path}: {what} ({detail[:300]})")
 
 
 def create_session(path: str | os.PathLike[str], providers: Sequence[str] = ("cuda", "cpu")) -> OnnxClassifier:

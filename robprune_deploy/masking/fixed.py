@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from robprune_deploy.errors import PruningError
+from robprune_deploy.errors import MaskShapeError
 
 
 class FixedMask(nn.Module):
@@ -31,17 +31,20 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
     """Attach a :class:`FixedMask` to every parameter named in ``masks`` (in place).
 
     :param masks: ``{"body.conv1.weight": bool_tensor_of_the_same_shape, ...}``.
-    :raises PruningError: when a name is not a parameter of ``model`` or a shape differs.
+    :raises MaskShapeError: when a name is not a parameter of ``model`` or a shape differs.
     """
     for name, mask in masks.items():
         module_name, param = _split(name)
-        module = model.get_submodule(module_name)
+        try:
+            module = model.get_submodule(module_name)
+        except AttributeError:
+            raise MaskShapeError(f"mask {name!r}: the model has no module {module_name!r}") from None
         # On an already masked parameter a second mask composes with the first.
         current = getattr(module, param, None)
         if not isinstance(current, torch.Tensor):
-            raise PruningError(f"mask {name!r}: the model has no such parameter")
+            raise MaskShapeError(f"mask {name!r}: the model has no such parameter")
         if tuple(current.shape) != tuple(mask.shape):
-            raise PruningError(f"mask {name!r}: shape {tuple(mask.shape)} != parameter {tuple(current.shape)}")
+            raise MaskShapeError(f"mask {name!r}: shape {tuple(mask.shape)} != parameter {tuple(current.shape)}")
         parametrize.register_parametrization(module, param, FixedMask(mask.to(current.device)))
     return model
 

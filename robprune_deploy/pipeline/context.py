@@ -21,6 +21,7 @@ from robprune_deploy.data import (
     validation_split,
 )
 from robprune_deploy.errors import DatasetError, QuantizationError, RecipeError
+from robprune_deploy.evaluation.memory_bound import bound_session_memory
 from robprune_deploy.gate.validation import EvaluationData
 from robprune_deploy.models import NormalizedClassifier, build_model
 from robprune_deploy.pipeline.ownership import STAGE_ORDER, owner_record, read_state, write_state
@@ -88,6 +89,7 @@ class RunContext:
     recipe_source: str | None = None
 
     def __post_init__(self) -> None:
+        bound_session_memory(self.recipe.evaluate.max_session_memory_mb)
         self.out_dir = Path(self.out_dir)
         self.env, self.device = distributed.initialize(resolve_device(self.recipe.device))
         if self.device.type == "cuda":

@@ -125,6 +125,9 @@ def fingerprint_document(recipe: Recipe) -> dict[str, Any]:
     document = recipe_to_dict(recipe)
     for section in EXCLUDED_SECTIONS:
         document.pop(section, None)
+    # The memory bound decides whether a session may run, never what it computes: raising it to
+    # resume a refused evaluation is the same recipe.
+    document["evaluate"].pop("max_session_memory_mb", None)
     document["compression"]["config"] = validate_algorithm_config(recipe).model_dump(mode="json")
     checkpoint = recipe.model.checkpoint
     if checkpoint is not None:

@@ -9,7 +9,8 @@ from typing import Any, Literal
 from torch import nn
 
 from robprune_deploy.algorithms import ALGORITHMS, Granularity, PruningContext, PruningResult
-from robprune_deploy.algorithms.verification import verify_result
+from robprune_deploy.algorithms.plugin_guard import plugin_code
+from robprune_deploy.algorithms.verification import verify_masks, verify_result
 from robprune_deploy.atomic import write_json
 from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
 from robprune_deploy.pipeline.artifacts import load_pruned, save_pruned
@@ -144,7 +145,9 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
     if ctx.is_done("prune") and path.is_file():
         return load_pruned(path, ctx.new_model().to(ctx.device), ctx.example_inputs, scope)
     config = validate_algorithm_config(recipe)
-    algorithm = ALGORITHMS.get(comp.algorithm)(config)
+    name, distribution = comp.algorithm, ALGORITHMS.provider(comp.algorithm)
+    with plugin_code(name, distribution, "__init__"):
+        algorithm = ALGORITHMS.get(name)(config)
     with ctx.tracker.stage("prune"):
         ctx.tracker.log_params({"algorithm": comp.algorithm, "ratio": comp.ratio, **config.model_dump(mode="json")})
         context = PruningContext(
@@ -164,12 +167,17 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
             checkpoint_dir=ctx.out_dir / "checkpoints",
             resume=ctx.resume,
         )
-        result = algorithm.apply(model, context)
-        achieved = verify_result(algorithm, result, comp.algorithm, comp.tolerance)
+        # The algorithm's own code (often a plugin's): its bugs are named as such, exit 3.
+        with plugin_code(name, distribution, "apply"):
+            result = verify_masks(algorithm.apply(model, context))
+            statistics = result.statistics()  # channel keep-sets are checked against the groups here
+            achieved = verify_result(algorithm, result, name, comp.tolerance)
         ctx.tracker.log_metrics({"achieved_ratio": achieved})
-        for file in algorithm.report(result, ctx.out_dir / "plots"):
+        with plugin_code(name, distribution, "report"):
+            reports = algorithm.report(result, ctx.out_dir / "plots")
+        for file in reports:
             ctx.tracker.log_artifact(file, "plots")
-        ctx.tracker.log_artifact(write_json(ctx.out_dir / STATISTICS, result.statistics().to_dict()))
+        ctx.tracker.log_artifact(write_json(ctx.out_dir / STATISTICS, statistics.to_dict()))
         save_pruned(result, path)
         ctx.mark_done("prune")
     return result

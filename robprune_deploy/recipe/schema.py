@@ -279,6 +279,13 @@ class EvaluateSection(Section):
         100, ge=0, le=100_000, description="correctly classified examples the attack-failure indicators use (0: none)"
     )
     latency: LatencySection = Field(default_factory=LatencySection)
+    max_session_memory_mb: int = Field(
+        8192,
+        ge=64,
+        le=1_048_576,
+        description="MiB an onnxruntime session may allocate (the CPU arena shared by the process's sessions, "
+        "each GPU arena); a graph asking for more is refused (exit 2) instead of taking the machine's memory",
+    )
 
     @property
     def pgd_square_queries(self) -> int:

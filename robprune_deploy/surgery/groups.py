@@ -23,7 +23,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from robprune_deploy.errors import PruningError
+from robprune_deploy.errors import MaskShapeError, PruningError
 from robprune_deploy.surgery.attention import AttentionLayout, find_attention, set_num_heads, unsafe_reason
 from robprune_deploy.surgery.counting import traced_forward
 from robprune_deploy.surgery.scope import ignored_layer_names
@@ -187,9 +187,9 @@ class ChannelGroups:
         groups = self.by_name()
         for name, k in keep.items():
             if name not in groups:
-                raise PruningError(f"unknown channel group {name!r}; groups: {', '.join(groups)}")
+                raise MaskShapeError(f"unknown channel group {name!r}; groups: {', '.join(groups)}")
             if k.dtype != torch.bool or k.numel() != groups[name].num_channels:
-                raise PruningError(
+                raise MaskShapeError(
                     f"channel group {name!r}: keep mask must be bool of {groups[name].num_channels} entries"
                 )
             if not bool(k.any()):

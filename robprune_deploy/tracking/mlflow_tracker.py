@@ -94,11 +94,12 @@ class MlflowTracker:
     """
 
     def __init__(self, tracking_uri: str | None, experiment: str, *, timeout_s: float = 4.0, retries: int = 2) -> None:
-        from robprune_deploy.tracking.preflight import bound_http_waits, check_server
+        from robprune_deploy.tracking.preflight import bound_http_waits, check_server, check_store
 
         self.tracking_uri = tracking_uri or default_tracking_uri()
         bound_http_waits(timeout_s, retries)
         check_server(self.tracking_uri, timeout_s, retries)  # before importing mlflow, which takes seconds
+        check_store(self.tracking_uri)
         import mlflow
 
         self.mlflow = mlflow

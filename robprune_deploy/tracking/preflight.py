@@ -6,14 +6,21 @@ first MLflow call, :func:`bound_http_waits` sets MLflow's retry and timeout vari
 recipe (``tracking.timeout_s``, ``tracking.retries``; variables the user exported win), and
 :func:`check_server` asks an ``http(s)://`` server for ``/health`` within the same budget: with the
 defaults it gives up after at most ``3 x 4 s`` plus two short pauses, inside 15 seconds.
+
+A local store (``sqlite:///PATH``, ``file:///PATH`` or a plain folder) is checked by
+:func:`check_store` before a run creates anything: a store MLflow could not write into, or a file
+that is not an MLflow database, would otherwise fail the run in its first stage, or hours later.
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 from robprune_deploy.errors import TrackingError
 
@@ -73,3 +80,99 @@ def check_server(uri: str, timeout_s: float | None = None, retries: int | None =
         f"{timeout_s:g} s: {reason}); start it (`mlflow server`), fix the URI or --tracking-uri, "
         f"or set tracking.enabled: false"
     )
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_MLFLOW_TABLES = {"experiments", "runs", "alembic_version"}
+
+
+def _read_only(path: Path) -> bool:
+    """Not writable by this process, or marked read-only by its owner (no write permission bit at
+    all): root could still write such a file, but a store someone made read-only is not for us."""
+    return not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222
+
+
+def _writable_folder(path: Path, uri: str) -> None:
+    """``path`` is (or can be created under) a folder this process may write into."""
+    ancestor = path
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise TrackingError(f"tracking.tracking_uri {uri}: {ancestor} is a file, so no store can be made under it")
+    if _read_only(ancestor) or not os.access(ancestor, os.X_OK):
+        raise TrackingError(
+            f"tracking.tracking_uri {uri}: the folder {ancestor} is read-only; MLflow cannot write there "
+            f"(use a writable store, or set tracking.enabled: false)"
+        )
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    """The table names of the SQLite file ``path``, read without writing anything."""
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    connection = sqlite3.connect(uri, uri=True, timeout=2.0)
+    try:
+        return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        connection.close()
+
+
+def _check_sqlite_file(path: Path, uri: str) -> None:
+    if path.is_dir():
+        raise TrackingError(f"tracking.tracking_uri {uri}: {path} is a folder, not a database file")
+    _writable_folder(path.parent, uri)  # SQLite writes its journal beside the database
+    if not path.exists():
+        return
+    if _read_only(path):
+        raise TrackingError(
+            f"tracking.tracking_uri {uri}: {path} is read-only; MLflow cannot record a run in it "
+            f"(use a writable store, or set tracking.enabled: false)"
+        )
+    with open(path, "rb") as handle:
+        header = handle.read(len(_SQLITE_HEADER))
+    if not header:
+        return  # an empty file is an empty database
+    if header != _SQLITE_HEADER:
+        raise TrackingError(f"tracking.tracking_uri {uri}: {path} is not a SQLite database")
+    try:
+        tables = _sqlite_tables(path)
+    except sqlite3.Error as exc:
+        raise TrackingError(f"tracking.tracking_uri {uri}: {path} cannot be read as a database ({exc})") from None
+    if tables and not tables & _MLFLOW_TABLES:
+        raise TrackingError(
+            f"tracking.tracking_uri {uri}: {path} is the database of something else (tables "
+            f"{', '.join(sorted(tables)[:5])}); MLflow would add its tables to it"
+        )
+
+
+def local_store_path(uri: str) -> tuple[str, Path] | None:
+    """``("sqlite" | "file", path)`` of a store on this machine; ``None`` for a server, an in-memory
+    database or a scheme MLflow resolves elsewhere (``databricks``, ``postgresql``, ...)."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite":
+        path = uri[len("sqlite:///") :].split("?", 1)[0] if uri.startswith("sqlite:///") else ""
+        return None if path in ("", ":memory:") else ("sqlite", Path(urllib.parse.unquote(path)))
+    if parsed.scheme == "file":
+        return "file", Path(urllib.parse.unquote(parsed.path))
+    if parsed.scheme == "" and uri:
+        return "file", Path(uri)
+    return None
+
+
+def check_store(uri: str) -> None:
+    """A local tracking store can take a run: a writable SQLite file that is an MLflow database (or
+    will be created as one), or a writable folder. Nothing is written; servers are left to
+    :func:`check_server`.
+
+    :raises TrackingError: naming the URI and the file or folder that cannot be used.
+    """
+    local = local_store_path(uri)
+    if local is None:
+        return
+    kind, path = local
+    path = path.expanduser()
+    if kind == "sqlite":
+        _check_sqlite_file(path, uri)
+    elif path.exists() and not path.is_dir():
+        raise TrackingError(f"tracking.tracking_uri {uri}: {path} is a file, not an MLflow store folder")
+    else:
+        _writable_folder(path, uri)
