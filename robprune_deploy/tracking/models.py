@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import posixpath
 import shutil
 import tempfile
@@ -50,11 +51,20 @@ def download_artifact(uri: str, field: str, tracking_uri: str | None = None) -> 
     store = tracking_uri or default_tracking_uri()
     check_server(store)
     mlflow.set_tracking_uri(store)
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}  # robprune's stderr holds its own lines only
+    saved = {name: os.environ.get(name) for name in quiet}
+    os.environ.update(quiet)
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=_download_folder())
     except Exception as exc:  # MLflow raises its own, OSError and sqlalchemy errors alike
         detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise TrackingError(f"{field} {uri}: cannot be downloaded from MLflow ({detail})") from None
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return Path(local)
 
 
