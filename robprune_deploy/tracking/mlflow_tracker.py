@@ -256,6 +256,7 @@ class MlflowTracker:
         try:
             if exact:
                 info = Model.log(
+                    artifact_path=None,  # deprecated in favour of name, but still a required argument
                     name=name,
                     flavor=_ExactOnnxFlavor(path.read_bytes()),
                     signature=infer_signature(example, output),
