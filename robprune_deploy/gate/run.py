@@ -19,6 +19,7 @@ from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks, run_int8_checks
 from robprune_deploy.gate.measure import int8_measurements, measure_int8, measure_onnx, measurements
+from robprune_deploy.gate.staging import BASELINE_SHA256_TAG, SHA256_TAG
 from robprune_deploy.gate.validation import EvaluationData, GateInputs, validate_gate_inputs
 from robprune_deploy.quantization import is_int8
 from robprune_deploy.recipe import Recipe
@@ -345,7 +346,7 @@ def write_gate_report(verdict: GateVerdict, directory: Path) -> list[Path]:
 
 ALIAS_TAG = "gate.alias."
 """Prefix of a version tag ``gate.alias.<alias>=passed``: the version passed a gate that moved ``<alias>`` to it."""
-SHA256_DETAILS = {"model_sha256": "robprune.sha256", "baseline_sha256": "robprune.baseline_sha256"}
+SHA256_DETAILS = {"model_sha256": SHA256_TAG, "baseline_sha256": BASELINE_SHA256_TAG}
 """``gate.json`` entries recorded as version tags (see :mod:`robprune_deploy.gate.staging`)."""
 
 
