@@ -12,8 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
-from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError
-from robprune_deploy.gate.run import GateVerdict, baseline_path, evaluate_gate, promote, write_gate_report
+from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, TrackingError
+from robprune_deploy.gate import staging
+from robprune_deploy.gate.run import (
+    SHA256_DETAILS,
+    GateVerdict,
+    baseline_path,
+    evaluate_gate,
+    promote,
+    write_gate_report,
+)
 from robprune_deploy.pipeline import RunContext, deploy, stages
 from robprune_deploy.pipeline import quantize as int8_stages
 from robprune_deploy.pipeline.ownership import check_output_path, owned_output
@@ -106,36 +114,54 @@ def _gate(args: argparse.Namespace) -> int:
     check_output_path(args.report, "--report")
     if args.register:  # the verdict is recorded there: a store that cannot take it is said before measuring
         check_store(recipe.tracking.tracking_uri or default_tracking_uri())
-    model = registry.resolve_onnx(args.model, recipe.tracking.tracking_uri)
+    source = registry.resolve_onnx(args.model, recipe.tracking.tracking_uri)
     known = registry.registered_version(args.model) if args.register else None
     if known is not None and known[0] != args.register:
         raise RecipeError(f"--register {args.register}: MODEL {args.model} is a version of {known[0]!r}")
     with tempfile.TemporaryDirectory(prefix="robprune-gate-") as work:
-        ctx = RunContext(recipe, Path(work), show_progress=not args.quiet)
-        verdict = evaluate_gate(
-            recipe,
-            model,
-            ctx.evaluation_data(),
-            baseline_file=baseline_path(recipe, model, args.model),
-            show_progress=ctx.show_progress,
-        )
-    verdict.details["model"] = args.model
-    reports = write_gate_report(verdict, args.report)
-    # Recorded in MLflow when asked to promote a version (--register is explicit, whatever the recipe's
-    # tracking.enabled says) and, with tracking enabled, inside an MLflow run (an MLproject step).
-    if args.register or (recipe.tracking.enabled and os.environ.get("MLFLOW_RUN_ID")):
-        _track(args, recipe, model, verdict, known[1] if known else None, reports)
+        # Measured, logged and registered: the bytes read here, once (see robprune_deploy.gate.staging).
+        staged = [staging.stage_model(source, Path(work) / "staging" / "candidate")]
+        try:
+            baseline_source = baseline_path(recipe, staged[0].path, args.model, beside=source)
+            if baseline_source is not None:
+                staged.append(staging.stage_model(baseline_source, Path(work) / "staging" / "baseline"))
+            ctx = RunContext(recipe, Path(work), show_progress=not args.quiet)
+            verdict = evaluate_gate(
+                recipe,
+                staged[0].path,
+                ctx.evaluation_data(),
+                baseline_file=staged[1].path if len(staged) > 1 else None,
+                show_progress=ctx.show_progress,
+            )
+        except RobPruneError as exc:
+            raise staging.as_source(exc, staged) from None
+        verdict.details["model"] = args.model
+        verdict.details["model_sha256"] = staged[0].sha256
+        if len(staged) > 1:
+            verdict.details["baseline_model"] = str(staged[1].source)
+            verdict.details["baseline_sha256"] = staged[1].sha256
+        reports = write_gate_report(verdict, args.report)
+        # Recorded in MLflow when asked to promote a version (--register is explicit, whatever the recipe's
+        # tracking.enabled says) and, with tracking enabled, inside an MLflow run (an MLproject step).
+        if args.register or (recipe.tracking.enabled and os.environ.get("MLFLOW_RUN_ID")):
+            _track(args, recipe, staged[0], verdict, known[1] if known else None, reports)
     print(verdict_line(verdict.passed, verdict.failures, args.report / "gate.md"))
     return EXIT_PASS if verdict.passed else EXIT_FAIL
 
 
 def _track(
-    args: argparse.Namespace, recipe: Any, model: Path, verdict: GateVerdict, version: str | None, reports: list[Path]
+    args: argparse.Namespace,
+    recipe: Any,
+    model: staging.StagedModel,
+    verdict: GateVerdict,
+    version: str | None,
+    reports: list[Path],
 ) -> None:
     """Record the verdict in one MLflow ``gate`` run, and tag (on a pass, alias) the model version.
 
-    A tracking server that cannot be reached does not change the verdict, whose exit code stands:
-    the failure is reported on stderr and in gate.json.
+    The version is tagged and its alias moved only when its artifact holds the bytes the gate
+    measured (same SHA-256); a mismatch, like a tracking server that cannot be reached, does not change
+    the verdict, whose exit code stands: the failure is reported on stderr and in gate.json.
     """
     from mlflow.exceptions import MlflowException
 
@@ -143,14 +169,18 @@ def _track(
     from robprune_deploy.tracking.preflight import check_server
 
     t = recipe.tracking
+    hashes = {
+        tag: str(verdict.details[key]) for key, tag in SHA256_DETAILS.items() if verdict.details.get(key) is not None
+    }
     try:
         check_server(t.tracking_uri or default_tracking_uri())
         tracker = MlflowTracker(t.tracking_uri, t.experiment, timeout_s=t.timeout_s, retries=t.retries)
-        with tracker.pipeline("gate", recipe_to_dict(recipe), {"stage": "gate", "model": args.model}):
+        with tracker.pipeline("gate", recipe_to_dict(recipe), {"stage": "gate", "model": args.model, **hashes}):
             if args.register:
                 version = version or _log_version(args, tracker, model)
-                promote(verdict, args.register, version, args.alias)
                 verdict.details["registered_version"] = version
+                _check_registered_bytes(args.register, version, model, t.tracking_uri)
+                verdict.details["alias"] = promote(verdict, args.register, version, args.alias)
                 reports = write_gate_report(verdict, args.report)
             record_verdict(tracker, verdict, reports)
     except (RobPruneError, MlflowException, OSError) as exc:  # requests' errors are OSErrors
@@ -162,15 +192,25 @@ def _track(
         write_gate_report(verdict, args.report)
 
 
-def _log_version(args: argparse.Namespace, tracker: Any, model: Path) -> str:
-    """Log MODEL in the gate's run and register it as a new version of ``--register``."""
+def _check_registered_bytes(name: str, version: str, model: staging.StagedModel, tracking_uri: str | None) -> None:
+    """:raises TrackingError: unless the version's ONNX file (downloaded again) is the measured model."""
+    uri = f"models:/{name}/{version}"
+    held = staging.onnx_sha256(registry.resolve_onnx(uri, tracking_uri))
+    if held != model.sha256:
+        raise TrackingError(
+            f"{uri} holds sha256 {held}, not the measured model's {model.sha256}: version not tagged, alias not moved"
+        )
+
+
+def _log_version(args: argparse.Namespace, tracker: Any, model: staging.StagedModel) -> str:
+    """Log the staged MODEL, byte for byte, in the gate's run and register it as a new version of ``--register``."""
     import numpy as np
 
     from robprune_deploy.evaluation import OnnxClassifier
 
-    shape = [d if isinstance(d, int) else 1 for d in OnnxClassifier(model, ["cpu"]).input_shape]
-    uri = tracker.log_onnx_model(model, np.zeros(shape, dtype=np.float32))
-    version = tracker.register_model(uri, args.register, {"source": str(model)})
+    shape = [d if isinstance(d, int) else 1 for d in OnnxClassifier(model.path, ["cpu"]).input_shape]
+    uri = tracker.log_onnx_model(model.path, np.zeros(shape, dtype=np.float32), exact=True)
+    version = tracker.register_model(uri, args.register, {"source": args.model, staging.SHA256_TAG: model.sha256})
     assert version is not None
     return str(version)
 

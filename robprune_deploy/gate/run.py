@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks, run_int8_checks
 from robprune_deploy.gate.measure import int8_measurements, measure_int8, measure_onnx, measurements
+from robprune_deploy.gate.staging import BASELINE_SHA256_TAG, SHA256_TAG
 from robprune_deploy.gate.validation import EvaluationData, GateInputs, validate_gate_inputs
 from robprune_deploy.quantization import is_int8
 from robprune_deploy.recipe import Recipe
@@ -56,35 +58,47 @@ class GateVerdict:
         }
 
 
-def baseline_path(recipe: Recipe, model: Path, source: str | None = None) -> Path | None:
+def baseline_path(recipe: Recipe, model: Path, source: str | None = None, beside: Path | None = None) -> Path | None:
     """The baseline ONNX file: ``gate.baseline`` (path or MLflow URI); else ``dense.onnx`` beside the
     model; else, for a model given as an MLflow URI (``source``), the dense model its run recorded.
 
     An INT8 model's baseline is its FP32 model: ``gate.int8.baseline``, else ``model.onnx`` beside
     it, else the FP32 model its run recorded.
+
+    :param beside: the file ``model`` was copied from, whose folder is searched (the gate measures a
+        staging copy, see :mod:`robprune_deploy.gate.staging`); default ``model`` itself.
     """
     if is_int8(load_onnx(model)):
-        return fp32_path(recipe, model, source)
+        return fp32_path(recipe, model, source, beside)
     spec = recipe.gate.baseline
     if spec and spec != "dense":
-        return registry.resolve_onnx(spec, recipe.tracking.tracking_uri)
-    sibling = model.parent / "dense.onnx"
-    if sibling.is_file() and sibling.resolve() != model.resolve():
+        return registry.resolve_onnx(spec, recipe.tracking.tracking_uri, "gate.baseline")
+    origin = beside or model
+    sibling = origin.parent / "dense.onnx"
+    if sibling.is_file() and sibling.resolve() != origin.resolve():
         return sibling
     recorded = registry.recorded_baseline(source) if source else None
-    return registry.resolve_onnx(recorded, recipe.tracking.tracking_uri) if recorded else None
+    return _recorded(recipe, recorded, source, registry.BASELINE_TAG)
 
 
-def fp32_path(recipe: Recipe, model: Path, source: str | None = None) -> Path | None:
+def fp32_path(recipe: Recipe, model: Path, source: str | None = None, beside: Path | None = None) -> Path | None:
     """The FP32 model an INT8 ``model`` was quantized from (see :func:`baseline_path`)."""
     spec = recipe.gate.int8.baseline
     if spec:
-        return registry.resolve_onnx(spec, recipe.tracking.tracking_uri)
-    sibling = model.parent / FP32_ONNX
-    if sibling.is_file() and sibling.resolve() != model.resolve():
+        return registry.resolve_onnx(spec, recipe.tracking.tracking_uri, "gate.int8.baseline")
+    origin = beside or model
+    sibling = origin.parent / FP32_ONNX
+    if sibling.is_file() and sibling.resolve() != origin.resolve():
         return sibling
     recorded = registry.recorded_baseline(source, registry.FP32_TAG) if source else None
-    return registry.resolve_onnx(recorded, recipe.tracking.tracking_uri) if recorded else None
+    return _recorded(recipe, recorded, source, registry.FP32_TAG)
+
+
+def _recorded(recipe: Recipe, uri: str | None, source: str | None, tag: str) -> Path | None:
+    """The model a tag of ``source`` recorded (already checked to stay inside the artifact store)."""
+    if uri is None:
+        return None
+    return registry.resolve_onnx(uri, recipe.tracking.tracking_uri, f"model {source}: tag {tag}")
 
 
 def _twin(path: Path, torch_model: nn.Module | None) -> nn.Module:
@@ -330,8 +344,22 @@ def write_gate_report(verdict: GateVerdict, directory: Path) -> list[Path]:
     return files
 
 
-def promote(verdict: GateVerdict, name: str, version: str, alias: str | None) -> None:
-    """Tag the version with the verdict; move ``alias`` to it only when the gate passed."""
+ALIAS_TAG = "gate.alias."
+"""Prefix of a version tag ``gate.alias.<alias>=passed``: the version passed a gate that moved ``<alias>`` to it."""
+SHA256_DETAILS = {"model_sha256": SHA256_TAG, "baseline_sha256": BASELINE_SHA256_TAG}
+"""``gate.json`` entries recorded as version tags (see :mod:`robprune_deploy.gate.staging`)."""
+
+
+def promote(verdict: GateVerdict, name: str, version: str, alias: str | None) -> list[dict[str, Any]]:
+    """Tag the version with the verdict; move ``alias`` to it only when the gate passed.
+
+    A version that failed keeps no alias: every alias that points at it moves back to the most recent
+    other version that passed the gate for that alias (tag ``gate.passed=true`` and
+    ``gate.alias.<alias>=passed``), or is removed when there is none.
+
+    :returns: what happened to each alias concerned (``gate.json``'s ``alias``); every move is also
+        one line on stderr.
+    """
     c = verdict.candidate
     tags = {
         "gate.passed": str(verdict.passed).lower(),
@@ -341,7 +369,45 @@ def promote(verdict: GateVerdict, name: str, version: str, alias: str | None) ->
         "gate.square_acc": _fmt(c.square_acc),
         "gate.autoattack_acc": _fmt(c.autoattack_acc),
         "precision": str(verdict.details.get("precision", "fp32")),
+        **{tag: str(verdict.details[key]) for key, tag in SHA256_DETAILS.items() if verdict.details.get(key)},
     }
     registry.tag_version(name, version, tags)
-    if verdict.passed and alias:
+    if verdict.passed:
+        if not alias:
+            return []
+        previous = registry.alias_version(name, alias)
         registry.set_alias(name, alias, version)
+        registry.tag_version(name, version, {f"{ALIAS_TAG}{alias}": "passed"})
+        return [_alias_entry(name, alias, previous, version, "the gate passed")]
+    held = registry.version_aliases(name, version)
+    entries = [_step_back(name, held_alias, version) for held_alias in held]
+    if alias and alias not in held:
+        stays = registry.alias_version(name, alias)
+        entries.append(_alias_entry(name, alias, stays, stays, f"version {version} failed the gate", "kept"))
+    return entries
+
+
+def _step_back(name: str, alias: str, failed: str) -> dict[str, Any]:
+    """Move ``alias`` off the ``failed`` version: back to the latest other version that passed for it."""
+    target = registry.latest_version_tagged(name, {"gate.passed": "true", f"{ALIAS_TAG}{alias}": "passed"}, failed)
+    if target is None:
+        registry.delete_alias(name, alias)
+        reason = f"version {failed} failed the gate and no other version passed it for this alias"
+        return _alias_entry(name, alias, failed, None, reason, "removed")
+    registry.set_alias(name, alias, target)
+    reason = f"version {failed} failed the gate; version {target} is the latest other version that passed it"
+    return _alias_entry(name, alias, failed, target, reason, "moved back")
+
+
+def _alias_entry(
+    name: str, alias: str, previous: str | None, current: str | None, reason: str, action: str = "moved"
+) -> dict[str, Any]:
+    """The record of one alias change; a change is also announced on stderr."""
+    if previous == current:
+        action = "kept"
+    elif current is None:
+        print(f"alias {alias!r} of {name!r}: removed from version {previous} ({reason})", file=sys.stderr)
+    else:
+        where = f"version {previous} -> version {current}" if previous else f"set on version {current}"
+        print(f"alias {alias!r} of {name!r}: {where} ({reason})", file=sys.stderr)
+    return {"alias": alias, "action": action, "from": previous, "to": current, "reason": reason}

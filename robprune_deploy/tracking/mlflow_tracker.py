@@ -83,6 +83,23 @@ def onnx_requirements() -> list[str]:
     return requirements
 
 
+class _ExactOnnxFlavor:
+    """``mlflow.onnx`` for ``mlflow.models.Model.log``, except that the flavor's data file holds
+    ``data`` byte for byte: ``onnx.save_model`` would parse and re-serialize it, and what the gate
+    registers must be the bytes it hashed and measured."""
+
+    __name__ = "mlflow.onnx"  # Model.log records the flavor module's name
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def save_model(self, path: str, mlflow_model: Any, **kwargs: Any) -> None:
+        import mlflow.onnx
+
+        mlflow.onnx.save_model(self.data, path, mlflow_model=mlflow_model, save_as_external_data=False, **kwargs)
+        (Path(path) / mlflow_model.flavors["onnx"]["data"]).write_bytes(self.data)
+
+
 class MlflowTracker:
     """Records a pipeline into MLflow.
 
@@ -227,16 +244,21 @@ class MlflowTracker:
         self.mlflow.log_artifact(str(path), artifact_path)
         return f"runs:/{run.info.run_id}/{artifact_path}/{Path(path).name}"
 
-    def log_onnx_model(self, path: Path, example: np.ndarray, name: str = "onnx_model") -> str | None:
+    def log_onnx_model(
+        self, path: Path, example: np.ndarray, name: str = "onnx_model", *, exact: bool = False
+    ) -> str | None:
         """The deployable ONNX file, with a signature and an input example; returns its model URI.
 
         :param name: the logged model's name (``onnx_int8_model`` for the quantized one).
+        :param exact: log the file's bytes as they are, as the ONNX flavor's one data file (the gate
+            registers the very bytes it measured); by default ``mlflow.onnx`` re-serializes the model
+            with its large tensors in an external data file.
         """
         import mlflow.onnx
         import onnx
         import onnxruntime as ort
         import torch
-        from mlflow.models import infer_signature
+        from mlflow.models import Model, infer_signature
 
         options = configure_session_options(ort.SessionOptions())
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -247,13 +269,23 @@ class MlflowTracker:
         if quiet:
             ort.set_default_logger_severity(4)
         try:
-            info = mlflow.onnx.log_model(
-                onnx.load(str(path)),
-                name=name,
-                signature=infer_signature(example, output),
-                input_example=example,
-                pip_requirements=onnx_requirements(),
-            )
+            if exact:
+                info = Model.log(
+                    artifact_path=None,  # deprecated in favour of name, but still a required argument
+                    name=name,
+                    flavor=_ExactOnnxFlavor(path.read_bytes()),
+                    signature=infer_signature(example, output),
+                    input_example=example,
+                    pip_requirements=onnx_requirements(),
+                )
+            else:
+                info = mlflow.onnx.log_model(
+                    onnx.load(str(path)),
+                    name=name,
+                    signature=infer_signature(example, output),
+                    input_example=example,
+                    pip_requirements=onnx_requirements(),
+                )
         finally:
             if quiet:
                 ort.set_default_logger_severity(2)  # onnxruntime's default: warnings and above
