@@ -128,6 +128,29 @@ class S2AP(CompressionAlgorithm):
             )
         return gamma, config.swap_fraction, warmup, config.ascent_every
 
+    def search_settings(self) -> SearchSettings:
+        """The mask search this configuration asks for (HYDRA's: no ascent)."""
+        config = self.config
+        assert isinstance(config, HydraConfig)
+        gamma, swap_fraction, warmup, ascent_every = self._ascent()
+        return SearchSettings(
+            epochs=config.epochs,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            gamma=gamma,
+            warmup_epochs=warmup,
+            measure_radius=config.measure_radius,
+            hessian_eigenvalue=config.hessian_eigenvalue,
+            hessian_iterations=config.hessian_iterations,
+            ascent_every=ascent_every,
+            swap_fraction=swap_fraction,
+            search_loss=config.search_loss,
+            trades_beta=config.search_trades_beta,
+            mart_beta=config.search_mart_beta,
+            train_bn=config.train_bn,
+        )
+
     def apply(self, model: nn.Module, context: PruningContext) -> PruningResult:
         """Search masks on ``model`` in place; returns it with frozen masks (scores removed).
 
@@ -154,24 +177,7 @@ class S2AP(CompressionAlgorithm):
                 model, context.ratio, config.scope, context.ignored_scope, config.score_init, context.seed
             )
         score_set.refresh()
-        gamma, swap_fraction, warmup, ascent_every = self._ascent()
-        settings = SearchSettings(
-            epochs=config.epochs,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            gamma=gamma,
-            warmup_epochs=warmup,
-            measure_radius=config.measure_radius,
-            hessian_eigenvalue=config.hessian_eigenvalue,
-            hessian_iterations=config.hessian_iterations,
-            ascent_every=ascent_every,
-            swap_fraction=swap_fraction,
-            search_loss=config.search_loss,
-            trades_beta=config.search_trades_beta,
-            mart_beta=config.search_mart_beta,
-            train_bn=config.train_bn,
-        )
+        settings = self.search_settings()
         history = search_masks(model, score_set, context, settings)
         final = score_set.masks()
         _, history.sparsity_per_layer = score_set.sparsity()
@@ -192,11 +198,11 @@ class S2AP(CompressionAlgorithm):
             channel_keep=keep,
             ignored_scope=context.ignored_scope,
             extra={
-                "gamma": gamma,
-                "swap_fraction": swap_fraction,
-                "search_loss": config.search_loss.value,
-                "train_bn": config.train_bn,
-                "warmup_epochs": warmup,
+                "gamma": settings.gamma,
+                "swap_fraction": settings.swap_fraction,
+                "search_loss": settings.search_loss.value,
+                "train_bn": settings.train_bn,
+                "warmup_epochs": settings.warmup_epochs,
                 **history.to_dict(),
                 **({"skipped_groups": dict(groups.skipped)} if groups is not None else {}),
             },

@@ -144,15 +144,18 @@ def search_objective(
     return loss_on_adversarial(model, x, y, x_adv, settings.search_loss, settings.trades_beta, settings.mart_beta)
 
 
-def batchnorm_affine_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The weight and bias of every affine BatchNorm (HYDRA's ``freeze_vars`` leaves these trainable)."""
-    return [
-        p
-        for module in model.modules()
-        if isinstance(module, _BatchNorm) and module.affine
-        for p in (module.weight, module.bias)
-        if p is not None
-    ]
+def batchnorm_affine_parameters(model: nn.Module, scores: list[nn.Parameter]) -> list[nn.Parameter]:
+    """The weight and bias of every affine BatchNorm (HYDRA's ``freeze_vars`` leaves these trainable).
+
+    Under channel scores a BatchNorm's affine parameters are masked by its group's score vector:
+    the trained tensor is then the parametrization's ``original``, and the (shared) scores that
+    hang below the module are not BatchNorm's.
+    """
+    found: list[nn.Parameter] = []
+    for module in model.modules():
+        if isinstance(module, _BatchNorm) and module.affine:
+            found += [p for p in module.parameters() if all(p is not s for s in scores + found)]
+    return found
 
 
 def search_masks(
@@ -161,7 +164,7 @@ def search_masks(
     """Train the scores of ``score_set`` (and, with ``train_bn``, BatchNorm's affine parameters;
     everything else frozen) and return the history."""
     scores = list(score_set.parameters())
-    trained = scores + (batchnorm_affine_parameters(model) if settings.train_bn else [])
+    trained = scores + (batchnorm_affine_parameters(model, scores) if settings.train_bn else [])
     frozen = [p for p in model.parameters() if all(p is not t for t in trained)]
     for p in frozen:
         p.requires_grad_(False)
