@@ -194,7 +194,7 @@ def search_masks(
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             history.epochs, history.layer_sparsity = list(state["epochs"]), list(state["layer_sparsity"])
-            history.layer_gamma = list(state["layer_gamma"])
+            history.layer_gamma = list(state.get("layer_gamma", []))
             probe = (state["probe_x"].to(context.device), state["probe_y"].to(context.device))
             score_set.refresh()
             previous = score_set.masks()
