@@ -5,6 +5,7 @@ and the cross-run mask distance."""
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -41,7 +42,8 @@ def context(digits: DatasetBundle, ratio: float, *, seed: int = 0, batches: int 
 
 def run(name: str, model: nn.Module, ctx: PruningContext, **options: object) -> PruningResult:
     cls = ALGORITHMS.get(name)
-    return cls(cls.Config.model_validate(options)).apply(model, ctx)
+    config = {"hessian_eigenvalue": False, **options}  # measured where a test is about it
+    return cls(cls.Config.model_validate(config)).apply(model, ctx)
 
 
 def _two_layer() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -154,7 +156,9 @@ def test_train_bn_trains_masked_batchnorm_under_channel_scores(digits, robust_cn
 
 
 def test_swap_fraction_calibrates_the_radius_to_the_target(digits, robust_cnn) -> None:
-    result = run("s2ap", robust_cnn, context(digits, 0.9), epochs=1, warmup_epochs=0, swap_fraction=0.02)
+    result = run(
+        "s2ap", robust_cnn, context(digits, 0.9), epochs=1, warmup_epochs=0, swap_fraction=0.02, hessian_eigenvalue=True
+    )
     epoch = result.extra["epochs"][0]
     assert result.extra["swap_fraction"] == 0.02 and result.extra["gamma"] == 0.0
     assert epoch["swap_fraction"] == pytest.approx(0.02, rel=0.2)
@@ -162,7 +166,7 @@ def test_swap_fraction_calibrates_the_radius_to_the_target(digits, robust_cnn) -
     assert len(gammas) == 6 and all(g > 0 for g in gammas.values())
     assert epoch["gamma_min"] == min(gammas.values()) < epoch["gamma_max"] == max(gammas.values())
     assert epoch["ascent_gain"] >= epoch["min_ascent_gain"] >= 0.0
-    assert epoch["hessian_converged"] in (0.0, 1.0) and "hessian_top_eigenvalue" in epoch
+    assert epoch["hessian_converged"] in (0.0, 1.0) and math.isfinite(epoch["hessian_top_eigenvalue"])
 
 
 def test_gamma_and_swap_fraction_are_exclusive(tmp_path, capsys) -> None:

@@ -106,6 +106,10 @@ class SearchHistory:
         }
 
 
+HESSIAN_TOLERANCE = 1e-3
+"""The power iteration stops once its estimate moves by less than this (relative): a measurement
+compared across epochs and runs needs no more digits, and each iteration costs a double backward."""
+
 SEARCH_CHECKPOINT = "prune_search_last.pt"
 """Per-epoch state of the mask search in ``context.checkpoint_dir`` (scores, optimizer, BN statistics)."""
 
@@ -375,7 +379,7 @@ def _measure(
         result["sharpness"] = sharp
         result["probe_loss"] = base
         if settings.hessian_eigenvalue:
-            estimate = top_hessian_eigenvalue(loss_fn, scores, settings.hessian_iterations, epoch)
+            estimate = top_hessian_eigenvalue(loss_fn, scores, settings.hessian_iterations, epoch, HESSIAN_TOLERANCE)
             result["hessian_top_eigenvalue"] = estimate.value
             result["hessian_converged"] = float(estimate.converged)
             result["hessian_power_iterations"] = float(estimate.iterations)
