@@ -110,6 +110,8 @@ def _split_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, t
     affine, stats, rest = {}, {}, {}
     bn = {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     for key, value in model.state_dict().items():
+        if key.endswith(".0.mask"):
+            continue  # the frozen mask the search left (a buffer of the masked model)
         owner, _, leaf = key.rpartition(".")
         owner = owner.removesuffix(".parametrizations.weight").removesuffix(".parametrizations.bias")
         leaf = "weight" if key.endswith("weight.original") else leaf
