@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 
 from robprune_deploy import AlgorithmConfig, CompressionAlgorithm, Granularity, PruningContext, PruningResult
+from robprune_deploy.attacks import RobustLoss
 from robprune_deploy.masking import apply_masks
 from robprune_deploy.surgery import ChannelGroups, count_model
 from robprune_s2ap.report import plot_history
 from robprune_s2ap.search import SearchSettings, search_masks
 from robprune_s2ap.setup_scores import ScoreInit, attach_channel, attach_unstructured
+from robprune_s2ap.stability import MASK_FILE_SUFFIX, final_masks, mask_sha256, save_masks
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +42,44 @@ class HydraConfig(AlgorithmConfig):
     score_init: ScoreInit = Field(
         "scaled", description="scaled: sqrt(6/fan_in) * w / max|w| (L1 per channel); kaiming: random, HYDRA's ablation"
     )
+    search_loss: RobustLoss = Field(
+        RobustLoss.TRADES,
+        description="robust loss of the mask search, independent of finetune.loss (HYDRA's trainer/adv.py: TRADES)",
+    )
+    search_trades_beta: float = Field(6.0, ge=0, description="TRADES's KL weight in the search (HYDRA: 6)")
+    search_mart_beta: float = Field(6.0, ge=0, description="MART's KL weight in the search")
+    train_bn: bool = Field(
+        True, description="train BatchNorm's affine parameters with the scores (HYDRA; false: its --freeze-bn)"
+    )
     measure_radius: float = Field(0.1, ge=0, description="radius at which score-space sharpness is measured")
-    hessian_eigenvalue: bool = Field(False, description="also measure the top Hessian eigenvalue (analysis runs)")
-    hessian_iterations: int = Field(10, ge=1, le=1_000)
+    hessian_eigenvalue: bool = Field(
+        True, description="measure the top Hessian eigenvalue in score space every epoch (power iteration)"
+    )
+    hessian_iterations: int = Field(20, ge=1, le=1_000, description="most power iterations (stops when converged)")
+
+
+DEFAULT_SWAP_FRACTION = 0.02
+"""The radius when neither ``gamma`` nor ``swap_fraction`` is set [defined here]: one ascent swaps 2%
+of the kept entries (ALGORITHMS.md: about 1-3%; choose it on validation)."""
 
 
 class S2APConfig(HydraConfig):
-    """HYDRA's options plus the score-space sharpness-aware step."""
+    """HYDRA's options plus the score-space sharpness-aware step.
 
-    gamma: float = Field(0.1, ge=0, description="relative radius: ||z_l|| = gamma * ||s_l||; 0 is HYDRA")
+    The ascent's radius is fixed (``gamma``) or calibrated (``swap_fraction``, the default at
+    2%); setting both is an error.
+    """
+
+    gamma: float | None = Field(None, ge=0, description="fixed relative radius: ||z_l|| = gamma * ||s_l||; 0 is HYDRA")
+    swap_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description=(
+            "calibrated radius: each epoch, per layer, the gamma at which one ascent swaps this fraction "
+            f"of the kept entries (default {DEFAULT_SWAP_FRACTION} unless gamma is set)"
+        ),
+    )
     warmup_epochs: int = Field(5, ge=0, le=10_000, description="plain HYDRA epochs before the ascent starts (clipped)")
     ascent_every: int = Field(
         1,
@@ -60,6 +91,20 @@ class S2APConfig(HydraConfig):
         ),
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_radius(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("gamma") is None and data.get("swap_fraction") is None:
+            return {**data, "swap_fraction": DEFAULT_SWAP_FRACTION}
+        return data
+
+    @field_validator("swap_fraction")
+    @classmethod
+    def _one_radius(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("gamma") is not None:
+            raise ValueError("set either gamma (a fixed radius) or swap_fraction (a calibrated one), not both")
+        return value
+
 
 class S2AP(CompressionAlgorithm):
     """Score-space sharpness-aware adversarial pruning (Piras et al. 2025) on HYDRA's scores."""
@@ -69,25 +114,52 @@ class S2AP(CompressionAlgorithm):
     description = "score-space sharpness-aware adversarial pruning (HYDRA scores + SAM in score space)"
     name: ClassVar[str] = "s2ap"
 
-    def _ascent(self) -> tuple[float, int, int]:
-        """``(gamma, warmup_epochs, ascent_every)`` of the search; HYDRA's is the no-ascent triple."""
+    def _ascent(self) -> tuple[float, float | None, int, int]:
+        """``(gamma, swap_fraction, warmup_epochs, ascent_every)`` of the search; HYDRA's takes no ascent."""
         config = self.config
         assert isinstance(config, S2APConfig)
         warmup = min(config.warmup_epochs, config.epochs)
-        if config.gamma > 0 and warmup == config.epochs:
+        gamma = config.gamma if config.gamma is not None else 0.0
+        if (gamma > 0 or config.swap_fraction is not None) and warmup == config.epochs:
             logger.warning(
                 "s2ap: warmup_epochs (%d) >= epochs (%d): no epoch takes the ascent, this run is HYDRA",
                 config.warmup_epochs,
                 config.epochs,
             )
-        return config.gamma, warmup, config.ascent_every
+        return gamma, config.swap_fraction, warmup, config.ascent_every
+
+    def search_settings(self) -> SearchSettings:
+        """The mask search this configuration asks for (HYDRA's: no ascent)."""
+        config = self.config
+        assert isinstance(config, HydraConfig)
+        gamma, swap_fraction, warmup, ascent_every = self._ascent()
+        return SearchSettings(
+            epochs=config.epochs,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            gamma=gamma,
+            warmup_epochs=warmup,
+            measure_radius=config.measure_radius,
+            hessian_eigenvalue=config.hessian_eigenvalue,
+            hessian_iterations=config.hessian_iterations,
+            ascent_every=ascent_every,
+            swap_fraction=swap_fraction,
+            search_loss=config.search_loss,
+            trades_beta=config.search_trades_beta,
+            mart_beta=config.search_mart_beta,
+            train_bn=config.train_bn,
+        )
 
     def apply(self, model: nn.Module, context: PruningContext) -> PruningResult:
         """Search masks on ``model`` in place; returns it with frozen masks (scores removed).
 
-        ``result.extra`` holds ``gamma``, ``warmup_epochs``, ``epochs`` (one dict of measurements
-        per mask-search epoch: robust loss, perturbed loss, sharpness, mask flips, sparsity, step
-        time), ``layer_sparsity_per_epoch`` and the final ``sparsity_per_layer``.
+        ``result.extra`` holds ``gamma`` (the fixed radius, 0 when calibrated), ``swap_fraction``
+        (the calibration's target, or None), ``search_loss``, ``train_bn``, ``warmup_epochs``,
+        ``epochs`` (one dict of measurements per mask-search epoch: robust loss, perturbed loss,
+        measured swap fraction and radius, sharpness, Hessian eigenvalue, mask flips, sparsity,
+        step time), ``layer_sparsity_per_epoch``, ``layer_gamma_per_epoch``, the final
+        ``sparsity_per_layer`` and ``final_mask_sha256`` (equal digests: the same final mask).
         """
         config = self.config
         assert isinstance(config, HydraConfig)
@@ -105,19 +177,7 @@ class S2AP(CompressionAlgorithm):
                 model, context.ratio, config.scope, context.ignored_scope, config.score_init, context.seed
             )
         score_set.refresh()
-        gamma, warmup, ascent_every = self._ascent()
-        settings = SearchSettings(
-            epochs=config.epochs,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            gamma=gamma,
-            warmup_epochs=warmup,
-            measure_radius=config.measure_radius,
-            hessian_eigenvalue=config.hessian_eigenvalue,
-            hessian_iterations=config.hessian_iterations,
-            ascent_every=ascent_every,
-        )
+        settings = self.search_settings()
         history = search_masks(model, score_set, context, settings)
         final = score_set.masks()
         _, history.sparsity_per_layer = score_set.sparsity()
@@ -128,7 +188,7 @@ class S2AP(CompressionAlgorithm):
             apply_masks(model, groups.parameter_masks(keep))
         else:
             apply_masks(model, {f"{name}.weight": mask for name, mask in final.items()})
-        return PruningResult(
+        result = PruningResult(
             model,
             algorithm=self.name,
             granularity=config.granularity,
@@ -138,15 +198,23 @@ class S2AP(CompressionAlgorithm):
             channel_keep=keep,
             ignored_scope=context.ignored_scope,
             extra={
-                "gamma": gamma,
-                "warmup_epochs": warmup,
+                "gamma": settings.gamma,
+                "swap_fraction": settings.swap_fraction,
+                "search_loss": settings.search_loss.value,
+                "train_bn": settings.train_bn,
+                "warmup_epochs": settings.warmup_epochs,
                 **history.to_dict(),
                 **({"skipped_groups": dict(groups.skipped)} if groups is not None else {}),
             },
         )
+        result.extra["final_mask_sha256"] = mask_sha256(final_masks(result))
+        return result
 
     def report(self, result: PruningResult, directory: Path) -> list[Path]:
-        return plot_history(result, directory)
+        """The search's plots and ``<algorithm>_final_mask.npz``, the final mask for comparing runs
+        (:func:`robprune_s2ap.stability.load_masks`, :func:`~robprune_s2ap.stability.mask_distance`)."""
+        mask_file = save_masks(final_masks(result), directory / f"{result.algorithm}{MASK_FILE_SUFFIX}")
+        return [*plot_history(result, directory), mask_file]
 
 
 class HYDRA(S2AP):
@@ -156,5 +224,5 @@ class HYDRA(S2AP):
     description = "HYDRA importance-score mask search under a robust loss (S2AP with gamma = 0)"
     name: ClassVar[str] = "hydra"
 
-    def _ascent(self) -> tuple[float, int, int]:
-        return 0.0, 0, 1
+    def _ascent(self) -> tuple[float, float | None, int, int]:
+        return 0.0, None, 0, 1

@@ -127,6 +127,27 @@ def kaiming_init(shape: tuple[int, ...], fan_in: int, generator: torch.Generator
     return (torch.rand(shape, generator=generator) * 2.0 - 1.0) * bound
 
 
+def global_top_k_masks(values: list[torch.Tensor], keeps: list[int]) -> list[torch.Tensor]:
+    """One exact top-k of ``sum(keeps)`` entries over all tensors together (same tie rule as
+    :func:`top_k_mask`).
+
+    Each tensor's largest score is always kept: a layer (or channel group) with nothing left
+    would cut the network, and a group cannot be removed entirely.
+    """
+    parts = []
+    for value in values:
+        magnitude = value.detach().abs().flatten().clone()
+        magnitude[int(torch.argmax(magnitude))] = float("inf")
+        parts.append(magnitude)
+    mask = top_k_mask(torch.cat(parts), sum(keeps))
+    masks, start = [], 0
+    for value in values:
+        size = value.numel()
+        masks.append(mask[start : start + size].view_as(value))
+        start += size
+    return masks
+
+
 class ScoreSet:
     """All score vectors of a model under mask search."""
 
@@ -154,24 +175,22 @@ class ScoreSet:
             yield vector.scores
 
     def _select_global(self) -> None:
-        """One exact top-k over all layers' scores (same tie rule as :func:`top_k_mask`).
+        """One exact top-k over all layers' scores (see :func:`global_top_k_masks`)."""
+        vectors = list(self.vectors.values())
+        masks = global_top_k_masks([v.scores for v in vectors], [v.keep for v in vectors])
+        for v, mask in zip(vectors, masks, strict=True):
+            v.assign(mask)
 
-        Each vector's largest score is always kept: a layer (or channel group) with nothing left
-        would cut the network, and a group cannot be removed entirely.
+    def masks_for(self, values: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The hard masks that ``values`` (one tensor per vector, in order) would give; nothing changes.
+
+        Lets a caller ask where the mask would be at other scores (the radius calibration) without
+        touching the scores or the cached masks.
         """
         vectors = list(self.vectors.values())
-        keep = sum(v.keep for v in vectors)
-        parts = []
-        for v in vectors:
-            magnitude = v.scores.detach().abs().flatten().clone()
-            magnitude[int(torch.argmax(magnitude))] = float("inf")
-            parts.append(magnitude)
-        mask = top_k_mask(torch.cat(parts), keep)
-        start = 0
-        for v in vectors:
-            size = v.scores.numel()
-            v.assign(mask[start : start + size].view_as(v.scores))
-            start += size
+        if self.scope == "global":
+            return global_top_k_masks(values, [v.keep for v in vectors])
+        return [top_k_mask(value, v.keep) for value, v in zip(values, vectors, strict=True)]
 
     def refresh(self) -> None:
         """Recompute every mask from the current scores."""

@@ -17,11 +17,25 @@ steps in between perturb along the last ``g`` (rescaled to the current ``||s_l||
 variants that reuse the ascent direction (LookSAM, Liu et al. 2022), and cost about what a HYDRA
 step costs (k = 2: 1.10x for ResNet18). ``k = 1`` is the paper's step and the default.
 
+The search's robust loss is its own (``search_loss``, TRADES with beta 6 by default, as HYDRA's
+``trainer/adv.py``), independent of the fine-tuning's loss.
+
 BatchNorm is in train mode during the search, as in HYDRA (its ``prune`` phase trains the scores
 with ``model.train()``): batch statistics normalize, and the running statistics follow the
 *masked* network, so the eval-mode model after the search is calibrated for the masks it ends
-with. The affine parameters are frozen with the weights. The second (perturbed) pass of an S2AP
-step restores the running statistics afterwards, so they track the model at ``s``, not ``s + z``.
+with. With ``train_bn`` (the default, as HYDRA's ``freeze_vars`` without ``--freeze-bn``) the
+affine parameters of every BatchNorm are trained with the scores by the same optimizer; the ascent
+perturbs the scores only, and the affine parameters step with the gradient taken at ``s + z``
+(the gradient of the worst case, as SAM steps every trained parameter). The second (perturbed)
+pass of an S2AP step restores the running statistics afterwards, so they track the model at
+``s``, not ``s + z``.
+
+Radius: a fixed ``gamma`` for every layer, or calibrated (``swap_fraction``): at the first step of
+every ascent epoch each layer's gamma is solved from that step's ascent gradient so that one
+ascent swaps the given fraction of its kept entries (:mod:`robprune_s2ap.radius`). Every ascent
+measures the fraction it really swapped; the epoch logs its mean (``swap_fraction``), the radius
+(``gamma``, ``gamma_min``, ``gamma_max`` over layers) and the perturbed-minus-clean loss
+(``ascent_gain``), besides the probe's sharpness and top Hessian eigenvalue.
 """
 
 from __future__ import annotations
@@ -40,10 +54,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.utils import parametrize
 
 from robprune_deploy import NumericalError, PruningContext, distributed
-from robprune_deploy.attacks import craft_adversarial, loss_on_adversarial
+from robprune_deploy.attacks import RobustLoss, craft_adversarial, loss_on_adversarial
 from robprune_deploy.checkpoints import load_checkpoint, save_checkpoint
 from robprune_deploy.progress import progress_bar
 from robprune_deploy.training import epoch_seed
+from robprune_s2ap.radius import calibrate_gammas, kept_entries, swapped_entries
 from robprune_s2ap.scores import ScoreSet
 from robprune_s2ap.sharpness import ascent_direction, sharpness, top_hessian_eigenvalue
 
@@ -60,6 +75,17 @@ class SearchSettings:
     hessian_eigenvalue: bool
     hessian_iterations: int
     ascent_every: int = 1
+    swap_fraction: float | None = None
+    """Calibrated radius (``gamma`` is then ignored): the fraction of kept entries one ascent swaps."""
+    search_loss: RobustLoss = RobustLoss.TRADES
+    trades_beta: float = 6.0
+    mart_beta: float = 6.0
+    train_bn: bool = True
+
+    @property
+    def ascends(self) -> bool:
+        """Whether any epoch takes S2AP's ascent (HYDRA's search does not)."""
+        return self.swap_fraction is not None or self.gamma > 0
 
 
 @dataclass
@@ -68,15 +94,21 @@ class SearchHistory:
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     layer_sparsity: list[dict[str, float]] = field(default_factory=list)
+    layer_gamma: list[dict[str, float]] = field(default_factory=list)
     sparsity_per_layer: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "epochs": self.epochs,
             "layer_sparsity_per_epoch": self.layer_sparsity,
+            "layer_gamma_per_epoch": self.layer_gamma,
             "sparsity_per_layer": self.sparsity_per_layer,
         }
 
+
+HESSIAN_TOLERANCE = 1e-3
+"""The power iteration stops once its estimate moves by less than this (relative): a measurement
+compared across epochs and runs needs no more digits, and each iteration costs a double backward."""
 
 SEARCH_CHECKPOINT = "prune_search_last.pt"
 """Per-epoch state of the mask search in ``context.checkpoint_dir`` (scores, optimizer, BN statistics)."""
@@ -85,7 +117,7 @@ SEARCH_CHECKPOINT = "prune_search_last.pt"
 def _fingerprint(settings: SearchSettings, context: PruningContext, score_set: ScoreSet) -> str:
     # A checkpoint of another search (other options, ratio, seed or layers) must not be resumed.
     shapes = ",".join(f"{n}:{tuple(v.scores.shape)}" for n, v in score_set.vectors.items())
-    return f"{settings!r}|ratio={context.ratio}|seed={context.seed}|loss={context.loss}|{shapes}"
+    return f"{settings!r}|ratio={context.ratio}|seed={context.seed}|{shapes}"
 
 
 def _hamming(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> int:
@@ -109,18 +141,42 @@ def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[None]:
                 buffer.copy_(value)
 
 
+def search_objective(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, settings: SearchSettings
+) -> torch.Tensor:
+    """The search's robust loss on the crafted batch ``x_adv`` (``search_loss``, not the fine-tuning's)."""
+    return loss_on_adversarial(model, x, y, x_adv, settings.search_loss, settings.trades_beta, settings.mart_beta)
+
+
+def batchnorm_affine_parameters(model: nn.Module, scores: list[nn.Parameter]) -> list[nn.Parameter]:
+    """The weight and bias of every affine BatchNorm (HYDRA's ``freeze_vars`` leaves these trainable).
+
+    Under channel scores a BatchNorm's affine parameters are masked by its group's score vector:
+    the trained tensor is then the parametrization's ``original``, and the (shared) scores that
+    hang below the module are not BatchNorm's.
+    """
+    found: list[nn.Parameter] = []
+    for module in model.modules():
+        if isinstance(module, _BatchNorm) and module.affine:
+            found += [p for p in module.parameters() if all(p is not s for s in scores + found)]
+    return found
+
+
 def search_masks(
     model: nn.Module, score_set: ScoreSet, context: PruningContext, settings: SearchSettings
 ) -> SearchHistory:
-    """Train the scores of ``score_set`` (everything else frozen) and return the history."""
+    """Train the scores of ``score_set`` (and, with ``train_bn``, BatchNorm's affine parameters;
+    everything else frozen) and return the history."""
     scores = list(score_set.parameters())
-    frozen = [p for p in model.parameters() if all(p is not s for s in scores)]
+    trained = scores + (batchnorm_affine_parameters(model, scores) if settings.train_bn else [])
+    frozen = [p for p in model.parameters() if all(p is not t for t in trained)]
     for p in frozen:
         p.requires_grad_(False)
-    for s in scores:
-        s.requires_grad_(True)
+    for p in trained:
+        p.requires_grad_(True)
     net = distributed.wrap(model, context.device)
-    optimizer = torch.optim.SGD(scores, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    # One optimizer and one schedule for scores and affine parameters alike, as HYDRA's get_optimizer.
+    optimizer = torch.optim.SGD(trained, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(settings.epochs, 1))
     history = SearchHistory()
     previous = score_set.masks()
@@ -128,7 +184,7 @@ def search_masks(
     env = distributed.current()
 
     def robust(module: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        return loss_on_adversarial(module, x, y, x_adv, context.loss, context.trades_beta, context.mart_beta)
+        return search_objective(module, x, y, x_adv, settings)
 
     checkpoint = context.checkpoint_dir / SEARCH_CHECKPOINT if context.checkpoint_dir is not None else None
     fingerprint = _fingerprint(settings, context, score_set)
@@ -142,6 +198,7 @@ def search_masks(
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             history.epochs, history.layer_sparsity = list(state["epochs"]), list(state["layer_sparsity"])
+            history.layer_gamma = list(state.get("layer_gamma", []))
             probe = (state["probe_x"].to(context.device), state["probe_y"].to(context.device))
             score_set.refresh()
             previous = score_set.masks()
@@ -149,12 +206,16 @@ def search_masks(
 
     for epoch in range(first_epoch, settings.epochs):
         torch.manual_seed(epoch_seed(context.seed, "prune", epoch))
-        ascend = settings.gamma > 0 and epoch >= settings.warmup_epochs
+        ascend = settings.ascends and epoch >= settings.warmup_epochs
         model.train()
-        totals = dict.fromkeys(("loss", "loss_steps", "perturbed_loss", "ascent_steps", "fresh_ascents"), 0.0)
+        totals = dict.fromkeys(
+            ("loss", "loss_steps", "perturbed_loss", "ascent_steps", "fresh_ascents", "gain", "swapped"), 0.0
+        )
         step_times: list[float] = []
         min_gain = float("inf")
         grads: list[torch.Tensor] | None = None  # the last ascent gradient (reset every epoch: resume stays exact)
+        # Per-layer radii of this epoch: fixed, or solved at its first ascent (also reset every epoch).
+        gammas: list[float] | None = None if settings.swap_fraction is not None else [settings.gamma] * len(scores)
         with progress_bar(f"mask search {epoch + 1}/{settings.epochs}", None, context.show_progress) as bar:
             for step, (x, y) in enumerate(context.epoch_batches(epoch)):
                 if probe is None:
@@ -162,7 +223,7 @@ def search_masks(
                 start = time.perf_counter()
                 # The scores do not move while x' is crafted: compute each w * M(s, k) once, not per attack step.
                 with parametrize.cached():
-                    x_adv = craft_adversarial(model, x, y, context.threat, context.loss)
+                    x_adv = craft_adversarial(model, x, y, context.threat, settings.search_loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss: torch.Tensor | None = None
                 perturbed: torch.Tensor | None = None
@@ -175,12 +236,18 @@ def search_masks(
                         grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(raw, scores, strict=True)]
                         distributed.all_mean_(grads)
                         totals["fresh_ascents"] += 1
-                    z = ascent_direction(scores, grads, settings.gamma)  # radius from the current ||s_l||
+                    if gammas is None:
+                        assert settings.swap_fraction is not None
+                        gammas = calibrate_gammas(score_set, grads, settings.swap_fraction)
+                    z = ascent_direction(scores, grads, gammas)  # radius from the current ||s_l||
                     saved = [s.detach().clone() for s in scores]
+                    before = [v.hard_mask() for v in score_set.vectors.values()]
                     with torch.no_grad():
                         for s, dz in zip(scores, z, strict=True):
                             s.add_(dz)
                     score_set.refresh()
+                    after = [v.hard_mask() for v in score_set.vectors.values()]
+                    totals["swapped"] += swapped_entries(before, after) / max(kept_entries(before), 1)
                     # backward() inside: autograd saved the running statistics and checks their version.
                     with frozen_batchnorm_statistics(model):
                         perturbed = robust(net, x, y, x_adv)
@@ -211,6 +278,7 @@ def search_masks(
                     totals["ascent_steps"] += 1
                     if loss_value is not None:
                         min_gain = min(min_gain, perturbed_value - loss_value)
+                        totals["gain"] += perturbed_value - loss_value
                 bar.advance(status=f"loss {totals['loss'] / max(totals['loss_steps'], 1):.3f}")
         scheduler.step()
         current = score_set.masks()
@@ -231,8 +299,16 @@ def search_masks(
             "fresh_ascent_steps": totals["fresh_ascents"],
         }
         if totals["ascent_steps"]:
+            assert gammas is not None
             metrics["perturbed_loss"] = totals["perturbed_loss"] / totals["ascent_steps"]
             metrics["min_ascent_gain"] = min_gain
+            metrics["ascent_gain"] = totals["gain"] / max(totals["fresh_ascents"], 1)
+            metrics["swap_fraction"] = totals["swapped"] / totals["ascent_steps"]
+            metrics["gamma"] = statistics.fmean(gammas)
+            metrics["gamma_min"], metrics["gamma_max"] = min(gammas), max(gammas)
+            history.layer_gamma.append(dict(zip(score_set.vectors, gammas, strict=True)))
+        else:
+            history.layer_gamma.append({})
         assert probe is not None
         metrics.update(_measure(model, score_set, context, settings, probe, epoch))
         history.epochs.append({"epoch": float(epoch), **metrics})
@@ -246,6 +322,7 @@ def search_masks(
                     "scheduler": scheduler.state_dict(),
                     "epochs": history.epochs,
                     "layer_sparsity": history.layer_sparsity,
+                    "layer_gamma": history.layer_gamma,
                     "probe_x": probe[0].cpu(),
                     "probe_y": probe[1].cpu(),
                 },
@@ -279,26 +356,33 @@ def _measure(
     x, y = probe
     scores = list(score_set.parameters())
     was_training = model.training
-    model.eval()
-    for module in model.modules():
-        if isinstance(module, _BatchNorm):
-            module.train()
+
+    def batch_statistics_mode() -> None:
+        model.eval()
+        for module in model.modules():
+            if isinstance(module, _BatchNorm):
+                module.train()
 
     def loss_fn() -> torch.Tensor:
         score_set.refresh()
-        return loss_on_adversarial(model, x, y, x_adv, context.loss, context.trades_beta, context.mart_beta)
+        return search_objective(model, x, y, x_adv, settings)
 
     result: dict[str, float] = {}
     with frozen_batchnorm_statistics(model):
+        batch_statistics_mode()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(epoch_seed(context.seed, "sharpness", 0))
-            x_adv = craft_adversarial(model, x, y, context.threat, context.loss)
+            x_adv = craft_adversarial(model, x, y, context.threat, settings.search_loss)
+        # TRADES and MART craft in eval mode and then set every module to the root's mode (eval).
+        batch_statistics_mode()
         sharp, base = sharpness(loss_fn, scores, settings.measure_radius)
         result["sharpness"] = sharp
         result["probe_loss"] = base
         if settings.hessian_eigenvalue:
-            eigenvalue = top_hessian_eigenvalue(loss_fn, scores, settings.hessian_iterations, epoch)
-            result["hessian_top_eigenvalue"] = eigenvalue
+            estimate = top_hessian_eigenvalue(loss_fn, scores, settings.hessian_iterations, epoch, HESSIAN_TOLERANCE)
+            result["hessian_top_eigenvalue"] = estimate.value
+            result["hessian_converged"] = float(estimate.converged)
+            result["hessian_power_iterations"] = float(estimate.iterations)
     score_set.refresh()
     model.train(was_training)
     return result
