@@ -82,6 +82,9 @@ def prune(
     :param ratio: target sparsity (unstructured) or MACs reduction (channel), in (0, 1).
     :param attack: the threat model of the robust loss; default L-inf 8/255, PGD-10.
     :param ignored_scope: an :class:`nncf.IgnoredScope` of layers never pruned.
+    :param loss: the robust loss an algorithm uses when it has no search loss of its own (MRPF's
+        sensitivity probes); S2AP and HYDRA search with their ``search_loss`` option (TRADES by
+        default, as HYDRA's reference code), so pass ``search_loss="pgd_at"`` to change theirs.
     :param algorithm_config: the algorithm's options, validated by its config model.
     :returns: a :class:`PruningResult`; call ``strip()`` for the deployable model.
     :raises ArgumentError: for an argument of the wrong type or value; :raises DatasetError: for
@@ -92,7 +95,7 @@ def prune(
     Example::
 
         result = robprune_deploy.prune(model, "s2ap", nncf.Dataset(train_loader), ratio=0.9,
-                                       epochs=10, gamma=0.1)
+                                       epochs=10, swap_fraction=0.02)
         deployable = result.strip()
     """
     model = check_model(model, "prune")
