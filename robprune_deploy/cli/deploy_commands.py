@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
+from robprune_deploy.cli.report_folder import report_folder
 from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError
 from robprune_deploy.gate.run import GateVerdict, baseline_path, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import RunContext, deploy, stages
@@ -159,6 +160,11 @@ def _track(
         write_gate_report(verdict, args.report)
 
 
+def _gate_owning_report(args: argparse.Namespace) -> int:
+    with report_folder(args, recipe_of(args)):  # --report: checked, claimed and locked like --out
+        return _gate(args)
+
+
 def _log_version(args: argparse.Namespace, tracker: Any, model: Path) -> str:
     """Log MODEL in the gate's run and register it as a new version of ``--register``."""
     import numpy as np
@@ -190,4 +196,4 @@ def register_deploy_commands(sub: Any) -> None:
     p.add_argument("--alias", default=None, help="alias set on the version only when the gate passes")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    p.set_defaults(handler=_gate)
+    p.set_defaults(handler=_gate_owning_report)
