@@ -74,9 +74,11 @@ def one_line(exc: BaseException) -> str:
     """The message of ``exc`` as one bounded line.
 
     An error raised in a DataLoader worker comes back as ``Caught X in DataLoader worker ...``
-    followed by the worker's traceback; its last line is the original message.
+    followed by the worker's traceback; its last line is the original message. Control characters
+    are escaped, so a name holding ``\\r`` or ESC cannot rewrite the line a terminal shows.
     """
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # Split at newlines only: any other line break (CR, NEL, U+2028) in a name is escaped below.
+    lines = [line.strip() for line in str(exc).split("\n") if line.strip()]
     if not lines:
         return type(exc).__name__
     text = lines[0]
