@@ -53,7 +53,8 @@ class _Parser(argparse.ArgumentParser):
 
 DESCRIPTION = "Robust pruning as a deployable step: run pipelines, single stages, and the robustness gate."
 EPILOG = (
-    "exit codes: 0 success (gate: pass), 1 gate failure, 2 bad input (one 'error:' line on stderr).\n"
+    "exit codes: 0 success (gate: pass), 1 gate failure, 2 bad input (one 'error:' line on stderr),\n"
+    "3 internal error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).\n"
     "Run 'robprune COMMAND --help' for the options of a command."
 )
 
