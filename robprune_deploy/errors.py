@@ -93,3 +93,29 @@ class ArgumentError(RobPruneError, TypeError, ValueError):
 
 class QuantizationError(RobPruneError):
     """INT8 quantization cannot run: no exported model, or a calibration set the data cannot fill."""
+
+
+# --- text that reaches a terminal ------------------------------------------------------------------
+_LINE_BREAKS = frozenset("\u2028\u2029")
+
+
+def control_character(text: str) -> str | None:
+    """The first control character of ``text`` (C0, DEL, C1, or a Unicode line or paragraph
+    separator), or None.
+
+    Such a character in a path or name would let it break the one-line ``error:`` message, or
+    print a line of its own (``\\nGATE PASSED``), or move the cursor (ESC sequences).
+    """
+    return next((c for c in text if c < " " or "\x7f" <= c <= "\x9f" or c in _LINE_BREAKS), None)
+
+
+def printable(text: str) -> str:
+    """``text`` with every :func:`control_character` escaped (``\\n``, ``\\x1b``), so it prints as one line."""
+    if control_character(text) is None:
+        return text
+    return "".join(repr(c)[1:-1] if control_character(c) else c for c in text)
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM): handled like Ctrl-C, so that locks are released
+    and MLflow runs are ended, not left RUNNING. The message is the signal's name."""

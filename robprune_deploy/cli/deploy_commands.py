@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
-from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, TrackingError
+from robprune_deploy.cli.report_folder import report_folder
+from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, TrackingError, printable
 from robprune_deploy.gate import staging
 from robprune_deploy.gate.run import (
     SHA256_DETAILS,
@@ -188,7 +189,7 @@ def _track(
         verdict.details["registration_error"] = detail
         state = "PASSED" if verdict.passed else "FAILED"
         what = f"registration as {args.register!r}" if args.register else "recording the verdict in MLflow"
-        print(f"error: {what} failed, the verdict stands ({state}): {detail}", file=sys.stderr)
+        print(f"error: {what} failed, the verdict stands ({state}): {printable(detail)}", file=sys.stderr)
         write_gate_report(verdict, args.report)
 
 
@@ -200,6 +201,11 @@ def _check_registered_bytes(name: str, version: str, model: staging.StagedModel,
         raise TrackingError(
             f"{uri} holds sha256 {held}, not the measured model's {model.sha256}: version not tagged, alias not moved"
         )
+
+
+def _gate_owning_report(args: argparse.Namespace) -> int:
+    with report_folder(args, recipe_of(args)):  # --report: checked, claimed and locked like --out
+        return _gate(args)
 
 
 def _log_version(args: argparse.Namespace, tracker: Any, model: staging.StagedModel) -> str:
@@ -233,4 +239,4 @@ def register_deploy_commands(sub: Any) -> None:
     p.add_argument("--alias", default=None, help="alias set on the version only when the gate passes")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
     p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    p.set_defaults(handler=_gate)
+    p.set_defaults(handler=_gate_owning_report)

@@ -8,7 +8,11 @@ an :class:`~robprune_deploy.errors.OutputError` (exit 2) unless ``--force`` clea
 While a command works in the folder it holds ``.robprune.lock`` (pid, host, start time); a second
 process is refused, and a lock left by a process that no longer runs on this host is taken over.
 
-``--force`` removes only what robprune-deploy writes (:func:`project_files`), never other files.
+``--force`` removes only what robprune-deploy writes (:func:`project_files`), never other files,
+and nothing is written, read or deleted through a symbolic link: a link in the folder where one of
+its files or subfolders goes is refused (:func:`check_output_path`), so a link to a folder outside
+cannot make ``--force`` delete, or a stage overwrite, what lies there. ``--report`` follows the same
+rules (:func:`owned_report`), and neither folder may lie inside the recipe's ``data.root``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robprune_deploy.atomic import write_json
-from robprune_deploy.errors import OutputError
+from robprune_deploy.errors import OutputError, control_character
 
 if TYPE_CHECKING:
     from robprune_deploy.pipeline.context import RunContext
@@ -80,16 +84,44 @@ def _is_leftover(name: str) -> bool:
     return name.startswith(".") and (name.endswith(".tmp") or name.endswith(".tmp.data"))
 
 
+def _regular_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
 def project_files(out_dir: Path) -> list[Path]:
-    """The files robprune-deploy wrote (or would write) in ``out_dir``; nothing else."""
+    """The files robprune-deploy wrote (or would write) in ``out_dir``; nothing else.
+
+    A symbolic link is never one of them, nor anything in a subfolder that is a link: deleting
+    through it would delete what lies outside the folder.
+    """
     if not out_dir.is_dir():
         return []
-    found = [p for p in out_dir.iterdir() if p.is_file() and (p.name in _TOP_LEVEL_FILES or _is_leftover(p.name))]
+    found = [p for p in out_dir.iterdir() if _regular_file(p) and (p.name in _TOP_LEVEL_FILES or _is_leftover(p.name))]
     for folder, suffixes in _SUBFOLDERS.items():
         sub = out_dir / folder
-        if sub.is_dir():
-            found += [p for p in sub.iterdir() if p.is_file() and (p.suffix in suffixes or _is_leftover(p.name))]
+        if sub.is_dir() and not sub.is_symlink():
+            found += [p for p in sub.iterdir() if _regular_file(p) and (p.suffix in suffixes or _is_leftover(p.name))]
     return sorted(found)
+
+
+def link_inside(folder: Path) -> Path | None:
+    """The first symbolic link where robprune-deploy writes, reads or deletes in ``folder``: one of
+    its file names, its lock, a temporary file, a stage subfolder or anything inside one; else None."""
+    ours = _TOP_LEVEL_FILES | _SUBFOLDERS.keys() | {LOCK_FILE}
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for entry in entries:
+        if entry.name not in ours and not _is_leftover(entry.name):
+            continue
+        if entry.is_symlink():
+            return Path(entry.path)
+        if entry.name in _SUBFOLDERS and entry.is_dir(follow_symlinks=False):
+            inner = next((e for e in sorted(os.scandir(entry.path), key=lambda e: e.name) if e.is_symlink()), None)
+            if inner is not None:
+                return Path(inner.path)
+    return None
 
 
 def clear_stage_files(out_dir: Path) -> list[Path]:
@@ -183,15 +215,38 @@ def write_state(out_dir: Path, state: dict[str, Any]) -> None:
 
 
 # --- the output path ---------------------------------------------------------------------------------
+def _name_too_long(path: Path, flag: str) -> OutputError:
+    longest = max(path.parts, key=lambda part: len(os.fsencode(part)))
+    size = len(os.fsencode(longest))
+    if size > 255:  # NAME_MAX of every common file system
+        what = f"the name {longest[:24] + '...'!r} ({size} bytes)"
+    else:
+        what = f"the path ({len(os.fsencode(str(path)))} bytes)"
+    return OutputError(f"{flag}: {what} is longer than the file system allows (File name too long)")
+
+
 def check_output_path(path: Path, flag: str = "--out") -> None:
     """``path`` can be (or become) a folder this process writes into; nothing is created.
 
-    :raises OutputError: for a NUL in the path, a path that is a file or lies under a file, or a
-        folder that is not writable.
+    :raises OutputError: for a NUL or control character in the path, a name longer than the file
+        system allows, a path that is a file or lies under a file, a folder that is not writable,
+        or a symbolic link inside the folder where robprune-deploy writes (:func:`link_inside`).
     """
     text = str(path)
     if "\x00" in text:
         raise OutputError(f"{flag} {text!r}: the path contains a NUL character")
+    bad = control_character(text)
+    if bad is not None:
+        raise OutputError(f"{flag} {text!r}: the path contains a control character ({bad!r})")
+    try:
+        _check_folder(path, flag)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise _name_too_long(path, flag) from None
+        raise OutputError(f"{flag} {path}: cannot be used ({exc.strerror or exc})") from None
+
+
+def _check_folder(path: Path, flag: str) -> None:
     if path.exists() and not path.is_dir():
         raise OutputError(f"{flag} {path}: is a file, not a folder")
     ancestor = path
@@ -205,6 +260,25 @@ def check_output_path(path: Path, flag: str = "--out") -> None:
         raise OutputError(f"{flag} {path}: {ancestor} is a file, so no folder can be made under it")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(f"{flag} {path}: {ancestor} is not writable")
+    link = link_inside(path) if path.is_dir() else None
+    if link is not None:
+        raise OutputError(
+            f"{flag} {path}: {link.relative_to(path)} is a symbolic link (to {os.readlink(link)}); robprune-deploy "
+            f"never writes or deletes through a link: remove it, or use another {flag}"
+        )
+
+
+def check_outside_data(path: Path, data_root: str | Path | None, flag: str = "--out") -> None:
+    """:raises OutputError: when ``path`` is the recipe's ``data.root`` or lies inside it."""
+    if data_root is None:
+        return
+    root = Path(data_root).expanduser().resolve()
+    target = path.expanduser().resolve()
+    if target == root or root in target.parents:
+        raise OutputError(
+            f"{flag} {path}: lies inside the recipe's data.root {root}; robprune-deploy never writes into a "
+            f"dataset: use a folder outside it"
+        )
 
 
 def make_output_folder(path: Path, flag: str = "--out") -> None:
@@ -358,6 +432,7 @@ def owned_output(ctx: RunContext, *, fresh: bool) -> Iterator[None]:
     Only the main rank (the one that writes) locks and claims.
     """
     check_output_path(ctx.out_dir)
+    check_outside_data(ctx.out_dir, ctx.recipe.data.root)
     ctx.preflight()
     if not ctx.is_main:
         yield
@@ -370,3 +445,48 @@ def owned_output(ctx: RunContext, *, fresh: bool) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+# --- a gate's report folder ------------------------------------------------------------------------
+def _refuse_run_folder_of_another_recipe(report: Path, recipe: Recipe) -> None:
+    """A run's folder takes the report of a gate of its own recipe only: another recipe's gate
+    files there would be read as that run's verdict."""
+    if not (report / STATE_FILE).is_file():
+        return
+    try:
+        state = read_state(report)
+    except OutputError:  # damaged: still a run's folder
+        state = None
+    owner = state["owner"] if state is not None else None
+    if owner is not None and owner["fingerprint"] == recipe_fingerprint(recipe):
+        return
+    whose = _describe(owner) if owner is not None else "an unknown recipe (damaged)"
+    raise OutputError(
+        f"--report {report}: holds {STATE_FILE} of a run of {whose}, not of this gate's recipe; its gate files "
+        f"would be replaced: use another --report"
+    )
+
+
+@contextlib.contextmanager
+def owned_report(report: Path, recipe: Recipe) -> Iterator[None]:
+    """``--report`` gets the rules of ``--out``: checked, outside ``data.root``, not the run folder of
+    another recipe, created and locked while the gate works (a second gate on it is refused).
+
+    A report folder this created and left empty (the gate refused its input) is removed again.
+    """
+    check_output_path(report, "--report")
+    check_outside_data(report, recipe.data.root, "--report")
+    _refuse_run_folder_of_another_recipe(report, recipe)
+    created = not report.exists()
+    make_output_folder(report, "--report")
+    try:
+        lock = FolderLock(report)
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+    finally:
+        if created:
+            with contextlib.suppress(OSError):  # only when empty
+                report.rmdir()

@@ -6,7 +6,7 @@ config model (found through the algorithm registry), so plugin options get the s
 
 Numbers are checked before they are trusted: every float is finite (``allow_inf_nan=False``), and
 every count has an upper bound a real run can meet, so a typo cannot ask for 10^9 epochs or
-PGD steps and hang a machine. Text and paths may not hold NUL characters.
+PGD steps and hang a machine. Text and paths may not hold NUL or other control characters.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 from pydantic_core import PydanticCustomError
 
 from robprune_deploy.attacks import RobustLoss, ThreatModel
+from robprune_deploy.errors import control_character
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.runtime.threads import MAX_THREADS
 
@@ -33,12 +34,21 @@ MAX_WORKERS = 256
 """A recipe may be written for a bigger machine; preflight checks ``num_workers`` against this one's CPUs."""
 
 
-def _has_nul(value: Any) -> bool:
+def _texts(value: Any) -> list[str]:
     if isinstance(value, (str, Path)):
-        return "\x00" in str(value)
+        return [str(value)]
     if isinstance(value, (list, tuple)):
-        return any(_has_nul(v) for v in value)
-    return False
+        return [text for v in value for text in _texts(v)]
+    return []
+
+
+def _has_nul(value: Any) -> bool:
+    return any("\x00" in text for text in _texts(value))
+
+
+def _control(value: Any) -> str | None:
+    """A control character in text or a path, which could forge a line of output (``\\nGATE PASSED``)."""
+    return next((c for c in map(control_character, _texts(value)) if c is not None), None)
 
 
 class Section(BaseModel):
@@ -49,6 +59,9 @@ class Section(BaseModel):
     def _no_nul(cls, value: Any) -> Any:
         if _has_nul(value):
             raise ValueError("contains a NUL character")
+        bad = _control(value)
+        if bad is not None:
+            raise ValueError(f"contains a control character ({bad!r})")
         return value
 
 

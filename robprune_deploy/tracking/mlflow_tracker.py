@@ -140,13 +140,26 @@ class MlflowTracker:
         try:
             yield run
         except BaseException as exc:
-            # Every open run of a crashed pipeline ends FAILED with the error attached.
-            message = f"{type(exc).__name__}: {exc}"[:5000]
-            self.mlflow.set_tag("error", message)
-            self.mlflow.end_run(status="FAILED")
+            # Every open run of a crashed pipeline ends FAILED with the error attached; of an
+            # interrupted one (Ctrl-C, SIGTERM) KILLED. None is left RUNNING.
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            message = ("interrupted: " if interrupted else "") + f"{type(exc).__name__}: {exc}"[:5000]
+            self._close(run.info.run_id, "KILLED" if interrupted else "FAILED", message)
             raise
         else:
             self.mlflow.end_run(status="FINISHED")
+
+    def _close(self, run_id: str, status: str, message: str) -> None:
+        """End the active run with ``status``; should the store fail meanwhile (an interrupt inside
+        one of its requests), set the status by id, so the original error is the one reported."""
+        try:
+            self.mlflow.set_tag("error", message)
+            self.mlflow.end_run(status=status)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.mlflow.MlflowClient().set_terminated(run_id, status=status)
+            with contextlib.suppress(Exception):
+                self.mlflow.end_run(status=status)
 
     @contextlib.contextmanager
     def pipeline(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[None]:
