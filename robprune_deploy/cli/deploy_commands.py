@@ -13,7 +13,7 @@ from typing import Any
 
 from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
 from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError
-from robprune_deploy.gate.run import GateVerdict, baseline_path, evaluate_gate, promote, write_gate_report
+from robprune_deploy.gate.run import GateVerdict, baseline_path, declared, evaluate_gate, promote, write_gate_report
 from robprune_deploy.pipeline import RunContext, deploy, stages
 from robprune_deploy.pipeline import quantize as int8_stages
 from robprune_deploy.pipeline.ownership import check_output_path, owned_output
@@ -101,6 +101,8 @@ def _check_registration_arguments(args: argparse.Namespace) -> None:
 
 def _gate(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
+    if args.precision is not None:  # the command's declaration wins over the recipe's
+        recipe = declared(recipe, args.precision)
     _check_registration_arguments(args)
     check_output_path(args.report, "--report")
     model = registry.resolve_onnx(args.model, recipe.tracking.tracking_uri)
@@ -186,6 +188,12 @@ def register_deploy_commands(sub: Any) -> None:
     p.add_argument("model", help="ONNX file, models:/name/version, models:/name@alias or runs:/id/path")
     add_recipe_arguments(p, recipe_flag=True)
     p.add_argument("--report", required=True, type=Path, help="folder for gate.json, gate.md, gate.png")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default=None,
+        help="what MODEL is (default: the recipe's gate.precision, fp32); int8 is gated against its FP32 model",
+    )
     p.add_argument("--register", default=None, metavar="NAME", help="registered model to tag (and alias on pass)")
     p.add_argument("--alias", default=None, help="alias set on the version only when the gate passes")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
