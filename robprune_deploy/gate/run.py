@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from torch import nn
 
 from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.errors import OnnxModelError, QuantizationError
+from robprune_deploy.errors import OnnxModelError, QuantizationError, RecipeError
 from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness
 from robprune_deploy.evaluation.indicators import INDICATORS
 from robprune_deploy.evaluation.latency import compare_speed
@@ -93,7 +93,12 @@ def fp32_path(recipe: Recipe, model: Path, source: str | None = None) -> Path | 
 
 
 def declared(recipe: Recipe, precision: Precision) -> Recipe:
-    """``recipe`` with ``gate.precision`` set: what the gated model is, as its producer knows it."""
+    """``recipe`` with ``gate.precision`` set: what the gated model is, as its producer knows it.
+
+    :raises RecipeError: for a precision other than ``fp32`` and ``int8``.
+    """
+    if precision not in get_args(Precision):
+        raise RecipeError(f"precision: must be one of {', '.join(get_args(Precision))}, got {precision!r}")
     return recipe.model_copy(update={"gate": recipe.gate.model_copy(update={"precision": precision})})
 
 
