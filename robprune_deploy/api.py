@@ -21,7 +21,7 @@ from robprune_deploy.errors import ArgumentError, RecipeError
 
 if TYPE_CHECKING:
     from robprune_deploy.gate.run import GateVerdict
-    from robprune_deploy.recipe import Recipe
+    from robprune_deploy.recipe import Precision, Recipe
 
 DEFAULT_THREAT = ThreatModel(eps=8 / 255, step_size=2 / 255, steps=10)
 """The field's CIFAR convention: L-inf 8/255, PGD-10 with step 2/255."""
@@ -200,6 +200,7 @@ def gate_onnx(
     overrides: Sequence[str] = (),
     baseline: str | os.PathLike[str] | None = None,
     report: str | os.PathLike[str] | None = None,
+    precision: Precision | None = None,
     show_progress: bool = True,
 ) -> GateVerdict:
     """The release gate of ``robprune gate``, from Python: measure ``model`` under onnxruntime and
@@ -217,9 +218,11 @@ def gate_onnx(
     :param overrides: ``"key.path=value"`` overrides, as ``--set``.
     :param baseline: the reference ONNX model for drops and speed-up (sets ``gate.baseline``).
     :param report: a folder for ``gate.json``, ``gate.md`` and ``gate.png``.
+    :param precision: what ``model`` is, ``fp32`` or ``int8`` (as ``--precision``; default the
+        recipe's ``gate.precision``): declared, never guessed from the graph.
     :returns: the verdict: ``passed``, ``failures`` (names of the failed checks) and ``checks``.
     """
-    from robprune_deploy.gate.run import baseline_path, evaluate_gate, write_gate_report
+    from robprune_deploy.gate.run import baseline_path, declared, evaluate_gate, write_gate_report
     from robprune_deploy.pipeline import RunContext
     from robprune_deploy.recipe import Recipe, apply_overrides, load_recipe, recipe_to_dict, validate_recipe
     from robprune_deploy.tracking.models import resolve_onnx
@@ -231,6 +234,8 @@ def gate_onnx(
         resolved = validate_recipe(apply_overrides(document, overrides))
     if baseline is not None:
         resolved.gate.baseline = str(baseline)
+    if precision is not None:
+        resolved = declared(resolved, precision)
     path = resolve_onnx(str(model), resolved.tracking.tracking_uri)
     with tempfile.TemporaryDirectory(prefix="robprune-gate-") as work:
         ctx = RunContext(resolved, Path(work), show_progress=show_progress)

@@ -146,17 +146,25 @@ GATE = (
 
 
 def test_the_gate_passes_the_int8_model_and_fails_one_whose_robustness_was_destroyed(
-    digits, digits_run, int8_out, tmp_path
+    digits, digits_run, int8_out, tmp_path, capsys
 ) -> None:
-    def gate(model: Path, report: Path) -> int:
+    def gate(model: Path, report: Path, *declared: str) -> int:
         recipe = str(digits_run["recipe"])
-        return main(["gate", str(model), "--recipe", recipe, "--report", str(report), "--quiet", *overrides(*GATE)])
+        args = ["gate", str(model), "--recipe", recipe, "--report", str(report), "--quiet", *declared]
+        return main([*args, *overrides(*GATE)])
 
-    assert gate(int8_out / "model.int8.onnx", tmp_path / "good") == 0
+    # INT8 is declared, never guessed: undeclared, the file's own metadata contradicts the default fp32.
+    capsys.readouterr()
+    assert gate(int8_out / "model.int8.onnx", tmp_path / "undeclared") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.int8.onnx" in err[0] and "--precision int8" in err[0], err
+    assert gate(int8_out / "model.int8.onnx", tmp_path / "good", "--precision", "int8") == 0
     good = json.loads((tmp_path / "good" / "gate.json").read_text())
     assert good["precision"] == "int8" and good["baseline_model"].endswith("model.onnx")
     names = {c["name"] for c in good["checks"]}
     assert {"int8.max_pgd_drop", "int8.min_agreement", "int8.max_parity_error", "sparsity_audit"} <= names
+    assert {"batch_consistency", "baseline_batch_consistency"} <= names  # served at any batch size alike
+    assert good["candidate"]["clean_acc_b1"] == pytest.approx(good["candidate"]["clean_acc"])
     assert "indicator:unavailable_gradients" in names  # the gradient-masking checks apply to INT8 too
     # Calibrated on constant images at the data's mean: normalized, they are zero, every activation
     # range collapses to the biases, and the INT8 model with it.
@@ -165,7 +173,7 @@ def test_the_gate_passes_the_int8_model_and_fails_one_whose_robustness_was_destr
     shutil.copy(int8_out / "model.onnx", destroyed.parent / "model.onnx")
     quantize_onnx(int8_out / "model.onnx", destroyed, np.full((64, 1, 16, 16), digits.mean[0], np.float32))
     assert is_int8(onnx.load(str(destroyed)))
-    assert gate(destroyed, tmp_path / "bad") == 1
+    assert gate(destroyed, tmp_path / "bad", "--precision", "int8") == 1
     bad = json.loads((tmp_path / "bad" / "gate.json").read_text())
     failed = {c["name"] for c in bad["checks"] if not c["passed"]}
     assert {"min_pgd_acc", "int8.max_pgd_drop", "int8.min_agreement"} <= failed, failed

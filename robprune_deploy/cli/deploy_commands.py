@@ -19,6 +19,7 @@ from robprune_deploy.gate.run import (
     SHA256_DETAILS,
     GateVerdict,
     baseline_path,
+    declared,
     evaluate_gate,
     promote,
     write_gate_report,
@@ -111,6 +112,8 @@ def _check_registration_arguments(args: argparse.Namespace) -> None:
 
 def _gate(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
+    if args.precision is not None:  # the command's declaration wins over the recipe's
+        recipe = declared(recipe, args.precision)
     _check_registration_arguments(args)
     check_output_path(args.report, "--report")
     if args.register:  # the verdict is recorded there: a store that cannot take it is said before measuring
@@ -235,6 +238,12 @@ def register_deploy_commands(sub: Any) -> None:
     p.add_argument("model", help="ONNX file, models:/name/version, models:/name@alias or runs:/id/path")
     add_recipe_arguments(p, recipe_flag=True)
     p.add_argument("--report", required=True, type=Path, help="folder for gate.json, gate.md, gate.png")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default=None,
+        help="what MODEL is (default: the recipe's gate.precision, fp32); int8 is gated against its FP32 model",
+    )
     p.add_argument("--register", default=None, metavar="NAME", help="registered model to tag (and alias on pass)")
     p.add_argument("--alias", default=None, help="alias set on the version only when the gate passes")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")

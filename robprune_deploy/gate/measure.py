@@ -19,7 +19,6 @@ from robprune_deploy.evaluation.ensemble import EnsembleBudget
 from robprune_deploy.evaluation.quantized import Int8Robustness, evaluate_int8
 from robprune_deploy.export import audit_onnx
 from robprune_deploy.gate.checks import Measurements
-from robprune_deploy.quantization import is_int8
 from robprune_deploy.quantization.fake_quant import fold_weight_dequantize
 from robprune_deploy.recipe import EvaluateSection, Recipe
 
@@ -125,9 +124,10 @@ def int8_measurements(result: Int8Robustness, proto: onnx.ModelProto) -> Measure
 
 
 def sparsity_audit(proto: onnx.ModelProto) -> tuple[float, float | None]:
-    """``audit_sparsity`` measured from the graph (an INT8 graph's weights dequantized first) and the
+    """``audit_sparsity`` measured from the graph (integer weights dequantized first, whatever the
+    declared precision: folding touches only DequantizeLinear nodes of constants) and the
     ``claimed_sparsity`` of its metadata."""
-    audit = audit_onnx(fold_weight_dequantize(proto) if is_int8(proto) else proto)
+    audit = audit_onnx(fold_weight_dequantize(proto))
     meta = {p.key: p.value for p in proto.metadata_props}
     claimed = float(meta["robprune.claimed_sparsity"]) if "robprune.claimed_sparsity" in meta else None
     audit_sparsity = audit.zero_fraction

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from torch import nn
 
 from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.errors import QuantizationError
+from robprune_deploy.errors import OnnxModelError, QuantizationError, RecipeError
 from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness
 from robprune_deploy.evaluation.indicators import INDICATORS
 from robprune_deploy.evaluation.latency import compare_speed
@@ -20,9 +20,14 @@ from robprune_deploy.export import load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks, run_int8_checks
 from robprune_deploy.gate.measure import int8_measurements, measure_int8, measure_onnx, measurements
 from robprune_deploy.gate.staging import BASELINE_SHA256_TAG, SHA256_TAG
-from robprune_deploy.gate.validation import EvaluationData, GateInputs, validate_gate_inputs
-from robprune_deploy.quantization import is_int8
-from robprune_deploy.recipe import Recipe
+from robprune_deploy.gate.validation import (
+    EvaluationData,
+    GateInputs,
+    check_declared_precision,
+    validate_gate_inputs,
+)
+from robprune_deploy.quantization.quantize import QDQ_OPS
+from robprune_deploy.recipe import Precision, Recipe
 from robprune_deploy.reporting import plot_gate, plot_security_curves
 from robprune_deploy.tracking import models as registry
 
@@ -68,7 +73,7 @@ def baseline_path(recipe: Recipe, model: Path, source: str | None = None, beside
     :param beside: the file ``model`` was copied from, whose folder is searched (the gate measures a
         staging copy, see :mod:`robprune_deploy.gate.staging`); default ``model`` itself.
     """
-    if is_int8(load_onnx(model)):
+    if recipe.gate.precision == "int8":
         return fp32_path(recipe, model, source, beside)
     spec = recipe.gate.baseline
     if spec and spec != "dense":
@@ -101,8 +106,29 @@ def _recorded(recipe: Recipe, uri: str | None, source: str | None, tag: str) -> 
     return registry.resolve_onnx(uri, recipe.tracking.tracking_uri, f"model {source}: tag {tag}")
 
 
+def declared(recipe: Recipe, precision: Precision) -> Recipe:
+    """``recipe`` with ``gate.precision`` set: what the gated model is, as its producer knows it.
+
+    :raises RecipeError: for a precision other than ``fp32`` and ``int8``.
+    """
+    if precision not in get_args(Precision):
+        raise RecipeError(f"precision: must be one of {', '.join(get_args(Precision))}, got {precision!r}")
+    return recipe.model_copy(update={"gate": recipe.gate.model_copy(update={"precision": precision})})
+
+
 def _twin(path: Path, torch_model: nn.Module | None) -> nn.Module:
-    return torch_model if torch_model is not None else torch_twin(load_onnx(path))
+    if torch_model is not None:
+        return torch_model
+    proto = load_onnx(path)
+    try:
+        return torch_twin(proto)
+    except OnnxModelError as exc:
+        hint = (
+            "; an INT8 model is gated with --precision int8 (gate.precision: int8)"
+            if any(n.op_type in QDQ_OPS for n in proto.graph.node)
+            else ""
+        )
+        raise OnnxModelError(f"ONNX file {path.name}: {exc}{hint}") from None
 
 
 def evaluate_gate(
@@ -124,25 +150,28 @@ def evaluate_gate(
     :param data: the fixed evaluation subset and the classifier interface the data implies.
     :param candidate: the candidate's figures when already measured (the pipeline's evaluate stage),
         so they are not measured twice.
-    :param baseline_file: the baseline ONNX file (see :func:`baseline_path`), or none. For an INT8
-        model (detected from the graph) it is the FP32 model, and ``dense_torch`` that model's twin.
+    :param baseline_file: the baseline ONNX file (see :func:`baseline_path`), or none. For a model
+        declared INT8 (``gate.precision``; never guessed from the graph) it is the FP32 model, and
+        ``dense_torch`` that model's twin.
     :param int8_candidate: an INT8 candidate's figures when already measured.
     :param fp32_reference: the FP32 model's figures when already measured.
     """
     inputs = validate_gate_inputs(recipe, data)  # bad input is an error before anything is measured
+    check_declared_precision(load_onnx(model), model, recipe.gate.precision)
     inputs.model(model, "candidate")
     if baseline_file is not None:
         inputs.model(baseline_file, "baseline")
-    if is_int8(load_onnx(model)):
+    if recipe.gate.precision == "int8":
         return _evaluate_int8_gate(
             recipe, model, data, inputs, baseline_file, dense_torch, int8_candidate, fp32_reference, show_progress
         )
     batches = data.batches
     if candidate is None:
         candidate = measure_onnx(recipe, model, batches, _twin(model, torch_model).cpu(), show_progress=show_progress)
-    measured = measurements(candidate, load_onnx(model))
+    measured = inputs.served(measurements(candidate, load_onnx(model)), "candidate")
     details: dict[str, Any] = {
         "model": str(model),
+        "precision": "fp32",
         "subset": {"examples": recipe.evaluate.num_examples, "seed": recipe.evaluate.subset_seed},
         "attacks": recipe.evaluate.attacks,
     }
@@ -152,9 +181,8 @@ def evaluate_gate(
         twin = _twin(baseline_file, dense_torch).cpu()
         reference = measure_onnx(recipe, baseline_file, batches, twin, indicators=False, show_progress=show_progress)
         robustness["baseline"] = reference
-        measured, base = _timed(
-            recipe, data, model, measured, baseline_file, measurements(reference, load_onnx(baseline_file))
-        )
+        reference_measured = inputs.served(measurements(reference, load_onnx(baseline_file)), "baseline")
+        measured, base = _timed(recipe, data, model, measured, baseline_file, reference_measured)
         details["baseline_model"] = str(baseline_file)
     checks = run_checks(recipe.gate, measured, base) + inputs.checks(measured, base)
     verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
@@ -198,9 +226,9 @@ def _evaluate_int8_gate(
         recipe,
         data,
         model,
-        int8_measurements(candidate, load_onnx(model)),
+        inputs.served(int8_measurements(candidate, load_onnx(model)), "candidate"),
         fp32_file,
-        measurements(reference, load_onnx(fp32_file)),
+        inputs.served(measurements(reference, load_onnx(fp32_file)), "baseline"),
     )
     checks = run_int8_checks(recipe.gate, measured, base, candidate.agreement) + inputs.checks(measured, base)
     details: dict[str, Any] = {
@@ -305,7 +333,8 @@ def render_markdown(verdict: GateVerdict) -> str:
     lines = [
         f"## Robustness gate: {status}",
         "",
-        f"Model: `{verdict.details.get('model')}` (onnxruntime provider: {verdict.provider}); "
+        f"Model: `{verdict.details.get('model')}`, declared {verdict.details.get('precision', 'fp32')} "
+        f"(onnxruntime provider: {verdict.provider}); "
         f"baseline: `{verdict.details.get('baseline_model', 'none')}`.",
         "",
         "| check | measured | threshold | result | detail |",
@@ -317,11 +346,16 @@ def render_markdown(verdict: GateVerdict) -> str:
         lines.append(f"| {c.name} | {measured} | {c.op} {c.threshold:.4f} | {result} | {c.detail} |")
     if not verdict.checks:
         lines.append("| (no thresholds configured) | | | pass | |")
-    lines += ["", "| | clean | PGD | Square | AutoAttack |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| | clean | clean, batch 1 | PGD | Square | AutoAttack |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for label, m in (("candidate", verdict.candidate), ("baseline", verdict.baseline)):
         if m is not None:
             lines.append(
-                f"| {label} | {m.clean_acc:.4f} | {m.pgd_acc:.4f} | {_fmt(m.square_acc)} | {_fmt(m.autoattack_acc)} |"
+                f"| {label} | {m.clean_acc:.4f} | {_fmt(m.clean_acc_b1)} | {m.pgd_acc:.4f} | {_fmt(m.square_acc)} | "
+                f"{_fmt(m.autoattack_acc)} |"
             )
     lines += _attack_lines(verdict) + _indicator_lines(verdict) + _curve_lines(verdict)
     return "\n".join(lines) + "\n"

@@ -16,7 +16,13 @@ A model that is a valid classifier but broken fails the verdict (exit 1), whatev
 - ``above_chance``: clean accuracy not significantly above chance, where chance is the larger of
   ``1 / num_classes`` and the majority class's share of the subset (a constant predictor reaches
   it), by a one-sided exact binomial test at level :data:`CHANCE_ALPHA`. The threshold shown is the
-  least accuracy that passes. The baseline gets the same check when a drop threshold compares to it.
+  least accuracy that passes. The baseline gets the same check when a drop threshold compares to it;
+- ``batch_consistency`` (and ``baseline_batch_consistency``): a predicted class that changes with the
+  batch size (1, the evaluation batch, the whole subset, one never fed otherwise), ties excepted
+  (:mod:`robprune_deploy.gate.consistency`): the model would not serve what the gate measured.
+
+What the model is, FP32 or INT8, is declared (``gate.precision``, ``robprune gate --precision``),
+never guessed from its graph; a file whose metadata says otherwise is refused (exit 2).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +43,8 @@ from robprune_deploy.errors import DatasetError, OnnxModelError, ShapeError
 from robprune_deploy.evaluation import OnnxClassifier
 from robprune_deploy.export import load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements
+from robprune_deploy.gate.consistency import BatchConsistency, compare_batches, logits_in_batches, unseen_batch
+from robprune_deploy.quantization import PRECISION_KEY
 from robprune_deploy.recipe import Recipe
 
 CHANCE_ALPHA = 0.01
@@ -79,6 +87,7 @@ class _ModelIntegrity:
     role: str
     weights_nonfinite: int
     logits_nonfinite: int
+    batches: BatchConsistency
 
 
 @dataclass
@@ -98,6 +107,7 @@ class GateInputs:
     providers: Sequence[str] = ("cpu",)
     compares_to_baseline: bool = False
     batch_sizes: set[int] = field(default_factory=set)
+    unseen_batch: int = 7
     models: list[_ModelIntegrity] = field(default_factory=list)
 
     @property
@@ -119,16 +129,32 @@ class GateInputs:
             proto, path, self.input_shape, self.num_classes, self.batch_sizes, list(self.batches[0][0].shape)
         )
         session = OnnxClassifier(path, self.providers)
-        nonfinite_logits = 0
-        for x, _ in self.batches:
-            logits = session.predict(x.numpy())
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            logits = session.predict(x)
             if logits.shape != (len(x), self.num_classes):
                 raise ShapeError(
                     f"ONNX file {path.name}: gives logits of shape {list(logits.shape)} for a batch of {len(x)}, "
                     f"expected [{len(x)}, {self.num_classes}] (the data's classes)"
                 )
-            nonfinite_logits += int((~np.isfinite(logits)).sum())
-        self.models.append(_ModelIntegrity(role, nonfinite_weights(proto), nonfinite_logits))
+            return logits
+
+        evaluated = np.concatenate([predict(x.numpy()) for x, _ in self.batches])
+        nonfinite_logits = int((~np.isfinite(evaluated)).sum())
+        images = torch.cat([x for x, _ in self.batches]).numpy()
+        labels = torch.cat([y for _, y in self.batches]).numpy()
+        reference = len(self.batches[0][0])
+        runs = {reference: evaluated}
+        for batch in (1, len(images), self.unseen_batch):
+            if batch not in runs:
+                runs[batch] = logits_in_batches(predict, images, batch)
+        consistency = compare_batches(runs, labels, reference)
+        self.models.append(_ModelIntegrity(role, nonfinite_weights(proto), nonfinite_logits, consistency))
+
+    def served(self, measured: Measurements, role: str) -> Measurements:
+        """``measured`` with the clean accuracy at batch 1 of the model validated as ``role``."""
+        model = next(m for m in self.models if m.role == role)
+        return replace(measured, clean_acc_b1=model.batches.accuracy[1])
 
     def checks(self, candidate: Measurements, baseline: Measurements | None) -> list[CheckResult]:
         """The integrity checks, appended to the threshold checks of the verdict."""
@@ -139,6 +165,16 @@ class GateInputs:
                 _no_nonfinite(f"{prefix}finite_weights", m.weights_nonfinite, "NaN/inf weights in the graph")
             )
             results.append(_no_nonfinite(f"{prefix}finite_logits", m.logits_nonfinite, "NaN/inf logits on the subset"))
+            results.append(
+                CheckResult(
+                    f"{prefix}batch_consistency",
+                    float(m.batches.disagreements),
+                    0.0,
+                    "<=",
+                    m.batches.disagreements == 0,
+                    m.batches.detail(),
+                )
+            )
         measured = {"candidate": candidate, "baseline": baseline}
         bad = [
             f"{role}.{f.name}"
@@ -241,6 +277,20 @@ def check_interface(
             ) from None
 
 
+def check_declared_precision(proto: onnx.ModelProto, path: Path, precision: str) -> None:
+    """The file's own ``robprune.precision`` metadata, where it has one, agrees with the declaration.
+
+    :raises OnnxModelError: when it does not: gated as the other precision, the gate would measure
+        the wrong thresholds against the wrong baseline.
+    """
+    written = {p.key: p.value for p in proto.metadata_props}.get(PRECISION_KEY)
+    if written is not None and written != precision:
+        raise OnnxModelError(
+            f"ONNX file {path.name}: its metadata says {PRECISION_KEY}={written}, the gate was declared {precision}; "
+            f"gate it with --precision {written} (gate.precision: {written})"
+        )
+
+
 def validate_gate_inputs(recipe: Recipe, data: EvaluationData) -> GateInputs:
     """The recipe's evaluation subset, validated (models are added with :meth:`GateInputs.model`).
 
@@ -258,7 +308,9 @@ def validate_gate_inputs(recipe: Recipe, data: EvaluationData) -> GateInputs:
             f"raise evaluate.num_examples"
         )
     lat = recipe.evaluate.latency
-    inputs.batch_sizes = {len(x) for x, _ in batches} | {lat.batch, 1}
+    inputs.batch_sizes = {len(x) for x, _ in batches} | {lat.batch, 1, inputs.examples}
+    inputs.unseen_batch = unseen_batch(inputs.batch_sizes)
+    inputs.batch_sizes.add(inputs.unseen_batch)
     gate = recipe.gate
     inputs.compares_to_baseline = any(
         t is not None for t in (gate.max_clean_drop, gate.max_pgd_drop, gate.max_square_drop, gate.max_autoattack_drop)

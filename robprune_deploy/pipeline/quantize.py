@@ -19,8 +19,11 @@ from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.deploy import DENSE_ONNX, MODEL_ONNX, is_number
 from robprune_deploy.quantization import calibration_inputs, initializer_types, quantize_onnx
 from robprune_deploy.quantization.fake_quant import fold_weight_dequantize
+from robprune_deploy.recipe import Precision
 
 MODEL_INT8_ONNX = "model.int8.onnx"
+PRECISION: Precision = "int8"
+"""What this stage makes of ``model.onnx``: the precision its gate declares for ``model.int8.onnx``."""
 
 
 def calibration_batches(ctx: RunContext) -> list[Any]:

@@ -12,7 +12,14 @@ import yaml
 
 from robprune_deploy import distributed
 from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.gate.run import GateVerdict, baseline_path, evaluate_gate, promote, write_gate_report
+from robprune_deploy.gate.run import (
+    GateVerdict,
+    baseline_path,
+    declared,
+    evaluate_gate,
+    promote,
+    write_gate_report,
+)
 from robprune_deploy.pipeline import deploy, stages
 from robprune_deploy.pipeline import quantize as int8_stages
 from robprune_deploy.pipeline.context import RunContext
@@ -99,14 +106,15 @@ def _run_stages(ctx: RunContext) -> None:
     version = _log_models(ctx, deployable)
     with ctx.tracker.stage("gate"):
         model_file = ctx.out_dir / deploy.MODEL_ONNX
+        fp32_recipe = declared(ctx.recipe, "fp32")  # the pipeline knows what it exported
         verdict = evaluate_gate(
-            ctx.recipe,
+            fp32_recipe,
             model_file,
             ctx.evaluation_data(),
             torch_model=deployable.cpu(),
             candidate=robustness,
             dense_torch=dense.cpu(),
-            baseline_file=baseline_path(ctx.recipe, model_file),
+            baseline_file=baseline_path(fp32_recipe, model_file),
             show_progress=ctx.show_progress,
         )
         if "baseline" in verdict.robustness:
@@ -149,7 +157,7 @@ def _run_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any, fp32_vers
         ctx.summary["mlflow.int8_registered_version"] = version
     with ctx.tracker.stage("gate_int8"):
         verdict = evaluate_gate(
-            ctx.recipe,
+            declared(ctx.recipe, int8_stages.PRECISION),
             int8_file,
             ctx.evaluation_data(),
             dense_torch=deployable.cpu(),

@@ -336,8 +336,17 @@ class Int8GateSection(Section):
     )
 
 
+Precision = Literal["fp32", "int8"]
+
+
 class GateSection(Section):
     """Release thresholds; ``None`` disables a check. Accuracies and drops are fractions in [0, 1]."""
+
+    precision: Precision = Field(
+        "fp32",
+        description="what the gated model is, declared (never guessed from its graph): fp32, or int8 (gated "
+        "against its FP32 model under gate.int8)",
+    )
 
     min_clean_acc: float | None = Field(None, ge=0, le=1)
     min_pgd_acc: float | None = Field(None, ge=0, le=1)
