@@ -6,7 +6,8 @@ PGD without a step-size parameter: the step starts at ``2 eps`` and is halved at
 budget) when the loss rose on fewer than ``rho`` of the steps since the last checkpoint, or when
 neither the step nor the best loss changed; each halving restarts from the best point found. A
 momentum term (``alpha = 0.75``) mixes the last two iterates. Losses: cross-entropy (APGD-CE),
-untargeted DLR, or targeted DLR (APGD-T).
+untargeted DLR, targeted DLR (APGD-T), or the margin, which stands in for DLR on 2-class models
+(:mod:`robprune_deploy.attacks.losses`).
 
 Examples are attacked independently (per-example step sizes and checkpoints), so an example is
 dropped from the batch as soon as it is misclassified: the others' trajectories do not change.
@@ -20,11 +21,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from robprune_deploy.attacks.losses import cross_entropy, dlr, dlr_targeted
+from robprune_deploy.attacks.losses import cross_entropy, dlr, dlr_targeted, margin_loss
 from robprune_deploy.attacks.outcome import AttackOutcome, frozen_parameters, project_linf, uniform_start
 from robprune_deploy.attacks.pgd import _autocast
 
-ApgdLoss = Literal["ce", "dlr", "dlr-targeted"]
+ApgdLoss = Literal["ce", "dlr", "dlr-targeted", "margin"]
 MOMENTUM = 0.75
 
 
@@ -49,8 +50,8 @@ def apgd(
 ) -> AttackOutcome:
     """Run APGD on ``model`` (eval mode; inputs in [0, 1]) against labels ``y``.
 
-    :param loss: ``ce`` (APGD-CE), ``dlr`` or ``dlr-targeted`` (APGD-T; needs ``target`` and at
-        least four classes).
+    :param loss: ``ce`` (APGD-CE), ``dlr``, ``dlr-targeted`` (APGD-T; needs ``target``; both DLR
+        losses need at least three classes) or ``margin`` (DLR's stand-in for two classes).
     :param generator: seeds the random start.
     :param on_step: called after every step (progress bars).
     """
@@ -65,6 +66,8 @@ def apgd(
             return cross_entropy(logits, y[idx])
         if loss == "dlr":
             return dlr(logits, y[idx])
+        if loss == "margin":
+            return margin_loss(logits, y[idx])
         assert target is not None
         return dlr_targeted(logits, y[idx], target[idx])
 

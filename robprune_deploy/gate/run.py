@@ -87,8 +87,8 @@ def fp32_path(recipe: Recipe, model: Path, source: str | None = None) -> Path | 
     return registry.resolve_onnx(recorded, recipe.tracking.tracking_uri) if recorded else None
 
 
-def _twin(path: Path, torch_model: nn.Module | None) -> nn.Module:
-    return torch_model if torch_model is not None else torch_twin(load_onnx(path))
+def _twin(path: Path, torch_model: nn.Module | None, role: str = "candidate") -> nn.Module:
+    return torch_model if torch_model is not None else torch_twin(load_onnx(path), f"{role} {path}")
 
 
 def evaluate_gate(
@@ -135,7 +135,7 @@ def evaluate_gate(
     robustness = {"candidate": candidate}
     base = None
     if baseline_file is not None:
-        twin = _twin(baseline_file, dense_torch).cpu()
+        twin = _twin(baseline_file, dense_torch, "baseline").cpu()
         reference = measure_onnx(recipe, baseline_file, batches, twin, indicators=False, show_progress=show_progress)
         robustness["baseline"] = reference
         measured, base = _timed(
@@ -166,7 +166,7 @@ def _evaluate_int8_gate(
             f"or keep {FP32_ONNX} beside it)"
         )
     batches = data.batches
-    fp32_twin = _twin(fp32_file, fp32_torch).cpu()
+    fp32_twin = _twin(fp32_file, fp32_torch, "baseline").cpu()
     if candidate is None:
         candidate = measure_int8(recipe, model, fp32_file, batches, fp32_twin, show_progress=show_progress)
     if reference is None:  # only its clean, PGD and Square figures are compared: the PGD protocol
