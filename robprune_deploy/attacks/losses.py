@@ -3,11 +3,12 @@
 Every function returns one value per example (no reduction), larger meaning "closer to adversarial",
 so an attack maximizes it.
 
-The DLR losses divide by a gap between sorted logits that excludes the true and the target class,
-so they need enough classes: untargeted DLR the 3rd-largest logit (3 classes), targeted DLR the 3rd
-and 4th (4 classes; with 3 classes the 3rd stands in for both, see :func:`dlr_targeted`). With 2
-classes there is nothing to divide by, and the plain margin (:func:`margin_loss`) takes DLR's place:
-like DLR, and unlike cross-entropy, it cannot saturate.
+The DLR losses divide by a gap between sorted logits, so they need enough classes: untargeted DLR
+the 3rd-largest logit (3 classes), targeted DLR the 3rd and 4th (4 classes), as the reference code's
+``check_n_classes`` warns. Below that the margins take their place (:func:`margin_loss`,
+:func:`margin_targeted`): DLR without its scale, and like DLR, unlike cross-entropy, they cannot
+saturate. (Dividing a 3-class targeted margin by ``z_pi1 - z_pi3`` instead is no way out: when the
+target is the least likely class that ratio is the constant -1, with no gradient at all.)
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 import torch.nn.functional as F
 
 DLR_MIN_CLASSES = 3
-"""Classes the untargeted DLR loss needs (the reference code's ``check_n_classes`` says the same)."""
+"""Classes the untargeted DLR loss needs."""
+DLR_TARGETED_MIN_CLASSES = 4
+"""Classes the targeted DLR loss needs."""
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -33,11 +36,14 @@ def margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``max_{j != y} z_j - z_y`` (the Carlini-Wagner loss): DLR without its scale, for 2-class models.
-
-    With two classes the untargeted and the targeted margin are the same function.
-    """
+    """``max_{j != y} z_j - z_y`` (the Carlini-Wagner loss): untargeted DLR without its scale."""
     return -margin(logits, y)
+
+
+def margin_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``z_t - z_y``: targeted DLR without its scale (on 2 classes the same as :func:`margin_loss`)."""
+    logits = logits.float()
+    return logits.gather(1, target[:, None]).squeeze(1) - logits.gather(1, y[:, None]).squeeze(1)
 
 
 def _require_classes(logits: torch.Tensor, needed: int, loss: str) -> None:
@@ -60,13 +66,10 @@ def dlr(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def dlr_targeted(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Targeted DLR: ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)`` (Croce & Hein 2020, eq. 6).
 
-    The denominator averages the logits ranked 3rd and 4th, the ones least likely to be ``y`` or
-    ``t``. A 3-class model has no 4th: the 3rd stands alone (``z_pi1 - z_pi3``, the untargeted
-    DLR's scale), which keeps the loss shift- and scale-invariant. Needs at least three classes.
+    Needs at least four classes.
     """
-    _require_classes(logits, DLR_MIN_CLASSES, "targeted DLR")
+    _require_classes(logits, DLR_TARGETED_MIN_CLASSES, "targeted DLR")
     logits = logits.float()
     ordered = logits.sort(1, descending=True).values
     gap = logits.gather(1, y[:, None]).squeeze(1) - logits.gather(1, target[:, None]).squeeze(1)
-    low = ordered[:, 2:4].mean(1)
-    return -gap / (ordered[:, 0] - low + 1e-12)
+    return -gap / (ordered[:, 0] - 0.5 * (ordered[:, 2] + ordered[:, 3]) + 1e-12)

@@ -8,9 +8,8 @@ after the last member is the per-example worst case over the ensemble, and broke
 never attacked again.
 
 Models with few classes get the losses they admit (:func:`plan_member`): APGD-T's targeted DLR
-needs three classes (four in the paper; three with the stand-in of
-:func:`~robprune_deploy.attacks.losses.dlr_targeted`), so a 2-class model's APGD-T runs on the
-margin loss against its one other class. Every member records the loss it used and why.
+needs four classes, so on 2- and 3-class models APGD-T runs on the targeted margin loss instead,
+against each other class. Every member records the loss it used and why.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from torch import nn
 
 from robprune_deploy.attacks.apgd import ApgdLoss, apgd
 from robprune_deploy.attacks.fab import fab_targeted
-from robprune_deploy.attacks.losses import DLR_MIN_CLASSES
+from robprune_deploy.attacks.losses import DLR_TARGETED_MIN_CLASSES
 from robprune_deploy.evaluation.sessions import OnnxClassifier
 from robprune_deploy.evaluation.square import square_attack
 from robprune_deploy.progress import progress_bar
@@ -97,17 +96,16 @@ def plan_member(name: str, budget: EnsembleBudget, num_classes: int | None) -> M
     """Loss and target count of member ``name`` on a model of ``num_classes`` (``None``: as budgeted).
 
     Targets are the most likely wrong classes, so at most ``num_classes - 1``. APGD-T uses the
-    targeted DLR loss from three classes on; below that it uses the margin, which, like DLR and
-    unlike cross-entropy, does not saturate (the reference code only warns and then fails).
+    targeted DLR loss from four classes on; below that the targeted margin, which, like DLR and
+    unlike cross-entropy, does not saturate (the reference code only warns, then fails).
     """
     wrong = budget.apgd_targets if num_classes is None else min(budget.apgd_targets, num_classes - 1)
     if name == "apgd-ce":
         return MemberPlan(name, "ce", 1, "CE")
     if name == "apgd-t":
-        if num_classes is not None and num_classes < DLR_MIN_CLASSES:
-            return MemberPlan(name, "margin", wrong, f"margin loss: DLR needs >= {DLR_MIN_CLASSES} classes")
-        if num_classes == DLR_MIN_CLASSES:
-            return MemberPlan(name, "dlr-targeted", wrong, "targeted DLR, 3 classes: z_pi3 stands in for z_pi4")
+        if num_classes is not None and num_classes < DLR_TARGETED_MIN_CLASSES:
+            reason = f"targeted DLR needs >= {DLR_TARGETED_MIN_CLASSES} classes"
+            return MemberPlan(name, "margin-targeted", wrong, f"margin loss: {reason}")
         return MemberPlan(name, "dlr-targeted", wrong, "targeted DLR")
     if name == "fab-t":
         targets = budget.fab_targets if num_classes is None else min(budget.fab_targets, num_classes - 1)
@@ -305,7 +303,7 @@ def _whitebox(
         points = torch.where(within.view(-1, *[1] * (x.dim() - 1)).to(device), outcome.x_adv, x)
     else:
         loss: ApgdLoss = plan.loss or "ce"
-        target = run.order[chunk, rank + 1].to(device) if loss == "dlr-targeted" else None
+        target = None if name == "apgd-ce" else run.order[chunk, rank + 1].to(device)
         outcome = apgd(
             run.twin,
             x,
