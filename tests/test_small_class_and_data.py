@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,16 @@ TINY_RUN = (
 )
 """A 2-class digits pipeline in about 15 s on 2 cores (the model learns: dense clean accuracy > 0.9)."""
 MARGIN = "margin loss: targeted DLR needs >= 4 classes"
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One torch thread: on a loaded 2-core machine two threads spin-wait on each other (the 2-class
+    run took 350 s instead of 22 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def digits_folder(root: Path, classes: tuple[int, ...]) -> Path:
