@@ -6,7 +6,8 @@ PGD without a step-size parameter: the step starts at ``2 eps`` and is halved at
 budget) when the loss rose on fewer than ``rho`` of the steps since the last checkpoint, or when
 neither the step nor the best loss changed; each halving restarts from the best point found. A
 momentum term (``alpha = 0.75``) mixes the last two iterates. Losses: cross-entropy (APGD-CE),
-untargeted DLR, or targeted DLR (APGD-T).
+untargeted DLR, targeted DLR (APGD-T), or the targeted margin, which stands in for targeted DLR on
+models of fewer than four classes (:mod:`robprune_deploy.attacks.losses`).
 
 Examples are attacked independently (per-example step sizes and checkpoints), so an example is
 dropped from the batch as soon as it is misclassified: the others' trajectories do not change.
@@ -20,11 +21,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from robprune_deploy.attacks.losses import cross_entropy, dlr, dlr_targeted
+from robprune_deploy.attacks.losses import cross_entropy, dlr, dlr_targeted, margin_targeted
 from robprune_deploy.attacks.outcome import AttackOutcome, frozen_parameters, project_linf, uniform_start
 from robprune_deploy.attacks.pgd import _autocast
 
-ApgdLoss = Literal["ce", "dlr", "dlr-targeted"]
+ApgdLoss = Literal["ce", "dlr", "dlr-targeted", "margin-targeted"]
 MOMENTUM = 0.75
 
 
@@ -49,13 +50,14 @@ def apgd(
 ) -> AttackOutcome:
     """Run APGD on ``model`` (eval mode; inputs in [0, 1]) against labels ``y``.
 
-    :param loss: ``ce`` (APGD-CE), ``dlr`` or ``dlr-targeted`` (APGD-T; needs ``target`` and at
-        least four classes).
+    :param loss: ``ce`` (APGD-CE), ``dlr`` (at least three classes), ``dlr-targeted`` (APGD-T; at
+        least four classes) or ``margin-targeted`` (APGD-T below four classes); the targeted
+        losses need ``target``.
     :param generator: seeds the random start.
     :param on_step: called after every step (progress bars).
     """
-    if loss == "dlr-targeted" and target is None:
-        raise ValueError("APGD with the targeted DLR loss needs target labels")
+    if loss.endswith("-targeted") and target is None:
+        raise ValueError(f"APGD with the {loss} loss needs target labels")
     generator = generator or torch.Generator().manual_seed(0)
     n = len(x)
     x = x.detach()
@@ -66,6 +68,8 @@ def apgd(
         if loss == "dlr":
             return dlr(logits, y[idx])
         assert target is not None
+        if loss == "margin-targeted":
+            return margin_targeted(logits, y[idx], target[idx])
         return dlr_targeted(logits, y[idx], target[idx])
 
     def evaluate(idx: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

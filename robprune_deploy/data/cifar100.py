@@ -8,6 +8,7 @@ torchvision's checksum test, which would also refuse any smaller file in the sam
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from robprune_deploy.data.datasets import DATASETS, DatasetBundle, _require_root, _transforms
+from robprune_deploy.data.paths import not_a_folder, require_file
 from robprune_deploy.errors import DatasetError
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -68,8 +70,7 @@ class ArrayImages(Dataset):
 
 def read_split(path: Path, transform: Callable) -> ArrayImages:
     """One CIFAR-100 split file: ``data`` (N x 3072 uint8, channel-major) and ``fine_labels``."""
-    if not path.is_file():
-        raise DatasetError(f"data.root: {path} is missing (the CIFAR-100 python version has train, test and meta)")
+    require_file(path, "data.root", "is missing (the CIFAR-100 python version has train, test and meta)")
     document = read_pickle(path)
     missing = [key for key in ("data", "fine_labels") if key not in document]
     if missing:
@@ -91,6 +92,8 @@ def cifar100(root: Path | None, image_size: int | None, augment: bool) -> Datase
     path = _require_root(root, "cifar100")
     folder = path / FOLDER
     if not folder.is_dir():
+        if os.path.lexists(folder):
+            raise DatasetError(f"data.root: {folder} {not_a_folder(folder)}")
         raise DatasetError(f"data.root: {path} has no {FOLDER}/ folder (the Python version of CIFAR-100)")
     train_tf, test_tf = _transforms(image_size, augment, 32)
     train, test = read_split(folder / "train", train_tf), read_split(folder / "test", test_tf)

@@ -19,12 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
+from robprune_deploy.data.images import UnitTensor, load_image
+from robprune_deploy.data.paths import check_tree, not_a_folder, refuse_special_files
 from robprune_deploy.errors import DatasetError
 from robprune_deploy.registry import Registry
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)
 SVHN_MEAN, SVHN_STD = (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+CIFAR10_FILES = ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6)))
+"""What torchvision reads (and checksums) in ``cifar-10-batches-py``."""
 
 DIGITS_SPLIT_SEED = 0
 """The digits train/test split is fixed (independent of the run seed) so results compare across runs."""
@@ -95,7 +100,9 @@ def _require_root(root: Path | None, dataset: str) -> Path:
         raise DatasetError(f"data.root: dataset {dataset!r} is read from a local folder; set data.root")
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
-        raise DatasetError(f"data.root: {root} does not exist (dataset {dataset!r} is never downloaded)")
+        reason = not_a_folder(root)
+        hint = f" (dataset {dataset!r} is never downloaded)" if reason == "does not exist" else ""
+        raise DatasetError(f"data.root: {root} {reason}{hint}")
     return root
 
 
@@ -119,9 +126,9 @@ def _transforms(image_size: int | None, augment: bool, native: int) -> tuple[Cal
     size = image_size or native
     resize = [T.Resize((size, size))] if size != native else []
     train = T.Compose(
-        resize + ([T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip()] if augment else []) + [T.ToTensor()]
+        resize + ([T.RandomCrop(size, padding=size // 8), T.RandomHorizontalFlip()] if augment else []) + [UnitTensor()]
     )
-    test = T.Compose([*resize, T.ToTensor()])
+    test = T.Compose([*resize, UnitTensor()])
     return train, test
 
 
@@ -131,6 +138,7 @@ def cifar10(root: Path | None, image_size: int | None, augment: bool) -> Dataset
     from torchvision.datasets import CIFAR10
 
     path = _require_root(root, "cifar10")
+    refuse_special_files(path / "cifar-10-batches-py", CIFAR10_FILES, "data.root")
     train_tf, test_tf = _transforms(image_size, augment, 32)
     try:
         train = CIFAR10(str(path), train=True, transform=train_tf, download=False)
@@ -149,6 +157,7 @@ def svhn(root: Path | None, image_size: int | None, augment: bool) -> DatasetBun
     from torchvision.datasets import SVHN
 
     path = _require_root(root, "svhn")
+    refuse_special_files(path, ("train_32x32.mat", "test_32x32.mat"), "data.root")
     train_tf, test_tf = _transforms(image_size, False, 32)
     try:
         train = SVHN(str(path), split="train", transform=train_tf, download=False)
@@ -160,28 +169,15 @@ def svhn(root: Path | None, image_size: int | None, augment: bool) -> DatasetBun
     return DatasetBundle("svhn", train, test, 10, (3, size, size), SVHN_MEAN, SVHN_STD)
 
 
-def load_image(path: str) -> object:
-    """An RGB PIL image, decoded now (every image is checked as it is loaded, not only the first few).
-
-    :raises DatasetError: naming the file when it is truncated, not an image, or too large to decode.
-    """
-    from PIL import Image
-
-    try:
-        with open(path, "rb") as handle:
-            image = Image.open(handle)
-            return image.convert("RGB")  # convert() decodes every pixel: a truncated file fails here
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
-        raise DatasetError(f"data.root: image {path}: cannot be decoded ({detail})") from None
-
-
 @DATASETS.register("imagefolder")
 def imagefolder(root: Path | None, image_size: int | None, augment: bool) -> DatasetBundle:
     """``root/train/<class>/*.png`` and ``root/val/<class>/*`` (or ``root/test``), RGB, resized.
 
-    Images are decoded when they are loaded, each with :func:`load_image`, so a damaged file
-    anywhere in the folder stops the run with one error naming it.
+    Images are decoded when they are loaded, each with
+    :func:`~robprune_deploy.data.images.load_image`, so a damaged file anywhere in the folder stops
+    the run with one error naming it; 16-bit and float images keep their range. The folders are
+    checked first (:func:`~robprune_deploy.data.paths.check_tree`): no symbolic link may loop or
+    lead out of ``root`` or across splits, and no entry may be a FIFO, socket or device.
     """
     from torchvision.datasets import ImageFolder
 
@@ -189,6 +185,8 @@ def imagefolder(root: Path | None, image_size: int | None, augment: bool) -> Dat
     test_dir = next((path / d for d in ("val", "test") if (path / d).is_dir()), None)
     if not (path / "train").is_dir() or test_dir is None:
         raise DatasetError(f"data.root: {path} needs a train/ folder and a val/ or test/ folder of class folders")
+    for split in (path / "train", test_dir):
+        check_tree(split, path)
     size = image_size or 64
     train_tf, test_tf = _transforms(size, augment, -1)
     try:

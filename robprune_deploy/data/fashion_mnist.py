@@ -11,6 +11,7 @@ zero-padded by 2 pixels, and a horizontal flip with probability 1/2, the usual F
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch.utils.data import Dataset
 
 from robprune_deploy.data.datasets import DATASETS, DatasetBundle
 from robprune_deploy.data.idx import IMAGES_MAGIC, LABELS_MAGIC, read_idx
+from robprune_deploy.data.paths import not_a_file, not_a_folder
 from robprune_deploy.errors import DatasetError
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -83,6 +85,9 @@ def _find(root: Path, stem: str) -> Path:
     for name in (f"{stem}.gz", stem):
         if (root / name).is_file():
             return root / name
+        if os.path.lexists(root / name):  # there, but a FIFO, a folder, a broken link...
+            reason = not_a_file(root / name, "is a symbolic link to nothing")
+            raise DatasetError(f"{root / name} {reason}")
     raise DatasetError(f"{root / (stem + '.gz')}: no such file (nor {stem} uncompressed)")
 
 
@@ -138,7 +143,9 @@ def fashion_mnist(root: Path | None, image_size: int | None, augment: bool) -> D
     else:
         path = Path(root).expanduser().resolve()
         if not path.is_dir():
-            raise DatasetError(f"data.root: {path} does not exist (dataset 'fashion_mnist' is never downloaded)")
+            reason = not_a_folder(path)
+            hint = " (dataset 'fashion_mnist' is never downloaded)" if reason == "does not exist" else ""
+            raise DatasetError(f"data.root: {path} {reason}{hint}")
     size = image_size or NATIVE_SIZE
     splits = {}
     for split in ("train", "test"):

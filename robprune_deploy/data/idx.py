@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robprune_deploy.data.paths import not_a_file
 from robprune_deploy.errors import DatasetError
 
 LABELS_MAGIC = 2049
@@ -34,8 +35,11 @@ _TYPES: dict[int, np.dtype] = {
 
 
 def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
+    reason = not_a_file(path)
+    if reason == "does not exist":
         raise DatasetError(f"{path}: no such file")
+    if reason is not None:
+        raise DatasetError(f"{path} {reason}")
     try:
         raw = path.read_bytes()
         return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw

@@ -14,6 +14,8 @@ import torch
 from torch.utils.data import Dataset
 
 from robprune_deploy.data.datasets import DATASETS, DatasetBundle, _require_root, _transforms
+from robprune_deploy.data.images import load_image
+from robprune_deploy.data.paths import not_a_file, refuse_special_files, require_file
 from robprune_deploy.errors import DatasetError
 
 TINY_IMAGENET_MEAN, TINY_IMAGENET_STD = (0.4802, 0.4481, 0.3975), (0.2770, 0.2691, 0.2821)
@@ -22,7 +24,8 @@ NATIVE_SIZE = 64
 
 
 class ImageFiles(Dataset):
-    """``(path, label)`` pairs opened on access, converted to RGB (a few Tiny-ImageNet JPEGs are gray)."""
+    """``(path, label)`` pairs opened on access by :func:`~robprune_deploy.data.images.load_image`, as
+    RGB (a few Tiny-ImageNet JPEGs are gray)."""
 
     def __init__(self, samples: list[tuple[Path, int]], transform: Callable) -> None:
         self.samples, self.transform = samples, transform
@@ -31,14 +34,8 @@ class ImageFiles(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image, UnidentifiedImageError
-
         path, label = self.samples[index]
-        try:
-            with Image.open(path) as image:
-                return self.transform(image.convert("RGB")), label
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DatasetError(f"data.root: {path} is not a readable image ({exc})") from None
+        return self.transform(load_image(str(path))), label
 
 
 def _dataset_folder(path: Path) -> Path:
@@ -46,6 +43,7 @@ def _dataset_folder(path: Path) -> Path:
     for candidate in (path / FOLDER, path):
         if (candidate / "wnids.txt").is_file():
             return candidate
+        refuse_special_files(candidate, ("wnids.txt",), "data.root")
     raise DatasetError(f"data.root: {path} has no {FOLDER}/wnids.txt (the official Tiny-ImageNet layout)")
 
 
@@ -61,6 +59,8 @@ def train_samples(folder: Path, wnids: list[str]) -> list[tuple[Path, int]]:
     for label, wnid in enumerate(wnids):
         images = folder / "train" / wnid / "images"
         files = sorted(images.glob("*.JPEG")) if images.is_dir() else []
+        for file in files:
+            require_file(file, "data.root")
         if not files:
             raise DatasetError(f"data.root: {images} holds no .JPEG images (class {wnid} of wnids.txt)")
         samples += [(file, label) for file in files]
@@ -68,9 +68,7 @@ def train_samples(folder: Path, wnids: list[str]) -> list[tuple[Path, int]]:
 
 
 def val_samples(folder: Path, wnids: list[str]) -> list[tuple[Path, int]]:
-    annotations = folder / "val" / "val_annotations.txt"
-    if not annotations.is_file():
-        raise DatasetError(f"data.root: {annotations} is missing (labels of val/images)")
+    annotations = require_file(folder / "val" / "val_annotations.txt", "data.root", "is missing (labels of val/images)")
     index = {wnid: label for label, wnid in enumerate(wnids)}
     samples = []
     for number, line in enumerate(annotations.read_text().splitlines(), start=1):
@@ -82,8 +80,9 @@ def val_samples(folder: Path, wnids: list[str]) -> list[tuple[Path, int]]:
                 f"data.root: {annotations} line {number}: expected 'file<TAB>wnid' with a wnid of wnids.txt"
             )
         file = folder / "val" / "images" / fields[0]
-        if not file.is_file():
-            raise DatasetError(f"data.root: {annotations} line {number}: {file} does not exist")
+        reason = not_a_file(file)
+        if reason is not None:
+            raise DatasetError(f"data.root: {annotations} line {number}: {file} {reason}")
         samples.append((file, index[fields[1]]))
     if not samples:
         raise DatasetError(f"data.root: {annotations} lists no image")

@@ -6,6 +6,10 @@ verdict counts. The black-box member (Square) queries the session itself. Member
 the examples still robust after the ones before (AutoAttack's protocol), so the robust accuracy
 after the last member is the per-example worst case over the ensemble, and broken examples are
 never attacked again.
+
+Models with few classes get the losses they admit (:func:`plan_member`): APGD-T's targeted DLR
+needs four classes, so on 2- and 3-class models APGD-T runs on the targeted margin loss instead,
+against each other class. Every member records the loss it used and why.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from torch import nn
 
 from robprune_deploy.attacks.apgd import ApgdLoss, apgd
 from robprune_deploy.attacks.fab import fab_targeted
+from robprune_deploy.attacks.losses import DLR_TARGETED_MIN_CLASSES
 from robprune_deploy.evaluation.sessions import OnnxClassifier
 from robprune_deploy.evaluation.square import square_attack
 from robprune_deploy.progress import progress_bar
@@ -58,14 +63,54 @@ class EnsembleBudget:
         base = cls() if version == "autoattack" else cls(apgd_targets=3, square_queries=1000)
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
-    def describe(self, members: Sequence[str]) -> str:
-        parts = {
-            "apgd-ce": f"apgd-ce {self.apgd_steps} steps",
-            "apgd-t": f"apgd-t {self.apgd_steps} steps x {self.apgd_targets} targets",
-            "fab-t": f"fab-t {self.fab_steps} steps x {self.fab_targets} targets",
-            "square": f"square {self.square_queries} queries",
-        }
-        return ", ".join(parts[m] for m in members)
+    def describe(self, members: Sequence[str], num_classes: int | None = None) -> str:
+        """The members' budgets, with their losses and the target counts ``num_classes`` allows."""
+        return ", ".join(plan_member(m, self, num_classes).describe(self) for m in members)
+
+
+@dataclass(frozen=True)
+class MemberPlan:
+    """What one member runs for a model of some number of classes.
+
+    :param loss: the APGD loss (``None`` for FAB-T and Square, which have their own).
+    :param targets: target classes (1 for the untargeted members).
+    :param label: the loss in words, with the reason when it departs from AutoAttack's.
+    """
+
+    name: str
+    loss: ApgdLoss | None
+    targets: int
+    label: str
+
+    def describe(self, budget: EnsembleBudget) -> str:
+        if self.name == "square":
+            return f"square {budget.square_queries} queries"
+        steps = budget.fab_steps if self.name == "fab-t" else budget.apgd_steps
+        text = f"{self.name} {steps} steps"
+        if self.name != "apgd-ce":
+            text += f" x {self.targets} targets"
+        return f"{text} ({self.label})" if self.label else text
+
+
+def plan_member(name: str, budget: EnsembleBudget, num_classes: int | None) -> MemberPlan:
+    """Loss and target count of member ``name`` on a model of ``num_classes`` (``None``: as budgeted).
+
+    Targets are the most likely wrong classes, so at most ``num_classes - 1``. APGD-T uses the
+    targeted DLR loss from four classes on; below that the targeted margin, which, like DLR and
+    unlike cross-entropy, does not saturate (the reference code only warns, then fails).
+    """
+    wrong = budget.apgd_targets if num_classes is None else min(budget.apgd_targets, num_classes - 1)
+    if name == "apgd-ce":
+        return MemberPlan(name, "ce", 1, "CE")
+    if name == "apgd-t":
+        if num_classes is not None and num_classes < DLR_TARGETED_MIN_CLASSES:
+            reason = f"targeted DLR needs >= {DLR_TARGETED_MIN_CLASSES} classes"
+            return MemberPlan(name, "margin-targeted", wrong, f"margin loss: {reason}")
+        return MemberPlan(name, "dlr-targeted", wrong, "targeted DLR")
+    if name == "fab-t":
+        targets = budget.fab_targets if num_classes is None else min(budget.fab_targets, num_classes - 1)
+        return MemberPlan(name, None, targets, "")
+    return MemberPlan(name, None, 0, "")
 
 
 @dataclass
@@ -78,6 +123,7 @@ class MemberRecord:
     :param transfer_failures: points the twin misclassified that onnxruntime classified correctly.
     :param silent_successes: examples whose path crossed the twin's boundary although the returned
         point is classified correctly by the twin.
+    :param loss: the loss the member used (see :class:`MemberPlan`); empty for Square and FAB-T.
     """
 
     name: str
@@ -88,6 +134,7 @@ class MemberRecord:
     cost: int
     transfer_failures: int = 0
     silent_successes: int = 0
+    loss: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +159,12 @@ class EnsembleResult:
     records: list[MemberRecord]
     apgd_traces: dict[int, np.ndarray] = field(default_factory=dict)
     transfer_failed: np.ndarray | None = None
+    num_classes: int | None = None
+
+    @property
+    def description(self) -> str:
+        """The budget actually run: each member's steps, targets and loss for this many classes."""
+        return self.budget.describe(self.members, self.num_classes)
 
     @property
     def accuracy(self) -> float:
@@ -189,20 +242,21 @@ def run_ensemble(
     traces: dict[int, np.ndarray] = {}
     n = max(len(y), 1)
     whitebox_robust = run.robust.copy()
+    classes = int(run.order.shape[1])
     for name in members:
         start, idx = time.perf_counter(), run.survivors()
         before = int(run.robust.sum())
         cost = transfer = silent = 0
+        plan = plan_member(name, budget, classes)
         if name == "square":
             cost = _square(run, idx, eps, budget, seed, show_progress)
         else:
-            targets = _target_count(name, budget, classes=run.order.shape[1])
             steps = budget.fab_steps if name == "fab-t" else budget.apgd_steps
-            total = steps * targets * len(_chunks(idx, batch_size))
+            total = steps * plan.targets * len(_chunks(idx, batch_size))
             with progress_bar(name, total, show_progress) as bar:
-                for rank in range(targets):
+                for rank in range(plan.targets):
                     for chunk in _chunks(run.survivors(), batch_size):
-                        c, t, s = _whitebox(name, run, chunk, rank, eps, budget, seed, device, bf16, bar, traces)
+                        c, t, s = _whitebox(plan, run, chunk, rank, eps, budget, seed, device, bf16, bar, traces)
                         cost, transfer, silent = cost + c, transfer + t, silent + s
             whitebox_robust = run.robust.copy()
         records.append(
@@ -215,24 +269,16 @@ def run_ensemble(
                 cost,
                 transfer,
                 silent,
+                plan.label,
             )
         )
     return EnsembleResult(
-        version, budget, members, run.robust, whitebox_robust, run.x_adv, records, traces, run.transfer_failed
+        version, budget, members, run.robust, whitebox_robust, run.x_adv, records, traces, run.transfer_failed, classes
     )
 
 
-def _target_count(name: str, budget: EnsembleBudget, classes: int) -> int:
-    """Target classes a white-box member runs against (the targeted DLR loss needs four classes)."""
-    if name == "apgd-ce":
-        return 1
-    if name == "apgd-t":
-        return min(budget.apgd_targets, classes - 1) if classes >= 4 else 0
-    return min(budget.fab_targets, classes - 1)
-
-
 def _whitebox(
-    name: str,
+    plan: MemberPlan,
     run: _Run,
     chunk: np.ndarray,
     rank: int,
@@ -245,6 +291,7 @@ def _whitebox(
     traces: dict[int, np.ndarray],
 ) -> tuple[int, int, int]:
     """One white-box member on one chunk of survivors, towards the ``rank``-th most likely wrong class."""
+    name = plan.name
     x, y = run.x[chunk].to(device), run.y[chunk].to(device)
     generator = torch.Generator().manual_seed(seed + 1000 * rank)
     step: Callable[[], None] = bar.advance
@@ -255,7 +302,7 @@ def _whitebox(
         fooled = outcome.success.cpu() & within
         points = torch.where(within.view(-1, *[1] * (x.dim() - 1)).to(device), outcome.x_adv, x)
     else:
-        loss: ApgdLoss = "ce" if name == "apgd-ce" else "dlr-targeted"
+        loss: ApgdLoss = plan.loss or "ce"
         target = None if name == "apgd-ce" else run.order[chunk, rank + 1].to(device)
         outcome = apgd(
             run.twin,

@@ -8,8 +8,8 @@ examples, with the twin for gradients and onnxruntime for verdicts, and compared
 - ``silent_success``: the attack path crossed the decision boundary, yet the returned point is
   classified correctly (the attack returns the wrong iterate).
 - ``unavailable_gradients``: the loss gradient w.r.t. the input is zero or not finite (or cannot be
-  computed at all), for cross-entropy or DLR: gradient masking by saturation or non-differentiable
-  layers.
+  computed at all), for cross-entropy or DLR (the margin on 2-class models, which DLR needs 3
+  classes for): gradient masking by saturation or non-differentiable layers.
 - ``unstable_predictions``: the loss jumps under tiny random input noise (``radius = eps / 10``):
   shattered or stochastic gradients.
 - ``incomplete_optimization``: the best loss was still rising over the attack's last steps.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import get_args
 
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 
 from robprune_deploy.attacks.apgd import apgd
-from robprune_deploy.attacks.losses import cross_entropy, dlr, margin
+from robprune_deploy.attacks.losses import DLR_MIN_CLASSES, cross_entropy, dlr, margin, margin_loss
 from robprune_deploy.attacks.outcome import AttackOutcome
 from robprune_deploy.evaluation.sessions import OnnxClassifier
 from robprune_deploy.progress import progress_bar
@@ -91,18 +92,31 @@ def still_rising(trace: np.ndarray, window: int = INCOMPLETE_WINDOW, rise: float
     return float(tail.max() - tail.min()) / span > rise
 
 
-def _gradient_unavailable(twin: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """Per example: the CE or DLR input gradient is all zeros or not finite (or cannot be computed)."""
+def _scale_free_loss(classes: int) -> tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], str]:
+    """The loss that cannot saturate, and its name: DLR, or the margin below DLR's 3 classes."""
+    if classes >= DLR_MIN_CLASSES:
+        return dlr, "DLR"
+    return margin_loss, f"margin (DLR needs >= {DLR_MIN_CLASSES} classes)"
+
+
+def _gradient_unavailable(twin: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, str]:
+    """Per example: the CE or DLR input gradient is all zeros or not finite (or cannot be computed).
+
+    :returns: the flags and the name of the second loss (the margin stands in for DLR on 2 classes).
+    """
     bad = np.zeros(len(y), dtype=bool)
-    for loss in (cross_entropy, dlr):
+    with torch.no_grad():
+        classes = int(twin(x[:1]).shape[1]) if len(x) else DLR_MIN_CLASSES
+    scale_free, name = _scale_free_loss(classes)
+    for loss in (cross_entropy, scale_free):
         points = x.clone().requires_grad_(True)
         try:
             (grad,) = torch.autograd.grad(loss(twin(points), y).sum(), points)
         except RuntimeError:  # the graph is interrupted: no gradient at all
-            return np.ones(len(y), dtype=bool)
+            return np.ones(len(y), dtype=bool), name
         flat = grad.flatten(1)
         bad |= (~torch.isfinite(flat).all(1) | (flat.abs().amax(1) == 0)).cpu().numpy()
-    return bad
+    return bad, name
 
 
 def _loss_instability(twin: nn.Module, x: torch.Tensor, y: torch.Tensor, radius: float, seed: int) -> float:
@@ -174,9 +188,10 @@ def measure_indicators(
             f"APGD-CE best loss still rising >{INCOMPLETE_RISE:.0%} of its range in the last "
             f"{INCOMPLETE_WINDOW} steps, of {len(survivors)} unbroken examples",
         )
+        unavailable, second_loss = _gradient_unavailable(twin, xd, yd)
         values["unavailable_gradients"] = (
-            _fraction(_gradient_unavailable(twin, xd, yd)),
-            "CE or DLR input gradient all zero or not finite",
+            _fraction(unavailable),
+            f"CE or {second_loss} input gradient all zero or not finite",
         )
         bar.advance()
         values["unstable_predictions"] = (

@@ -103,11 +103,13 @@ def evaluate_int8(
     logits = session.predict(x.numpy())
     clean = logits.argmax(1) == y.numpy()
     agreement = float((logits.argmax(1) == reference.predict(x.numpy()).argmax(1)).mean())
-    twin = torch_twin(load_onnx(path)).cpu()
+    twin = torch_twin(load_onnx(path), f"candidate {path}").cpu()
     check = parity(twin, session, batches)
     ste = transfer = None
     if threat is not None:
-        source = (fp32_twin if fp32_twin is not None else torch_twin(load_onnx(fp32_path))).eval().cpu()
+        if fp32_twin is None:
+            fp32_twin = torch_twin(load_onnx(fp32_path), f"baseline {fp32_path}")
+        source = fp32_twin.eval().cpu()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             ste = _robust_mask(twin, session, x, y, threat, batch_size)

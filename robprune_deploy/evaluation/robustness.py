@@ -215,7 +215,7 @@ def evaluate_onnx(
         return OnnxRobustness(
             session.provider, len(y), float(clean.sum()) / total, pgd_acc, square_acc, square_n, max_diff, agreement,
             attacks, ensemble.accuracy, ensemble.whitebox_accuracy, member_acc,
-            ensemble.budget.describe(ensemble.members), [r.to_dict() for r in ensemble.records], curve, indicators,
+            ensemble.description, [r.to_dict() for r in ensemble.records], curve, indicators,
             threat.eps if threat else None,
         )  # fmt: skip
     return OnnxRobustness(

@@ -18,7 +18,7 @@ from robprune_deploy.errors import OnnxModelError
 from robprune_deploy.quantization.fake_quant import fold_weight_dequantize, register_qdq_converters
 
 
-def _relax_reshape(proto: onnx.ModelProto) -> onnx.ModelProto:
+def _relax_reshape(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
     """``allowzero=1`` only differs from 0 when the target shape holds a 0; onnx2torch supports only 0."""
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
@@ -34,7 +34,9 @@ def _relax_reshape(proto: onnx.ModelProto) -> onnx.ModelProto:
             if attribute.name == "allowzero" and attribute.i == 1:
                 shape = constants.get(node.input[1])
                 if shape is None or (shape == 0).any():
-                    raise OnnxModelError(f"Reshape {node.name!r}: a zero-sized target shape has no torch twin")
+                    raise OnnxModelError(
+                        f"{source}: Reshape {node.name!r}: a zero-sized target shape has no torch twin"
+                    )
                 attribute.i = 0
     return proto
 
@@ -99,13 +101,15 @@ def _register_opset18_resize() -> None:
             add_converter(operation_type="Resize", version=version)(convert)
 
 
-def torch_twin(proto: onnx.ModelProto) -> nn.Module:
+def torch_twin(proto: onnx.ModelProto, source: str = "the ONNX graph") -> nn.Module:
     """An eval-mode torch module computing the same function as ``proto``.
 
     An INT8 (QDQ) graph gets a straight-through twin: its weights dequantized, its activation
     quantizers rounding with an identity gradient (:mod:`robprune_deploy.quantization.fake_quant`).
 
-    :raises OnnxModelError: when the graph uses an operator onnx2torch cannot convert.
+    :param source: what the graph is, for the error message: its role and file, e.g.
+        ``"candidate runs/x/model.onnx"`` (the gate converts a candidate and a baseline).
+    :raises OnnxModelError: naming ``source``, when onnx2torch cannot convert the graph.
     """
     from onnx2torch import convert
 
@@ -114,7 +118,10 @@ def torch_twin(proto: onnx.ModelProto) -> nn.Module:
     register_qdq_converters()
     if any(node.op_type == "DequantizeLinear" for node in proto.graph.node):
         proto = fold_weight_dequantize(proto)
+    relaxed = _relax_reshape(proto, source)
     try:
-        return convert(_relax_reshape(proto)).eval()
-    except (NotImplementedError, KeyError, ValueError) as exc:
-        raise OnnxModelError(f"cannot build a torch twin of the ONNX graph for white-box attacks ({exc})") from None
+        return convert(relaxed).eval()
+    # onnx2torch reports an operator or attribute it cannot convert in any of these
+    except (NotImplementedError, KeyError, ValueError, TypeError, IndexError) as exc:
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise OnnxModelError(f"{source}: cannot build a torch twin for the white-box attacks ({detail})") from None

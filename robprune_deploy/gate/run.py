@@ -116,19 +116,19 @@ def declared(recipe: Recipe, precision: Precision) -> Recipe:
     return recipe.model_copy(update={"gate": recipe.gate.model_copy(update={"precision": precision})})
 
 
-def _twin(path: Path, torch_model: nn.Module | None) -> nn.Module:
+def _twin(path: Path, torch_model: nn.Module | None, role: str = "candidate") -> nn.Module:
     if torch_model is not None:
         return torch_model
     proto = load_onnx(path)
     try:
-        return torch_twin(proto)
+        return torch_twin(proto, f"{role} {path}")
     except OnnxModelError as exc:
         hint = (
             "; an INT8 model is gated with --precision int8 (gate.precision: int8)"
             if any(n.op_type in QDQ_OPS for n in proto.graph.node)
             else ""
         )
-        raise OnnxModelError(f"ONNX file {path.name}: {exc}{hint}") from None
+        raise OnnxModelError(f"{exc}{hint}") from None
 
 
 def evaluate_gate(
@@ -178,7 +178,7 @@ def evaluate_gate(
     robustness = {"candidate": candidate}
     base = None
     if baseline_file is not None:
-        twin = _twin(baseline_file, dense_torch).cpu()
+        twin = _twin(baseline_file, dense_torch, "baseline").cpu()
         reference = measure_onnx(recipe, baseline_file, batches, twin, indicators=False, show_progress=show_progress)
         robustness["baseline"] = reference
         reference_measured = inputs.served(measurements(reference, load_onnx(baseline_file)), "baseline")
@@ -208,7 +208,7 @@ def _evaluate_int8_gate(
             f"or keep {FP32_ONNX} beside it)"
         )
     batches = data.batches
-    fp32_twin = _twin(fp32_file, fp32_torch).cpu()
+    fp32_twin = _twin(fp32_file, fp32_torch, "baseline").cpu()
     if candidate is None:
         candidate = measure_int8(recipe, model, fp32_file, batches, fp32_twin, show_progress=show_progress)
     if reference is None:  # only its clean, PGD and Square figures are compared: the PGD protocol
