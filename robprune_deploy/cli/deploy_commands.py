@@ -142,7 +142,7 @@ def _gate(args: argparse.Namespace) -> int:
         verdict.details["model"] = args.model
         verdict.details["model_sha256"] = staged[0].sha256
         if len(staged) > 1:
-            verdict.details["baseline_model"] = str(staged[1].source)
+            verdict.details["baseline_model"] = registry.origin_of(staged[1].source)
             verdict.details["baseline_sha256"] = staged[1].sha256
         reports = write_gate_report(verdict, args.report)
         # Recorded in MLflow when asked to promote a version (--register is explicit, whatever the recipe's

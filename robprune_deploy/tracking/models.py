@@ -156,7 +156,18 @@ def resolve_onnx(model: str, tracking_uri: str | None = None, field: str = "mode
             raise OnnxModelError(f"ONNX file {path}: no such file")
         return path.resolve()
     check_store_uri(model, field)
-    return served_onnx(download_artifact(model, field, tracking_uri), model, field)
+    local = served_onnx(download_artifact(model, field, tracking_uri), model, field)
+    _DOWNLOADED_FROM[local] = model
+    return local
+
+
+_DOWNLOADED_FROM: dict[Path, str] = {}
+"""The URI each file :func:`resolve_onnx` downloaded came from: reports name the URI, never the temp file."""
+
+
+def origin_of(path: Path) -> str:
+    """The MLflow URI ``path`` was downloaded from, else the path itself."""
+    return _DOWNLOADED_FROM.get(path, str(path))
 
 
 def registered_version(model: str) -> tuple[str, str] | None:
