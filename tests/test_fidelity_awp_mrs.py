@@ -191,4 +191,6 @@ def test_weight_perturbation_mrs_is_invariant_to_a_function_preserving_rescale(
         bn.running_mean.mul_(100)
         bn.running_var.mul_(100**2)
     after = weight_perturbation_sensitivity(robust_cnn, groups, batches, THREAT, 0.1, 3, 0)
-    assert after == pytest.approx(before, rel=1e-3)
+    # Equal up to float rounding, which PGD's sign steps amplify (0.3% seen with 2 threads); an
+    # absolute radius would be off by a factor near 100.
+    assert after == pytest.approx(before, rel=2e-2)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 LossFn = Callable[[], torch.Tensor]
 
@@ -59,6 +60,15 @@ def top_hessian_eigenvalue(
     than ``tolerance`` (relative) between two iterations. Where two eigenvalues of opposite sign
     have nearly the same magnitude it does not settle: ``converged`` says so.
     """
+    # The fused attention kernels (flash, memory-efficient) have no second derivative; the math
+    # kernel computes the same attention and differentiates twice.
+    with sdpa_kernel(SDPBackend.MATH):
+        return _power_iteration(loss_fn, scores, iterations, seed, tolerance)
+
+
+def _power_iteration(
+    loss_fn: LossFn, scores: Sequence[torch.Tensor], iterations: int, seed: int, tolerance: float
+) -> EigenEstimate:
     generator = torch.Generator().manual_seed(seed)
     v = [torch.randn(s.shape, generator=generator).to(s) for s in scores]
     norm = torch.sqrt(torch.stack([(x * x).sum() for x in v]).sum())

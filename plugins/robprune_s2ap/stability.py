@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,7 +67,7 @@ def mask_sha256(masks: dict[str, torch.Tensor]) -> str:
 
 def save_masks(masks: dict[str, torch.Tensor], path: Path) -> Path:
     """Write ``masks`` bit-packed into an ``.npz`` (atomically): 1/8 byte per entry, loadable without torch."""
-    arrays: dict[str, np.ndarray] = {}
+    arrays: dict[str, Any] = {}
     for index, name in enumerate(sorted(masks)):
         bits = masks[name].detach().bool().cpu().numpy()
         arrays[f"bits_{index}"] = np.packbits(bits.ravel())

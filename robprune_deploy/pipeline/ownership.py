@@ -72,7 +72,7 @@ _TOP_LEVEL_FILES = frozenset(
 )
 _SUBFOLDERS = {
     "checkpoints": (".pt",),
-    "plots": (".png", ".md", ".json", ".csv"),
+    "plots": (".png", ".md", ".json", ".csv", ".npz"),
     "gate_int8": (".png", ".md", ".json"),
 }
 """Folders the stages create, and the kinds of file they write there (plugins name their plots)."""
