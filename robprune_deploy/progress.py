@@ -15,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from robprune_deploy.termination import raise_if_terminated
+
 _QUIET = False
 
 
@@ -33,6 +35,7 @@ class _Bar:
         self._progress, self._task = progress, task
 
     def advance(self, steps: int = 1, **fields: object) -> None:
+        raise_if_terminated()  # a SIGTERM swallowed by a finalizer is raised at the next step
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, advance=steps, **fields)  # type: ignore[arg-type]
 

@@ -436,3 +436,27 @@ def test_messages_print_control_characters_escaped() -> None:
     )
     assert one_line(OutputError("x\x85gate PASSED\u2028y\x7f")) == "x\\x85gate PASSED\\u2028y\\x7f"
     assert one_line(OutputError("first line\nGATE PASSED")) == "first line"
+
+
+def test_a_sigterm_lost_in_a_finalizer_is_raised_at_the_next_checkpoint() -> None:
+    """Raised inside ``__del__`` (as in matplotlib's weakref callbacks while a plot is collected), the
+    Terminated exception is printed and dropped by Python; the next checkpoint raises it again."""
+    from robprune_deploy.cli.main import _sigterm_as_interrupt
+    from robprune_deploy.errors import Terminated
+    from robprune_deploy.progress import progress_bar
+    from robprune_deploy.termination import clear_termination, pending_termination
+
+    class SignalsWhenCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    try:
+        with _sigterm_as_interrupt():
+            doomed = SignalsWhenCollected()
+            del doomed  # the handler's exception is lost inside __del__
+            assert pending_termination() == "SIGTERM"
+            with pytest.raises(Terminated, match="SIGTERM"), progress_bar("epochs", 2, enabled=False) as bar:
+                bar.advance()
+    finally:
+        clear_termination()
+    assert pending_termination() is None

@@ -13,7 +13,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "robprune_deploy"
 
 # Lowest first. Within a layer, packages may import each other.
 LAYERS: list[set[str]] = [
-    {"__version__", "errors", "arguments", "atomic", "registry", "progress", "checkpoints", "distributed", "runtime"},
+    {
+        "__version__",
+        "errors",
+        "arguments",
+        "atomic",
+        "registry",
+        "progress",
+        "checkpoints",
+        "distributed",
+        "runtime",
+        "termination",
+    },
     {"attacks", "masking", "surgery", "data", "models"},
     {"training"},
     {"algorithms"},

@@ -30,6 +30,7 @@ from robprune_deploy.pipeline.ownership import check_output_path, owned_output
 from robprune_deploy.pipeline.run import record_verdict, verdict_line
 from robprune_deploy.recipe import recipe_to_dict
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
+from robprune_deploy.termination import raise_if_terminated
 from robprune_deploy.tracking import models as registry
 from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
 from robprune_deploy.tracking.preflight import check_store
@@ -145,6 +146,7 @@ def _gate(args: argparse.Namespace) -> int:
             verdict.details["baseline_model"] = registry.origin_of(staged[1].source)
             verdict.details["baseline_sha256"] = staged[1].sha256
         reports = write_gate_report(verdict, args.report)
+        raise_if_terminated()  # a SIGTERM lost in a plot's finalizer stops here, before registering
         # Recorded in MLflow when asked to promote a version (--register is explicit, whatever the recipe's
         # tracking.enabled says) and, with tracking enabled, inside an MLflow run (an MLproject step).
         if args.register or (recipe.tracking.enabled and os.environ.get("MLFLOW_RUN_ID")):

@@ -32,6 +32,7 @@ from robprune_deploy.cli import commands
 from robprune_deploy.errors import PluginError, RobPruneError, Terminated, control_character, printable
 from robprune_deploy.pipeline.ownership import ERROR_LOG
 from robprune_deploy.progress import set_quiet
+from robprune_deploy.termination import clear_termination, note_termination, pending_termination
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
@@ -169,7 +170,9 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
     # Once: the cleanup that follows (locks, MLflow runs ended KILLED) must not be cut short by a
     # second SIGTERM; SIGKILL still ends the process at once.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    note_termination(name)  # raised again later if a finalizer swallows this one (termination.py)
+    raise Terminated(name)
 
 
 @contextlib.contextmanager
@@ -235,8 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             args = build_parser().parse_args(argv)
             set_quiet(args.quiet)
-            return _run_handler(args)
+            code = _run_handler(args)
+            pending = pending_termination()
+            if pending is not None:  # asked to stop, but the exception was lost on the way
+                raise Terminated(pending)
+            return code
         except KeyboardInterrupt as exc:
+            clear_termination()
             return _interrupted(exc, args)
         except Exception as exc:  # the error handling itself failed: still one line, still not 1
             with contextlib.suppress(Exception):
