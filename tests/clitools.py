@@ -31,3 +31,19 @@ def one_error(lines: list[str], *needles: str) -> str:
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert all(n in lines[0] for n in needles), (lines[0], needles)
     return lines[0]
+
+
+def small_gate(*light_eval: str) -> list[str]:
+    """The ``--set`` arguments of a gate at the suite's small budget (60 examples, a few attack
+    steps, CPU, tracking off), with the light attack ensemble ``light_eval`` (conftest's LIGHT_EVAL)."""
+    return sets(
+        "evaluate.num_examples=60",
+        "evaluate.square_queries=5",
+        "evaluate.square_examples=10",
+        "evaluate.latency.repeats=1",
+        "evaluate.latency.warmup=0",
+        "evaluate.providers=[cpu]",
+        "attack.eval_steps=3",
+        *light_eval,
+        "tracking.enabled=false",
+    )

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import torch
-from clitools import RECIPES, ROOT, cli, one_error, sets  # type: ignore[import-not-found]
+from clitools import RECIPES, ROOT, cli, one_error, sets, small_gate  # type: ignore[import-not-found]
 from conftest import FAST_RUN, LIGHT_EVAL, subprocess_env  # type: ignore[import-not-found]
 from mlflow import MlflowClient
 
@@ -38,17 +38,7 @@ from robprune_deploy.pipeline.ownership import ERROR_LOG, LOCK_FILE
 
 HYDRA, MRPF = RECIPES / "digits_hydra.yaml", RECIPES / "digits_mrpf.yaml"
 OFF = sets("tracking.enabled=false")
-SMALL_GATE = sets(
-    "evaluate.num_examples=60",
-    "evaluate.square_queries=5",
-    "evaluate.square_examples=10",
-    "evaluate.latency.repeats=1",
-    "evaluate.latency.warmup=0",
-    "evaluate.providers=[cpu]",
-    "attack.eval_steps=3",
-    *LIGHT_EVAL,
-    "tracking.enabled=false",
-)
+SMALL_GATE = small_gate(*LIGHT_EVAL)
 LONG_NAME = "a" * 300
 UNMEASURED = Path("never-measured.onnx")
 """The model of a gate refused before it measures anything: the refusal comes first."""

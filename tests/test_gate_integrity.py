@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from clitools import RECIPES, cli, one_error, sets  # type: ignore[import-not-found]
+from clitools import RECIPES, cli, one_error, sets, small_gate  # type: ignore[import-not-found]
 from conftest import LIGHT_EVAL  # type: ignore[import-not-found]
 from onnx import TensorProto, helper, numpy_helper
 
@@ -25,17 +25,7 @@ from robprune_deploy.evaluation.parity import parity
 from robprune_deploy.gate.validation import chance_rate, least_significant_accuracy
 
 HYDRA = RECIPES / "digits_hydra.yaml"
-SMALL = sets(
-    "evaluate.num_examples=60",
-    "evaluate.square_queries=5",
-    "evaluate.square_examples=10",
-    "evaluate.latency.repeats=1",
-    "evaluate.latency.warmup=0",
-    "evaluate.providers=[cpu]",
-    "attack.eval_steps=3",
-    *LIGHT_EVAL,
-    "tracking.enabled=false",
-)
+SMALL = small_gate(*LIGHT_EVAL)
 NO_THRESHOLDS = sets(
     *(
         f"gate.{name}=null"
