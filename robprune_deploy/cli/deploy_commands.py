@@ -26,9 +26,9 @@ from robprune_deploy.gate.run import (
 )
 from robprune_deploy.pipeline import RunContext, deploy, stages
 from robprune_deploy.pipeline import quantize as int8_stages
-from robprune_deploy.pipeline.ownership import check_output_path, owned_output
+from robprune_deploy.pipeline.ownership import owned_output
 from robprune_deploy.pipeline.run import record_verdict, verdict_line
-from robprune_deploy.recipe import recipe_to_dict
+from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.termination import raise_if_terminated
 from robprune_deploy.tracking import models as registry
@@ -111,12 +111,9 @@ def _check_registration_arguments(args: argparse.Namespace) -> None:
         raise RecipeError(f"--alias {args.alias!r}: {problem}")
 
 
-def _gate(args: argparse.Namespace) -> int:
-    recipe = recipe_of(args)
-    if args.precision is not None:  # the command's declaration wins over the recipe's
-        recipe = declared(recipe, args.precision)
+def _gate(args: argparse.Namespace, recipe: Recipe) -> int:
+    """The gate, inside its owned ``--report`` folder (checked there, like ``--out``)."""
     _check_registration_arguments(args)
-    check_output_path(args.report, "--report")
     if args.register:  # the verdict is recorded there: a store that cannot take it is said before measuring
         check_store(recipe.tracking.tracking_uri or default_tracking_uri())
     source = registry.resolve_onnx(args.model, recipe.tracking.tracking_uri)
@@ -209,8 +206,11 @@ def _check_registered_bytes(name: str, version: str, model: staging.StagedModel,
 
 
 def _gate_owning_report(args: argparse.Namespace) -> int:
-    with report_folder(args, recipe_of(args)):  # --report: checked, claimed and locked like --out
-        return _gate(args)
+    recipe = recipe_of(args)
+    if args.precision is not None:  # the command's declaration wins over the recipe's
+        recipe = declared(recipe, args.precision)
+    with report_folder(args, recipe):  # --report: checked, claimed and locked like --out
+        return _gate(args, recipe)
 
 
 def _log_version(args: argparse.Namespace, tracker: Any, model: staging.StagedModel) -> str:
