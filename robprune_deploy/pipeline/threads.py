@@ -16,6 +16,7 @@ from robprune_deploy.data import DatasetBundle, build_dataset
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.runtime import ThreadChoice, apply_thread_policy
 from robprune_deploy.runtime.threads import omp_num_threads
+from robprune_deploy.surgery.counting import dense_macs, traced_forward
 
 
 def forward_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
@@ -25,23 +26,12 @@ def forward_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
 
     def count(module: nn.Module, _: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         nonlocal total
-        weight: torch.Tensor = module.weight  # type: ignore[assignment]
-        if isinstance(module, nn.Conv2d):
-            total += output.shape[1] * weight[0].numel() * output.shape[2] * output.shape[3]
-        else:
-            total += weight.numel() * (output.numel() // output.shape[-1])
+        total += dense_macs(module, output)
 
     device = next(model.parameters()).device
     hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros((1, *input_shape), device=device))
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return int(total)
+    traced_forward(model, torch.zeros((1, *input_shape), device=device), hooks)
+    return total
 
 
 def batch_work(recipe: Recipe, data: Callable[[], DatasetBundle]) -> int | None:

@@ -54,6 +54,15 @@ def traced_forward(model: nn.Module, example_inputs: torch.Tensor, hooks: list[R
             h.remove()
 
 
+def dense_macs(module: nn.Module, output: torch.Tensor) -> int:
+    """Multiply-accumulates of one Conv2d or Linear ``module`` that produced ``output`` (shapes only,
+    so it also counts on the meta device)."""
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    if isinstance(module, nn.Conv2d):
+        return int(output.shape[1] * weight[0].numel() * output.shape[2] * output.shape[3])
+    return int(weight.numel() * (output.numel() // output.shape[-1]))
+
+
 def effective_parameters(model: nn.Module) -> Iterator[torch.Tensor]:
     """Every parameter as the forward pass sees it (masked values for parametrized ones)."""
     for module in model.modules():
@@ -83,18 +92,15 @@ def count_model(model: nn.Module, example_inputs: torch.Tensor) -> ModelCount:
             bias: torch.Tensor | None = getattr(module, "bias", None)
             params = weight.numel() + (bias.numel() if bias is not None else 0)
             nonzero = int((weight != 0).sum()) + (int((bias != 0).sum()) if bias is not None else 0)
+            macs = dense_macs(module, output)
             if isinstance(module, nn.Conv2d):
-                per_output = weight[0].numel()  # in_channels / groups * kh * kw
                 positions = output.shape[2] * output.shape[3]
-                macs = output.shape[1] * per_output * positions
                 effective = int((weight != 0).sum()) * positions
                 out_channels = int(module.out_channels)
             else:
-                rows = output.numel() // output.shape[-1]
-                macs = weight.numel() * rows
-                effective = int((weight != 0).sum()) * rows
+                effective = int((weight != 0).sum()) * (output.numel() // output.shape[-1])
                 out_channels = int(weight.shape[0])
-            layers[name] = LayerCount(params, nonzero, int(macs), int(effective), int(out_channels))
+            layers[name] = LayerCount(params, nonzero, macs, int(effective), int(out_channels))
 
         return hook
 
