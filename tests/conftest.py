@@ -145,3 +145,28 @@ def subprocess_env(processes: int = 1, **extra: str) -> dict[str, str]:
     (:data:`SUITE_THREADS`) shared among the ``processes`` it starts (torchrun's workers)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     return {**env, "OMP_NUM_THREADS": str(max(1, SUITE_THREADS // processes)), **extra}
+
+
+class LinearClassifier(torch.nn.Module):
+    """Logits ``W x`` without bias: the minimal L-inf distance from x to the y/t boundary is
+    ``|f_y - f_t| / ||w_y - w_t||_1``, so an attack's success can be checked exactly."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        self.fc.weight.data = weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+@pytest.fixture()
+def silent_server() -> Iterator[str]:
+    """A tracking server that accepts connections and never answers."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()

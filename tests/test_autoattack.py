@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import overrides  # type: ignore[import-not-found]
+from conftest import LinearClassifier, overrides  # type: ignore[import-not-found]
 from scipy.optimize import linprog
 from torch import nn
 
@@ -62,23 +62,11 @@ def test_fab_projection_is_the_smallest_linf_step_onto_the_hyperplane_in_the_box
         assert np.abs(d).max() == pytest.approx(lp.fun, abs=1e-9)
 
 
-class _Linear(nn.Module):
-    """A linear classifier: the minimal L-inf distance to the y/t boundary is |f_y - f_t| / ||w_y - w_t||_1."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.fc = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-        self.fc.weight.data = weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1))
-
-
 @pytest.fixture(scope="module")
 def linear_case() -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
     weight = torch.randn(2, 16) * 0.1
-    model = _Linear(weight).eval()
+    model = LinearClassifier(weight).eval()
     x = 0.4 + 0.2 * torch.rand(40, 1, 4, 4)  # far enough from the box for the boundary to be reachable
     with torch.no_grad():
         logits = model(x)

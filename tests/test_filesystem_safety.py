@@ -343,16 +343,6 @@ def test_sigterm_during_a_run_ends_its_mlflow_runs_and_exits_143(tmp_path) -> No
     assert all(r.data.tags["error"] == "interrupted: Terminated: SIGTERM" for r in runs)
 
 
-@pytest.fixture()
-def silent_server() -> Iterator[str]:
-    """A tracking server that accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    server.close()
-
-
 @pytest.fixture(scope="module")
 def exported(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A pruned, fine-tuned and exported digits model (model.onnx beside dense.onnx), in seconds."""

@@ -11,7 +11,6 @@ import json
 import math
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,15 +84,6 @@ def test_an_override_cannot_smuggle_a_bomb(tmp_path, capsys) -> None:
     code, err = cli(capsys, "run", HYDRA, "--out", tmp_path / "out", "--set", f"seed=[{', '.join(levels)}]", *OFF)
     assert code == 2
     assert len(one_error(err, "--set seed", "expands to more than")) < 300
-
-
-@pytest.fixture()
-def silent_server() -> Iterator[str]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    server.close()
 
 
 @pytest.mark.parametrize("server", ["closed port", "silent server"])

@@ -18,6 +18,7 @@ import onnx
 import pytest
 import torch
 from clitools import RECIPES, cli, one_error, sets  # type: ignore[import-not-found]
+from conftest import LinearClassifier  # type: ignore[import-not-found]
 from onnx import TensorProto, helper
 from PIL import Image
 from torch import nn
@@ -89,16 +90,6 @@ def digits_folder(root: Path, classes: tuple[int, ...]) -> Path:
 
 
 # --- the losses and the members per class count ---------------------------------------------------
-class _Linear(nn.Module):
-    """Logits ``W x``: the L-inf distance from x to the y/t boundary is ``(f_y - f_t) / ||w_y - w_t||_1``."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        super().__init__()
-        self.fc = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-        self.fc.weight.data = weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1))
 
 
 def linear_case(classes: int, n: int = 60) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, float]:
@@ -106,7 +97,7 @@ def linear_case(classes: int, n: int = 60) -> tuple[nn.Module, torch.Tensor, tor
     the exact distance of each to its nearest boundary, and an eps that splits them."""
     torch.manual_seed(classes)
     weight = torch.randn(classes, 16) * 0.1
-    model = _Linear(weight).eval()
+    model = LinearClassifier(weight).eval()
     x = 0.4 + 0.2 * torch.rand(n, 1, 4, 4)
     with torch.no_grad():
         logits = model(x)
