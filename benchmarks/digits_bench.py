@@ -64,12 +64,13 @@ def bench_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--cache", type=Path, default=Path("runs/bench_cache"))
     parser.add_argument("--model", default="digits_cnn", choices=["digits_cnn", "digits_resnet"])
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads (pin it on a shared machine)")
     return parser
 
 
 def prepare(args: argparse.Namespace) -> tuple[DatasetBundle, nn.Module]:
-    """The digits data and the pretrained model of ``args`` (2 threads, as on the CI machine)."""
-    torch.set_num_threads(2)
+    """The digits data and the pretrained model of ``args`` on ``args.threads`` threads."""
+    torch.set_num_threads(args.threads)
     args.cache.mkdir(parents=True, exist_ok=True)
     data = digits()
     return data, pretrained(data, args.pretrain_epochs, args.cache, args.model)

@@ -132,7 +132,7 @@ def test_switching_algorithm_with_set_drops_the_other_algorithms_options(caplog)
     notices = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
     assert notices == [
         "notice: compression.algorithm is hydra (--set): dropped the recipe's compression.config "
-        "gamma, warmup_epochs (not options of hydra)"
+        "swap_fraction, warmup_epochs (not options of hydra)"
     ]
     assert load_recipe(RECIPES / "digits_s2ap.yaml", ["compression.algorithm=mrpf"]).compression.config == {}
     with pytest.raises(RecipeError, match=r"compression\.config\.gamma: unknown field"):
