@@ -9,7 +9,8 @@ searched mask before fine-tuning (and after, with ``--finetune-epochs`` > 0), an
 to HYDRA's (Hamming distance over the kept entries: 0 identical, 2 disjoint).
 
 Every finished cell is written to ``--out`` at once (atomically) with its final mask beside it, so
-an interrupted sweep resumes where it stopped: cells already in the file are not rerun.
+an interrupted sweep resumes where it stopped: cells already in the file are not rerun. Several
+processes may share one ``--out`` (e.g. one per ``--ratios`` value, each on one thread).
 
     python benchmarks/s2ap_radius.py                       # the full grid (3 seeds, both sparsities)
     python benchmarks/s2ap_radius.py --seeds 1 --ratios 0.95 --gammas 0.01 --swap-fractions 0.02 \\
@@ -20,6 +21,7 @@ an interrupted sweep resumes where it stopped: cells already in the file are not
 from __future__ import annotations
 
 import copy
+import fcntl
 import json
 import statistics
 import time
@@ -81,6 +83,17 @@ def _measure(result: PruningResult, data: DatasetBundle, eval_examples: int, sec
     }
 
 
+def _record(out: Path, key: str, row: dict[str, Any], setup: dict[str, Any]) -> None:
+    """Add one cell to ``out`` under a lock, re-reading it first: several processes (say one per
+    ratio) can share one results file without losing each other's cells."""
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+        results["setup"] = setup
+        results.setdefault("cells", {})[key] = row
+        write_json(out, results)
+
+
 def main() -> None:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.95, 0.99])
@@ -102,7 +115,7 @@ def main() -> None:
         (f"swap_fraction={f}", "s2ap", {"swap_fraction": f, "warmup_epochs": args.warmup_epochs})
         for f in args.swap_fractions
     ]
-    results["setup"] = {
+    setup = {
         "model": args.model,
         "pretrain_epochs": args.pretrain_epochs,
         "search_epochs": args.search_epochs,
@@ -111,7 +124,7 @@ def main() -> None:
         "finetune_epochs": args.finetune_epochs,
         "eval_examples": args.eval_examples,
     }
-    cells: dict[str, Any] = results.setdefault("cells", {})
+    cells: dict[str, Any] = results.get("cells", {})
     for ratio in args.ratios:
         for seed in range(args.seeds):
             reference = masks_dir / f"r{ratio}_s{seed}_hydra.npz"
@@ -138,8 +151,7 @@ def main() -> None:
                     outcome = finetune_and_evaluate(result, data, args.finetune_epochs, seed)
                     row["finetuned_clean_acc"], row["finetuned_pgd20_acc"] = outcome.clean, outcome.pgd
                 save_masks(masks, mask_file)
-                cells[key] = row
-                write_json(args.out, results)
+                _record(args.out, key, row, setup)
                 print(
                     f"{key:<40} swap {row['swap_fraction']:.4f} gamma {row['gamma']:.4f} "
                     f"loss {row['final_robust_loss']:.3f} pgd20 {row['search_pgd20_acc']:.3f} "

@@ -12,7 +12,7 @@ from robprune_deploy.errors import RecipeError, RobPruneError, UnknownNameError
 from robprune_deploy.models.digits import DigitsCNN, DigitsResNet
 from robprune_deploy.models.fmnist import FashionCNN
 from robprune_deploy.models.normalize import NormalizedClassifier
-from robprune_deploy.models.resnet import resnet18
+from robprune_deploy.models.resnet import resnet18, resnet20
 from robprune_deploy.models.timm_models import TIMM_PREFIX, build_timm
 from robprune_deploy.models.vgg import VGG16BN
 from robprune_deploy.models.wide_resnet import WideResNet
@@ -44,6 +44,11 @@ def _fmnist_cnn(num_classes: int, in_channels: int) -> nn.Module:
 @MODELS.register("resnet18")
 def _resnet18(num_classes: int, in_channels: int) -> nn.Module:
     return resnet18(num_classes, in_channels)
+
+
+@MODELS.register("resnet20")
+def _resnet20(num_classes: int, in_channels: int) -> nn.Module:
+    return resnet20(num_classes, in_channels)
 
 
 @MODELS.register("vgg16_bn")

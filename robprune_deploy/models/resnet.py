@@ -1,4 +1,6 @@
-"""CIFAR-style ResNet18 (3x3 stem, no max-pool), as in the adversarial pruning literature."""
+"""CIFAR-style ResNets (3x3 stem, no max-pool): ResNet18 as in the adversarial pruning literature and
+ResNet-20 (He et al. 2016, section 4.2: three stages of 16/32/64 channels, 3 blocks each), a deep
+network whose stages differ in width, so that per-layer pruning ratios have something to allocate."""
 
 from __future__ import annotations
 
@@ -26,17 +28,28 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, blocks: tuple[int, ...], num_classes: int = 10, in_channels: int = 3) -> None:
+    """Stages of ``blocks[i]`` basic blocks of ``widths[i]`` channels; every stage after the first
+    halves the resolution."""
+
+    def __init__(
+        self,
+        blocks: tuple[int, ...],
+        num_classes: int = 10,
+        in_channels: int = 3,
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+    ) -> None:
         super().__init__()
-        self.in_planes = 64
-        self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = self._stage(64, blocks[0], 1)
-        self.layer2 = self._stage(128, blocks[1], 2)
-        self.layer3 = self._stage(256, blocks[2], 2)
-        self.layer4 = self._stage(512, blocks[3], 2)
+        if len(blocks) != len(widths):
+            raise ValueError(f"{len(blocks)} stages of blocks but {len(widths)} widths")
+        self.in_planes = widths[0]
+        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(widths[0])
+        # layer1, layer2, ...: the names ResNet checkpoints and ignored scopes already use.
+        self.stage_names = [f"layer{i + 1}" for i in range(len(widths))]
+        for i, (name, width, count) in enumerate(zip(self.stage_names, widths, blocks)):
+            self.add_module(name, self._stage(width, count, 1 if i == 0 else 2))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(widths[-1], num_classes)
 
     def _stage(self, planes: int, count: int, stride: int) -> nn.Sequential:
         layers = []
@@ -47,9 +60,14 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        for name in self.stage_names:
+            out = getattr(self, name)(out)
         return self.fc(torch.flatten(self.pool(out), 1))
 
 
 def resnet18(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
     return CifarResNet((2, 2, 2, 2), num_classes, in_channels)
+
+
+def resnet20(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+    return CifarResNet((3, 3, 3), num_classes, in_channels, widths=(16, 32, 64))
