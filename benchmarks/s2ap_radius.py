@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from digits_bench import CPU, EVAL, TRAIN, bench_parser, finetune_and_evaluate, prepare
+from provenance import provenance
 from robprune_s2ap.stability import final_masks, load_masks, mask_distance, save_masks
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -90,8 +91,48 @@ def _record(out: Path, key: str, row: dict[str, Any], setup: dict[str, Any]) -> 
         fcntl.flock(lock, fcntl.LOCK_EX)
         results: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
         results["setup"] = setup
+        results["provenance"] = provenance()
         results.setdefault("cells", {})[key] = row
         write_json(out, results)
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return "" if not values else f"{statistics.fmean(values):.3f}"
+
+
+def _variant_order(variant: str) -> tuple[int, float]:
+    """HYDRA, its other data order, then the fixed radii and the calibrated ones, each ascending."""
+    name, _, value = variant.partition("=")
+    rank = ["hydra", "hydra_other_order", "gamma", "swap_fraction"].index(name)
+    return rank, float(value) if value else 0.0
+
+
+def render(results: dict[str, Any]) -> str:
+    """The README's table: per sparsity and variant, means over the seeds in the file."""
+    cells = list(results.get("cells", {}).values())
+    setup = results.get("setup", {})
+    lines = [
+        f"Digits CNN ({setup.get('pretrain_epochs')} pretraining epochs), mask search {setup.get('search_epochs')} "
+        f"epochs ({setup.get('warmup_epochs')} warm-up), {setup.get('eval_examples')} test images; means over "
+        "the seeds listed. swap: fraction of kept entries one ascent swaps; d(HYDRA): Hamming distance of the "
+        "final mask to HYDRA's on the same seed (`hydra_other_order`: HYDRA on another data order, the noise floor).",
+        "",
+        "| sparsity | variant | seeds | swap | gamma | final robust loss | PGD-20 after search | clean | "
+        "d(HYDRA) | Hessian top eigenvalue | search s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for ratio in sorted({c["ratio"] for c in cells}):
+        variants = sorted({c["variant"] for c in cells if c["ratio"] == ratio}, key=_variant_order)
+        for variant in variants:
+            rows = [c for c in cells if c["ratio"] == ratio and c["variant"] == variant]
+            lines.append(
+                f"| {ratio:.0%} | {variant} | {len(rows)} | {_mean(rows, 'swap_fraction')} | {_mean(rows, 'gamma')} "
+                f"| {_mean(rows, 'final_robust_loss')} | {_mean(rows, 'search_pgd20_acc')} "
+                f"| {_mean(rows, 'search_clean_acc')} | {_mean(rows, 'mask_distance_to_hydra')} "
+                f"| {_mean(rows, 'hessian_top_eigenvalue')} | {_mean(rows, 'search_seconds')} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -104,7 +145,13 @@ def main() -> None:
     parser.add_argument("--train-batches", type=int, default=None, help="batches of 32 per epoch (default: all)")
     parser.add_argument("--eval-examples", type=int, default=450)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--report", action="store_true", help="only render the table of --out (to stdout and .md)")
     args = parser.parse_args()
+    if args.report:
+        table = render(json.loads(args.out.read_text()))
+        args.out.with_suffix(".md").write_text(table)
+        print(table, end="")
+        return
     data, base = prepare(args)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}
     masks_dir = args.out.with_suffix("")  # <out>/ beside <out>.json: one .npz per cell

@@ -22,13 +22,12 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+
+from provenance import provenance
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -123,18 +122,6 @@ def check_figures(
     return {"examples": examples, "clean_acc": figures["clean_acc"], "pgd10_acc": figures["pgd_acc"]}
 
 
-def _environment() -> dict[str, Any]:
-    import torch
-
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
-    return {
-        "commit": commit,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cores": os.cpu_count()},
-        "packages": {"python": platform.python_version(), "torch": torch.__version__},
-    }
-
-
 def _plot(name: str, curve: dict[str, list[float]], plateau: Plateau, path: Path) -> None:
     import matplotlib
 
@@ -181,7 +168,7 @@ def ship(args: argparse.Namespace) -> None:
         "curve": curve,
         "overrides": args.set,
         "check": {str(n): check_figures(args.model, target, args.fmnist_root, args.set, n) for n in CHECK_SIZES},
-        **_environment(),
+        **provenance([args.action, args.model, *sys.argv[3:]]),
     }
     write_json(SHIPPED / f"{args.model}.json", record)
     _plot(args.model, curve, plateau, SHIPPED / f"{args.model}_curve.png")
