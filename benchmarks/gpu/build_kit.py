@@ -1,22 +1,24 @@
-"""Build the offline GPU kit: the wheels robprune-deploy needs that an offline target lacks, plus
-Fashion-MNIST, packed into checksummed parts small enough to copy one per transfer.
+"""Build the offline GPU kit: the wheels robprune-deploy needs that an offline GPU machine lacks,
+plus Fashion-MNIST, packed into checksummed parts of a size you choose.
 
-Run it where pip reaches an index. The target is described by its Python version, its platform
-tags and its installed packages (a ``pip list`` or ``pip freeze`` file; default: the packages of
-this workplace's GPU image, ``targets/cuda_image.txt``). robprune-deploy's wheel is built from
-this checkout; it and onnxruntime-gpu are closed over their requirements for that target
-(``pip download --no-deps`` for each wheel, in the version installed where this script runs, the
-tested one, unless ``--unpinned``). What the target already has is left out, and torch,
-torchvision, triton and the ``nvidia-*`` CUDA libraries never travel (the target's CUDA torch is
-reused).
+Run it where pip reaches a package index. The target machine is described by its Python version,
+its platform tags and its installed packages: a ``pip list`` or ``pip freeze`` file taken on it
+(``--target-list``; without one, the example CUDA image of ``targets/cuda_image.txt``).
+robprune-deploy's wheel is built from this checkout; it and onnxruntime-gpu are closed over their
+requirements for that target (``pip download --no-deps`` for each wheel, in the version installed
+where this script runs, the tested one, unless ``--unpinned``). What the target already has is
+left out, and torch, torchvision, triton and the ``nvidia-*`` CUDA libraries never travel (the
+target's CUDA torch is reused).
 
-    python benchmarks/gpu/build_kit.py                                   # -> .kit/parts/ + .kit/manifest.json
-    python benchmarks/gpu/build_kit.py --target-list pip_list.txt --python-version 3.11
+    python benchmarks/gpu/build_kit.py --target-list box_freeze.txt       # -> .kit/parts/ + .kit/manifest.json
+    python benchmarks/gpu/build_kit.py --target-list box.txt --python-version 3.11 --part-size 1G
     python benchmarks/gpu/build_kit.py --target-list minimal             # only torch, torchvision, onnx, onnxscript
 
 The parts are ``kit.tar`` (uncompressed: wheels and .gz files are compressed already) cut into
-pieces of at most ``--part-size`` bytes. ``manifest.json`` lists every part and every file in the
-archive with its size and SHA-256; ``install_kit.sh`` checks them all before installing.
+pieces of at most ``--part-size`` (default 60 MiB; set it to the largest file your way of copying
+takes, e.g. ``--part-size 20M`` under a mail gateway's limit, or ``--part-size 4G`` for one part).
+``manifest.json`` lists every part and every file in the archive with its size and SHA-256;
+``install_kit.sh`` checks them all before installing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import email.message
 import email.parser
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -62,8 +65,35 @@ DATASET_FILES = (
 )
 
 
+DEFAULT_PART_SIZE = 60 * MIB
+MIN_PART_SIZE = 1024
+_UNITS = {"": 1, "k": 2**10, "kib": 2**10, "m": MIB, "mib": MIB, "g": 2**30, "gib": 2**30}
+_UNITS |= {"kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
 class KitError(Exception):
     """A bad input or a failed pip call, reported as one ``error:`` line."""
+
+
+def part_size(text: str) -> int:
+    """``--part-size``: bytes, or a number with a unit: ``K``/``KiB``, ``M``/``MiB``, ``G``/``GiB``
+    (powers of 1024) or ``KB``, ``MB``, ``GB`` (powers of 1000); ``60M``, ``1.5G``, ``100MB``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected bytes or a size such as 60M, 1G or 100MB")
+    size = int(float(match.group(1)) * _UNITS[unit])
+    if size < MIN_PART_SIZE:
+        raise argparse.ArgumentTypeError(f"{text!r}: at least {MIN_PART_SIZE} bytes")
+    return size
+
+
+def default_dataset() -> Path:
+    """Where Fashion-MNIST is looked for: ``$FASHION_MNIST_ROOT``, the shared copy beside the
+    checkout, or where Debian's ``dataset-fashion-mnist`` package puts it (the first that exists)."""
+    candidates = [Path(os.environ["FASHION_MNIST_ROOT"])] if os.environ.get("FASHION_MNIST_ROOT") else []
+    candidates += [REPO.parent / "shared" / "datasets" / "fashion-mnist", Path("/usr/share/datasets/fashion-mnist")]
+    return next((c for c in candidates if c.is_dir()), candidates[-1])
 
 
 def normalize(name: str) -> str:
@@ -318,9 +348,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--unpinned", action="store_true", help="let pip pick the newest versions instead of the ones installed here"
     )
-    parser.add_argument("--dataset", type=Path, default=Path("/work/shared/datasets/fashion-mnist"))
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=default_dataset(),
+        help="folder of the four Fashion-MNIST .gz files (default: $FASHION_MNIST_ROOT, ../shared/datasets/"
+        "fashion-mnist or /usr/share/datasets/fashion-mnist)",
+    )
     parser.add_argument("--no-dataset", action="store_true", help="carry no Fashion-MNIST files")
-    parser.add_argument("--part-size", type=int, default=60 * MIB, help="bytes per part (default 60 MiB)")
+    parser.add_argument(
+        "--part-size",
+        type=part_size,
+        default=DEFAULT_PART_SIZE,
+        help="largest part: bytes, or e.g. 60M, 1G, 100MB (default 60M; a size above the kit's gives one part)",
+    )
     parser.add_argument("--find-links", type=Path, help="resolve and download from this folder of wheels")
     parser.add_argument("--no-index", action="store_true", help="do not use the package index (with --find-links)")
     args = parser.parse_args(argv)
@@ -340,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build(args: argparse.Namespace) -> dict:
-    if args.part_size < 1024:
-        raise KitError(f"--part-size {args.part_size}: at least 1024 bytes")
+    if args.part_size < MIN_PART_SIZE:  # the command line checks this too; build() may be called directly
+        raise KitError(f"--part-size {args.part_size}: at least {MIN_PART_SIZE} bytes")
     index_args = (["--find-links", str(args.find_links.resolve())] if args.find_links else []) + (
         ["--no-index"] if args.no_index else []
     )

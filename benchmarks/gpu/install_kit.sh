@@ -3,17 +3,18 @@
 #
 #   bash benchmarks/gpu/install_kit.sh KIT_DIR TARGET_DIR [--no-doctor]
 #
-# KIT_DIR holds manifest.json and the parts kit.partNN (staged there one transfer at a time).
-# Every part, the reassembled kit.tar and every file in it are checked against the manifest's
-# SHA-256 before anything is installed; a mismatch stops with "error: ..." and exit 2.
+# KIT_DIR holds manifest.json and the parts kit.partNN (copied there in one go, or collected one
+# at a time with stage_part.sh). Every part, the reassembled kit.tar and every file in it are
+# checked against the manifest's SHA-256 before anything is installed; a mismatch stops with
+# "error: ..." and exit 2.
 #
 # Where it installs: `pip install --no-index --no-deps --target TARGET_DIR`, used through
 # PYTHONPATH=TARGET_DIR (source TARGET_DIR/env.sh). Why not a venv with --system-site-packages:
-# the GPU machines' python3 is itself a venv (/opt/torch/.venv), and a venv made from it sees the
-# *base* interpreter's packages, not that venv's torch. PYTHONPATH entries come before
-# site-packages, so the kit's onnxruntime-gpu `onnxruntime/` folder is the one imported, and the
-# machine's CPU-only `onnxruntime` stays untouched behind it (the two builds share that folder
-# name; installing one over the other in one folder would mix their files). The kit was computed
+# where python3 is itself a venv (as in CUDA images that ship torch in one, e.g. /opt/torch/.venv),
+# a venv made from it sees the *base* interpreter's packages, not that venv's torch. PYTHONPATH
+# entries come before site-packages, so the kit's onnxruntime-gpu `onnxruntime/` folder is the one
+# imported, and a CPU-only `onnxruntime` on the machine stays untouched behind it (the two builds
+# share that folder name; installing one over the other in one folder would mix their files). The kit was computed
 # against the machine's package list, so --no-deps is exact; `pip check` then verifies it.
 set -euo pipefail
 

@@ -407,9 +407,10 @@ def claim(ctx: RunContext, *, fresh: bool) -> None:
         owner = state["owner"]
         if owner["fingerprint"] != record["fingerprint"]:
             same_file = owner.get("recipe") == record["recipe"]
+            how = "other contents or --set overrides, or an edited base it extends"
             raise OutputError(
                 f"--out {out}: holds the results of {_describe(owner)}, not of {_describe(record)}"
-                + (" (the same file with other contents or --set overrides)" if same_file else "")
+                + (f" (the same file with {how})" if same_file else "")
                 + "; resume it with its own recipe, use another --out, or add --force to clear its stage "
                 "files and start over"
             )

@@ -1,10 +1,11 @@
-"""Recipe schema, YAML loading and ``--set`` overrides."""
+"""Recipe schema, YAML loading, ``extends`` and ``--set`` overrides."""
 
 from robprune_deploy.recipe.loading import (
     apply_overrides,
     load_recipe,
     parse_override,
     recipe_to_dict,
+    resolve_recipe_file,
     validate_algorithm_config,
     validate_recipe,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "load_recipe",
     "parse_override",
     "recipe_to_dict",
+    "resolve_recipe_file",
     "validate_algorithm_config",
     "validate_recipe",
 ]

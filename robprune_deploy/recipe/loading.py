@@ -1,6 +1,7 @@
-"""Loading recipes from YAML and applying ``--set key.path=value`` overrides.
+"""Loading recipes from YAML, resolving their ``extends`` bases (:mod:`robprune_deploy.recipe.compose`)
+and applying ``--set key.path=value`` overrides.
 
-Overrides are merged into the document before validation, so they are checked exactly like the
+Overrides are merged into the resolved document before validation, so they are checked exactly like the
 file. Every problem is a single :class:`RecipeError` line naming the file and the dotted field path.
 
 Hostile files fail fast: a recipe larger than :data:`MAX_RECIPE_BYTES`, nested deeper than
@@ -22,6 +23,7 @@ import yaml
 from pydantic import ValidationError
 
 from robprune_deploy.errors import RecipeError, RobPruneError
+from robprune_deploy.recipe.compose import EXTENDS, resolve_document
 from robprune_deploy.recipe.schema import CompressionSection, Recipe
 
 log = logging.getLogger(__name__)
@@ -220,24 +222,17 @@ def validate_algorithm_config(recipe: Recipe, source: str = "<recipe>") -> Any:
         raise RecipeError(f"{source}: {_format_error(errors[0], 'compression.config.')}") from None
 
 
-def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
-    """Read, override and validate a recipe file.
+def _read_recipe_file(file: Path) -> Any:
+    """The parsed YAML of one recipe file (the recipe or a base), with the size and YAML limits.
 
-    :raises RecipeError: for a missing file, malformed YAML, or any invalid field.
+    :raises RecipeError: ``"recipe <file>: ..."`` for an unreadable, oversized or malformed file.
     """
-    file = Path(path)
-    if "\x00" in str(file):
-        raise RecipeError(f"recipe {str(file)!r}: the path contains a NUL character")
-    if not file.exists():
-        raise RecipeError(f"recipe {file}: no such file")
-    if not file.is_file():
-        raise RecipeError(f"recipe {file}: not a regular file")
     try:
         with open(file, "rb") as handle:  # read at most the limit: the size on disk may change
             raw = handle.read(MAX_RECIPE_BYTES + 1)
         if len(raw) > MAX_RECIPE_BYTES:
             raise RecipeError(f"recipe {file}: larger than {MAX_RECIPE_BYTES} bytes; a recipe is a short YAML file")
-        document = _load_yaml(raw.decode("utf-8"))
+        return _load_yaml(raw.decode("utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -248,11 +243,35 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
         raise RecipeError(message if message.startswith("recipe ") else f"recipe {file}: {message}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"recipe {file}: cannot be read ({_clip(str(exc))})") from None
-    if document is not None and not isinstance(document, dict):
-        raise RecipeError(f"recipe {file}: a recipe must be a mapping of sections, found {type(document).__name__}")
-    overridden = apply_overrides(document or {}, overrides)
-    overridden = drop_other_algorithm_options(document or {}, overridden, overrides)
-    return validate_recipe(overridden, f"recipe {file}")
+
+
+def resolve_recipe_file(path: str | Path) -> dict[str, Any]:
+    """The document of recipe file ``path`` with its ``extends`` bases merged in, not yet validated.
+
+    :raises RecipeError: for a missing or unreadable file or base, malformed YAML, or a bad
+        ``extends`` (see :mod:`robprune_deploy.recipe.compose`).
+    """
+    file = Path(path)
+    if "\x00" in str(file):
+        raise RecipeError(f"recipe {str(file)!r}: the path contains a NUL character")
+    if not file.exists():
+        raise RecipeError(f"recipe {file}: no such file")
+    if not file.is_file():
+        raise RecipeError(f"recipe {file}: not a regular file")
+    return resolve_document(file, _read_recipe_file)
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a recipe file, resolve its ``extends``, apply ``overrides`` and validate.
+
+    :raises RecipeError: for a missing file, malformed YAML, a bad ``extends``, or any invalid field.
+    """
+    document = resolve_recipe_file(path)
+    if any(parse_override(text)[0][0] == EXTENDS for text in overrides):
+        raise RecipeError(f"--set {EXTENDS}: bases are read from the recipe file; --set applies after they are merged")
+    overridden = apply_overrides(document, overrides)
+    overridden = drop_other_algorithm_options(document, overridden, overrides)
+    return validate_recipe(overridden, f"recipe {Path(path)}")
 
 
 def drop_other_algorithm_options(
