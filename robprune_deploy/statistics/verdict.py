@@ -13,8 +13,8 @@ interval from :func:`~robprune_deploy.statistics.paired_difference`), the rule i
 2. **does not hold** when the interval lies entirely short of the claim (``high < claimed``): the
    claimed effect is ruled out. This includes an interval above zero but below the claim (the
    method helps, by less than claimed; the reason says so), because the claim is about the size.
-3. **holds** when the interval excludes no effect in the claim's direction (``low > 0``) and, by
-   2., still reaches the claim.
+3. **holds** when the interval excludes zero on the claim's side (``low > 0``: the method is
+   better) and, not ruled out by 2., reaches the claimed effect.
 4. **inconclusive** otherwise: the interval holds both 0 and the claimed effect.
 
 A negative ``claimed`` (a claimed loss) mirrors every comparison.
