@@ -12,8 +12,14 @@ completed cells, so a grid can continue another day or on another machine. ``tab
 Key cells (95/99% unstructured, 50/75% MACs) run on every seed; the others on the first seed only
 (``--all-seeds`` runs them all). Every figure comes from the test split except the ``val`` ones;
 ``--sweep`` chooses hyper-parameters on the validation split only (the test split is never
-evaluated: ``data.eval_split=val``) and writes ``RESULTS/sweep.json``, whose choices later grid runs
-in the same results folder apply.
+evaluated: ``data.eval_split=val``), every variant on the first two seeds so that the choice can use
+the standard error of the paired difference from the default, and writes ``RESULTS/sweep.json``,
+whose choices later grid runs in the same results folder apply.
+
+Power first: before a grid runs it prints, per claim, the smallest paired difference its seeds and
+test examples can detect at 80% power, with the sd measured by a pilot (``--pilot``, by default the
+committed cpu-short grid); ``table.md`` opens with the same calculation on its own results, then
+gives each claim its paired interval, exact McNemar p-value and verdict (benchmarks/fmnist_claims.py).
 
     python benchmarks/fmnist_grid.py --budget smoke                 # minutes: the whole grid, tiny
     python benchmarks/fmnist_grid.py --budget cpu --jobs 2          # 2 cores, about 5 hours
@@ -147,8 +153,15 @@ BUDGETS = {
     ),
 }
 
-# --sweep: one cell per algorithm, seed 0, chosen on validation PGD accuracy. ("x", k) multiplies the
-# budget's value (epoch counts scale with the budget). Each baseline gets as many variants as its method.
+# --sweep: one cell per algorithm, the first SWEEP_SEEDS seeds, chosen on validation PGD accuracy. ("x", k)
+# multiplies the budget's value (epoch counts scale with the budget). Each baseline gets as many variants
+# as its method.
+SWEEP_SEEDS = 2
+"""Seeds every sweep variant runs on: the fewest whose paired difference from the default has a spread."""
+PILOT = REPO / "benchmarks" / "results" / "fmnist_cpu_short" / "results.json"
+"""The committed grid whose paired sd the power plan uses by default."""
+FMNIST_TEST_EXAMPLES = 10_000
+"""The test split's size: a larger evaluate.num_examples evaluates the whole split."""
 SWEEPS: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "s2ap": (
         "s2ap_u95",
@@ -415,8 +428,10 @@ def grid_tasks(args: argparse.Namespace, budget: Budget, cells: list[Cell]) -> l
 
 
 def sweep_tasks(args: argparse.Namespace, budget: Budget) -> list[Task]:
-    seed = args.seeds[0]
-    tasks = [pretrain_task(args.results, seed, base_overrides(budget, "hydra", args.data_root))]
+    seeds = args.seeds[:SWEEP_SEEDS]
+    if len(seeds) < SWEEP_SEEDS:
+        raise SystemExit(f"error: --seeds: the sweep pairs every variant with the default on {SWEEP_SEEDS} seeds")
+    tasks = [pretrain_task(args.results, seed, base_overrides(budget, "hydra", args.data_root)) for seed in seeds]
     for algorithm, (cell_name, variants) in SWEEPS.items():
         cell = Cell(cell_name)
         if args.cells and not any(fnmatch.fnmatch(algorithm, p) or fnmatch.fnmatch(cell_name, p) for p in args.cells):
@@ -424,12 +439,6 @@ def sweep_tasks(args: argparse.Namespace, budget: Budget) -> list[Task]:
         base = base_overrides(budget, algorithm, args.data_root)
         for index, variant in enumerate(variants):
             extra = resolve_variant(variant, cell.recipe, base)
-            sets = [*base, *extra, f"seed={seed}", f"model.checkpoint={checkpoint_of(args.results, seed)}"]
-            # the test split is never touched; the choice reads the training's validation PGD
-            # (val.pgd_acc), so the final evaluation is only a light PGD on validation images
-            sets += ["data.eval_split=val", "evaluate.attacks=pgd", "evaluate.num_examples=200"]
-            sets += ["evaluate.square_queries=0", "evaluate.indicator_examples=0"]
-            out = args.results / "sweep" / algorithm / f"v{index}"
             label = {
                 "task": "sweep",
                 "cell": cell_name,
@@ -438,8 +447,33 @@ def sweep_tasks(args: argparse.Namespace, budget: Budget) -> list[Task]:
                 "sets": extra,
                 "relative": {k: list(v) if isinstance(v, tuple) else v for k, v in variant.items()},
             }
-            tasks.append(Task(seed, out, cell, sets, f"sweep/{algorithm}/v{index}", label))
+            for seed in seeds:
+                sets = [*base, *extra, f"seed={seed}", f"model.checkpoint={checkpoint_of(args.results, seed)}"]
+                # the test split is never touched; the choice reads the training's validation PGD
+                # (val.pgd_acc), so the final evaluation is only a light PGD on validation images
+                sets += ["data.eval_split=val", "evaluate.attacks=pgd", "evaluate.num_examples=200"]
+                sets += ["evaluate.square_queries=0", "evaluate.indicator_examples=0"]
+                out = args.results / "sweep" / algorithm / f"v{index}" / f"seed{seed}"
+                tasks.append(Task(seed, out, cell, sets, f"sweep/{algorithm}/v{index}/seed{seed}", label))
     return tasks
+
+
+def print_power_plan(args: argparse.Namespace, budget: Budget) -> None:
+    """Power first: what the planned seeds and test examples can detect, with the pilot's sd."""
+    from fmnist_claims import power_plan
+    from fmnist_results import cells_of, headline_metric
+
+    from robprune_deploy.recipe import load_recipe
+
+    if not args.pilot.is_file():
+        print(f"power plan: no pilot results at {args.pilot}", flush=True)
+        return
+    pilot = json.loads(args.pilot.read_text())
+    grouped = cells_of(pilot.get("records", {}))
+    metric, label = headline_metric(grouped)
+    recipe = load_recipe(RECIPES / f"{PRETRAIN_RECIPE}.yaml", base_overrides(budget, "hydra", args.data_root))
+    examples = min(recipe.evaluate.num_examples, FMNIST_TEST_EXAMPLES)
+    print(power_plan(grouped, pilot.get("budget", "?"), len(args.seeds), examples, metric, label), flush=True)
 
 
 def worker(argv: list[str]) -> int:
@@ -478,6 +512,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--write-recipes", action="store_true", help="write sweep.json's choices into recipes/fmnist/")
     parser.add_argument("--report-only", action="store_true", help="rebuild table.md and grid.png from results.json")
     parser.add_argument("--tracking-uri", help="log the grid's figures and files to this MLflow store")
+    parser.add_argument("--pilot", type=Path, default=PILOT, help="results.json whose paired sd the power plan uses")
     args = parser.parse_args(argv)
     args.results = args.results or REPO / "runs" / f"fmnist_grid_{args.budget}"
     return args
@@ -498,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     results = Results(args.results / name, args.budget)
     if not args.report_only:
         print(f"budget {args.budget}: {budget.description}", flush=True)
+        if not args.sweep:
+            print_power_plan(args, budget)
         if args.sweep:
             tasks = sweep_tasks(args, budget)
         else:

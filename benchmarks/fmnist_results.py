@@ -9,7 +9,6 @@ AutoAttack when present, else PGD-50.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,29 +36,48 @@ METRICS = (
 
 def onnx_pgd(out: Path, steps: int) -> dict[str, Any]:
     """PGD-``steps`` with random start on ``out/model.onnx`` (crafted on its torch twin, classified by
-    onnxruntime), on the run's own evaluation subset; written to ``out/pgd50.json``."""
+    onnxruntime), on the run's own evaluation subset; written to ``out/pgd50.json`` with the
+    per-example clean and PGD outcomes (packed bits) and the hash of the examples, so that two cells
+    measured on the same examples can be compared example by example (exact McNemar)."""
+    import hashlib
+
+    import numpy as np
+    import torch
+
     from robprune_deploy.atomic import write_json
     from robprune_deploy.attacks import ThreatModel
-    from robprune_deploy.evaluation import evaluate_onnx
+    from robprune_deploy.evaluation import OnnxClassifier, pgd_outcomes
     from robprune_deploy.evaluation.twin import torch_twin
     from robprune_deploy.export import load_onnx
     from robprune_deploy.pipeline import RunContext
     from robprune_deploy.recipe import load_recipe
+    from robprune_deploy.statistics import pack_outcomes
 
     recipe = load_recipe(out / "recipe.yaml")
-    ctx = RunContext(recipe, out, show_progress=False)
+    batches = RunContext(recipe, out, show_progress=False).eval_subset_batches()
     model = out / "model.onnx"
-    attack = recipe.attack
-    threat = ThreatModel(attack.eps, attack.step_size, steps, random_start=True)
-    result = evaluate_onnx(
-        model,
-        ctx.eval_subset_batches(),
-        torch_model=torch_twin(load_onnx(model)),
-        threat=threat,
-        providers=recipe.evaluate.providers,
-        seed=recipe.evaluate.subset_seed,
-    )
-    figures = {"pgd50_acc": result.pgd_acc, "pgd50_steps": steps, "pgd50_examples": result.examples}
+    session = OnnxClassifier(model, recipe.evaluate.providers)
+    twin = torch_twin(load_onnx(model)).eval().cpu()  # built before seeding: building it draws random numbers
+    threat = ThreatModel(recipe.attack.eps, recipe.attack.step_size, steps, random_start=True)
+    with torch.random.fork_rng(devices=[]):  # seeded as evaluate_onnx seeds its PGD: the same figure
+        torch.manual_seed(recipe.evaluate.subset_seed)
+        robust = pgd_outcomes(twin, session, batches, threat)
+    clean = np.concatenate([session.predict(x.numpy()).argmax(1) == y.numpy() for x, y in batches])
+    examples = hashlib.sha256()
+    for x, y in batches:
+        examples.update(x.numpy().tobytes())
+        examples.update(y.numpy().tobytes())
+    figures = {
+        "pgd50_acc": float(robust.mean()),
+        "pgd50_steps": steps,
+        "pgd50_examples": len(robust),
+        "outcomes": {
+            "examples": len(robust),
+            "subset_sha256": examples.hexdigest(),
+            "clean": pack_outcomes(clean),
+            "pgd50": pack_outcomes(robust),
+        },
+    }
     write_json(out / "pgd50.json", figures)
     return figures
 
@@ -95,6 +113,7 @@ def cell_record(out: Path) -> dict[str, Any]:
         "square": s.get("onnx.square_acc"),
         "autoattack": s.get("onnx.autoattack_acc"),
         "pgd50": pgd50.get("pgd50_acc"),
+        "outcomes": pgd50.get("outcomes"),  # per-example, packed (robprune_deploy.statistics.unpack_outcomes)
         "examples": s.get("onnx.examples"),
         "split": s.get("splits.onnx"),
         "val_clean": s.get("val.clean_acc"),
@@ -189,16 +208,28 @@ def headline_metric(grouped: dict[str, list[dict[str, Any]]]) -> tuple[str, str]
 
 
 def render_table(data: dict[str, Any], description: str, pgd_steps: int) -> str:
+    """``table.md``: power first, then the claims and their verdicts, then every cell's figures."""
+    from fmnist_claims import measure_claims, render_claims, render_power
+
     grouped = cells_of(data.get("records", {}))
     hw = data.get("hardware", {})
     metrics = [(k, n) for k, n in METRICS if any(r.get(k) is not None for rows in grouped.values() for r in rows)]
     metrics = [(k, n.replace("PGD-50", f"PGD-{pgd_steps}")) for k, n in metrics]
+    headline, label = headline_metric(grouped)
+    label, outcome_label = label.replace("PGD-50", f"PGD-{pgd_steps}"), f"PGD-{pgd_steps}"
+    claims = measure_claims(grouped, headline)
     lines = [
         f"# Fashion-MNIST grid ({data.get('budget')} budget)",
         "",
         f"Budget: {description}. Hardware: {hw.get('cpu', '?')}, {hw.get('cores', '?')} cores"
         + (f", {hw['gpu']}" if hw.get("gpu") else "")
         + f", torch {hw.get('torch', '?')}.",
+        "",
+        *render_power(claims, label, outcome_label),
+        "",
+        *render_claims(claims, label, outcome_label),
+        "",
+        "## Accuracy per cell",
         "",
         f"Accuracy in % on {_examples(grouped)} (the ONNX model under onnxruntime; `val PGD`: the torch model on "
         "the validation split), mean ± sd over seeds (number of seeds in brackets when more than one).",
@@ -368,11 +399,13 @@ def switched_off(record: dict[str, Any]) -> str | None:
 
 
 def choose_sweep(data: dict[str, Any], path: Path, sweeps: dict[str, tuple[str, list[dict[str, Any]]]]) -> None:
-    """Per algorithm, the variant with the best validation PGD accuracy, written to ``path`` with every
-    variant's figures. The recipe's default (variant 0) is kept unless the best variant beats it by
-    more than one binomial standard error of the default's accuracy on the validation split: with
-    1,000 images that is about 1.5 points, the noise a best-of-seven choice would otherwise chase."""
+    """Per algorithm, the variant chosen on validation PGD accuracy, written to ``path`` with every
+    variant's figures. The rule is :func:`robprune_deploy.statistics.choose_variant`: the recipe's
+    default (variant 0) is kept unless a variant beats it by more than one standard error of their
+    paired difference over at least 2 seeds (the error of the difference the choice rests on, not of
+    one accuracy); a variant that switches the method off is an ablation, never the choice."""
     from robprune_deploy.atomic import write_json, write_text
+    from robprune_deploy.statistics import choose_variant
 
     chosen: dict[str, Any] = {}
     for algorithm in sweeps:
@@ -381,53 +414,68 @@ def choose_sweep(data: dict[str, Any], path: Path, sweeps: dict[str, tuple[str, 
             for r in data.get("records", {}).values()
             if r.get("task") == "sweep" and r.get("algorithm") == algorithm and r.get("status") == "done"
         ]
-        if not rows:
+        variants: dict[int, dict[str, Any]] = {}  # one record per variant, for its settings
+        scores: dict[int, dict[int, float]] = {}
+        clean: dict[int, dict[int, float]] = {}
+        for r in sorted(rows, key=lambda r: (r["variant"], r.get("seed", 0))):
+            variants.setdefault(r["variant"], r)
+            scores.setdefault(r["variant"], {})
+            if r.get("val_pgd") is not None:
+                scores[r["variant"]][r.get("seed", 0)] = r["val_pgd"]
+            if r.get("val_clean") is not None:
+                clean.setdefault(r["variant"], {})[r.get("seed", 0)] = r["val_clean"]
+        if 0 not in variants:
+            print(f"{algorithm}: the default (variant 0) has not run; no choice")
             continue
-        rows.sort(key=lambda r: r["variant"])
-        ablation = {r["variant"]: switched_off(r) for r in rows}
-        candidates = [r for r in rows if ablation[r["variant"]] is None]
-        best = max(candidates, key=lambda r: (r.get("val_pgd") or -math.inf, -r["variant"]))
-        default = rows[0] if rows[0]["variant"] == 0 else None
-        if default is not None and default.get("val_pgd") is not None and best.get("val_pgd") is not None:
-            p, n = default["val_pgd"], default.get("val_examples") or 1
-            if best["val_pgd"] - p <= math.sqrt(p * (1 - p) / n):
-                best = default
+        ablation = {v: switched_off(r) for v, r in variants.items()}
+        choice = choose_variant(scores, 0, excluded={v: why for v, why in ablation.items() if why})
+        best = variants[choice.chosen]
         chosen[algorithm] = {
             "cell": best["cell"],
             "chosen": best["sets"],
             "relative": best["relative"],
+            "reason": choice.reason,
             "variants": [
                 {
-                    "variant": r["variant"],
+                    "variant": v,
                     "sets": r["sets"],
-                    "val_pgd": r.get("val_pgd"),
-                    "val_clean": r.get("val_clean"),
-                    **({"ablation": ablation[r["variant"]]} if ablation[r["variant"]] else {}),
+                    "seeds": sorted(scores[v]),
+                    "val_pgd": statistics.fmean(scores[v].values()) if scores[v] else None,
+                    "val_clean": statistics.fmean(clean[v].values()) if clean.get(v) else None,
+                    **({"gain": choice.gains[v].mean, "gain_se": choice.gains[v].se} if v in choice.gains else {}),
+                    **({"ablation": ablation[v]} if ablation[v] else {}),
                 }
-                for r in rows
+                for v, r in variants.items()
             ],
         }
-        print(f"{algorithm}: chose {best['sets'] or 'the recipe defaults'} (val PGD {best.get('val_pgd')})")
+        print(f"{algorithm}: chose {best['sets'] or 'the recipe defaults'} ({choice.reason})")
     write_json(path, chosen)
     write_text(path.with_suffix(".md"), render_sweep(chosen))
 
 
 def render_sweep(chosen: dict[str, Any]) -> str:
-    """``sweep.md``: every variant's validation figures, the choice marked, ablations named."""
+    """``sweep.md``: every variant's validation figures and paired gain, the choice marked, ablations named."""
     lines = [
         "# Validation sweep",
         "",
-        "Accuracy in % on the validation split (the torch model, best fine-tuning epoch); seed 0.",
+        "Accuracy in % on the validation split (the torch model, best fine-tuning epoch), mean over the seeds "
+        "listed; gain: the paired difference from the default over the same seeds, ± its standard error. The "
+        "default is kept unless a gain exceeds its standard error over at least 2 seeds.",
         "",
-        "| algorithm | cell | variant | setting | val clean | val PGD | |",
-        "|---|---|---:|---|---:|---:|---|",
+        "| algorithm | cell | variant | setting | seeds | val clean | val PGD | gain ± SE | |",
+        "|---|---|---:|---|---|---:|---:|---:|---|",
     ]
     for algorithm, entry in chosen.items():
         for v in entry["variants"]:
             setting = ", ".join(v["sets"]) or "recipe default"
             mark = "**chosen**" if v["sets"] == entry["chosen"] else v.get("ablation", "")
             clean, pgd = (f"{100 * x:.1f}" if x is not None else "-" for x in (v["val_clean"], v["val_pgd"]))
-            lines.append(f"| {algorithm} | {entry['cell']} | {v['variant']} | {setting} | {clean} | {pgd} | {mark} |")
+            gain = f"{100 * v['gain']:+.1f} ± {100 * v['gain_se']:.1f}" if "gain" in v else "-"
+            seeds = ", ".join(map(str, v.get("seeds", []))) or "-"
+            lines.append(
+                f"| {algorithm} | {entry['cell']} | {v['variant']} | {setting} | {seeds} | {clean} | {pgd} | {gain} "
+                f"| {mark} |"
+            )
     return "\n".join(lines) + "\n"
 
 

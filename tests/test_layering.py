@@ -24,6 +24,7 @@ LAYERS: list[set[str]] = [
         "distributed",
         "runtime",
         "termination",
+        "statistics",
     },
     {"attacks", "masking", "surgery", "data", "models"},
     {"training"},

@@ -2,7 +2,7 @@
 
 from robprune_deploy.evaluation.latency import LatencyStats, Speedup, compare_latency, compare_speed, measure_latency
 from robprune_deploy.evaluation.parity import Parity, parity
-from robprune_deploy.evaluation.robustness import OnnxRobustness, evaluate_onnx
+from robprune_deploy.evaluation.robustness import OnnxRobustness, evaluate_onnx, pgd_outcomes
 from robprune_deploy.evaluation.sessions import PROVIDERS, OnnxClassifier, create_session
 from robprune_deploy.evaluation.square import SquareResult, square_attack
 
@@ -20,5 +20,6 @@ __all__ = [
     "evaluate_onnx",
     "measure_latency",
     "parity",
+    "pgd_outcomes",
     "square_attack",
 ]

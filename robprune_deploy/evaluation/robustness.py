@@ -96,16 +96,17 @@ class OnnxRobustness:
         }
 
 
-def _pgd_accuracy(
+def pgd_outcomes(
     model: nn.Module, session: OnnxClassifier, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], threat: ThreatModel
-) -> float:
+) -> np.ndarray:
+    """Per example, in batch order: does the ONNX session still classify the PGD input crafted on
+    ``model`` correctly? (Paired tests between two models need these, not only their mean.)"""
     device = next(iter(model.parameters()), torch.empty(0)).device
-    correct = total = 0
+    outcomes = []
     for x, y in batches:
         x_adv = pgd(model, x.to(device), y.to(device), threat).cpu()
-        correct += int((session.predict(x_adv.numpy()).argmax(1) == y.numpy()).sum())
-        total += len(y)
-    return correct / max(total, 1)
+        outcomes.append(session.predict(x_adv.numpy()).argmax(1) == y.numpy())
+    return np.concatenate(outcomes) if outcomes else np.zeros(0, dtype=bool)
 
 
 def _adversarial_distances(x: np.ndarray, x_adv: np.ndarray, robust: np.ndarray) -> np.ndarray:
@@ -162,7 +163,7 @@ def evaluate_onnx(
         if threat is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                pgd_acc = _pgd_accuracy(twin, session, batches, threat)
+                pgd_acc = float(pgd_outcomes(twin, session, batches, threat).sum()) / total
     square_acc, square_n = None, 0
     ensemble: EnsembleResult | None = None
     if threat is not None and attacks == "pgd" and square_queries > 0:
