@@ -314,7 +314,8 @@ def execute(task: Task, budget: Budget) -> dict[str, Any]:
 
 
 class Results:
-    """``results.json``: budget, hardware and one record per task, written atomically after each."""
+    """``results.json``: budget, hardware, provenance (benchmarks/provenance.py) and one record per task,
+    written atomically after each; ``renderer`` names the function the docs render its tables with."""
 
     def __init__(self, path: Path, budget: str) -> None:
         self.path = path
@@ -323,15 +324,19 @@ class Results:
             raise SystemExit(f"error: {path} holds the {self.data.get('budget')!r} budget, not {budget!r}")
         self.data.setdefault("budget", budget)
         self.data.setdefault("records", {})
+        self.data.setdefault("renderer", "fmnist_tables:grid_tables")
 
     def done(self, key: str) -> bool:
         return self.data["records"].get(key, {}).get("status") == "done"
 
     def put(self, key: str, record: dict[str, Any], hardware: dict[str, Any]) -> None:
+        from provenance import provenance
+
         from robprune_deploy.atomic import write_json
 
         self.data["records"][key] = record
         self.data["hardware"] = hardware
+        self.data["provenance"] = provenance()
         write_json(self.path, self.data)
 
 
