@@ -117,7 +117,7 @@ BUDGETS = {
         threads=1,
     ),
     "cpu-short": Budget(
-        "2 CPU cores, one session: 6,000 training images (of the 59,000 left after a 1,000-image validation "
+        "2 CPU cores, about 2 hours: 6,000 training images (of the 59,000 left after a 1,000-image validation "
         "split), batch 64, PGD-7 training, pretrain 5 epochs, mask search 2 (1 warm-up), fine-tune 2; "
         "400 test images, AutoAttack-fast (Square 300 queries), attack-failure indicators on 50",
         (
@@ -327,7 +327,8 @@ def execute(task: Task, budget: Budget) -> dict[str, Any]:
 
 
 class Results:
-    """``results.json``: budget, hardware and one record per task, written atomically after each."""
+    """``results.json``: budget, hardware, provenance (benchmarks/provenance.py) and one record per task,
+    written atomically after each; ``renderer`` names the function the docs render its tables with."""
 
     def __init__(self, path: Path, budget: str) -> None:
         self.path = path
@@ -336,15 +337,19 @@ class Results:
             raise SystemExit(f"error: {path} holds the {self.data.get('budget')!r} budget, not {budget!r}")
         self.data.setdefault("budget", budget)
         self.data.setdefault("records", {})
+        self.data.setdefault("renderer", "fmnist_tables:grid_tables")
 
     def done(self, key: str) -> bool:
         return self.data["records"].get(key, {}).get("status") == "done"
 
     def put(self, key: str, record: dict[str, Any], hardware: dict[str, Any]) -> None:
+        from provenance import provenance
+
         from robprune_deploy.atomic import write_json
 
         self.data["records"][key] = record
         self.data["hardware"] = hardware
+        self.data["provenance"] = provenance()
         write_json(self.path, self.data)
 
 

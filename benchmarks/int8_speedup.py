@@ -14,18 +14,22 @@ one intra-op thread by default (``--threads``): two sessions' spinning thread po
 machine would otherwise slow each other down.
 
     python benchmarks/int8_speedup.py                                   # digits, fmnist, resnet18
-    python benchmarks/int8_speedup.py --fmnist-root /path/to/fashion-mnist --repeats 50   # the README's figures
+    python benchmarks/int8_speedup.py --fmnist-root /path/to/fashion-mnist --repeats 50   # the docs' figures
+    python benchmarks/int8_speedup.py --repeats 50 --json benchmarks/results/int8_speedup.json   # the docs' table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import provenance
+from result_tables import column, results_file, table, text_column
 from torch.utils.data import TensorDataset
 
 from robprune_deploy import ALGORITHMS, PruningContext, ThreatModel
@@ -121,9 +125,11 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="onnxruntime intra-op threads per session (0: its default)"
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write the docs' table (benchmarks/results/)")
     args = parser.parse_args()
     torch.manual_seed(0)
     folder = Path(tempfile.mkdtemp(prefix="int8-speedup-"))
+    rows: list[list[object]] = []  # the docs' table, one row per printed line
     header = f"{'model':<9} {'variant':<16} {'MACs x':>6} {'PGD acc':>7} {'INT8 drop':>9} "
     print(header + " ".join(f"{'b' + str(b) + ' ms':>9} {'x dense':>7}" for b in args.batches))
     for name in args.models:
@@ -161,6 +167,8 @@ def main() -> None:
             drop = None if acc is None or fp32_acc is None else fp32_acc - acc
             shown_drop = "" if drop is None or "FP32" in label else f"{drop:+.3f}"
             line = f"{name:<9} {label:<16} {macs_x:>6.2f} {'n/a' if acc is None else f'{acc:.3f}':>7} {shown_drop:>9} "
+            row: list[object] = [name, label, macs_x, "n/a" if acc is None else acc]
+            row.append(None if drop is None or "FP32" in label else drop)
             for batch in args.batches:
                 d, c = compare_latency(
                     OnnxClassifier(dense_path, ["cpu"], args.threads),
@@ -171,7 +179,23 @@ def main() -> None:
                     args.repeats,
                 )
                 line += f"{c.median_ms:>9.3f} {d.median_ms / c.median_ms:>7.2f} "
+                row += [c.median_ms, d.median_ms / c.median_ms]
             print(line, flush=True)
+            rows.append(row)
+    if args.json is not None:
+        columns = [
+            text_column("model"),
+            text_column("variant"),
+            column("MACs x", "{:.2f}"),
+            column("PGD acc", "{:.3f}"),
+        ]
+        columns.append(column("INT8 drop", "{:+.3f}"))
+        for b in args.batches:
+            columns += [column(f"b{b} ms", "{:.3f}"), column(f"b{b} x dense", "{:.2f}")]
+        setup = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"}
+        args.json.write_text(
+            json.dumps(results_file(provenance(), {"main": table(columns, rows)}, setup=setup), indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -9,16 +9,20 @@ interleaved under the same session options.
     python benchmarks/onnx_speedup.py                        # ResNet18, VGG16-bn: 50% and 75%, batch 1 and 32
     python benchmarks/onnx_speedup.py --model mobilevit_xxs vit_tiny --batches 1 8
     python benchmarks/onnx_speedup.py --repeats 10 --providers cuda cpu
+    python benchmarks/onnx_speedup.py --json benchmarks/results/onnx_speedup.json   # the docs' table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from provenance import provenance
+from result_tables import column, results_file, table, text_column
 from torch.utils.data import TensorDataset
 
 from robprune_deploy import ALGORITHMS, PruningContext, ThreatModel
@@ -35,6 +39,12 @@ MODELS: dict[str, tuple[str, dict[str, Any], int]] = {
     "vit_tiny": ("timm:vit_tiny_patch16_224", {}, 224),
 }
 """benchmark name -> (model.name, model.kwargs, default input side)."""
+SHOWN = {
+    "resnet18": "ResNet18 (CIFAR)",
+    "vgg16_bn": "VGG16-bn",
+    "mobilevit_xxs": "MobileViT-XXS",
+    "vit_tiny": "ViT-Tiny",
+}
 
 
 def main() -> None:
@@ -47,6 +57,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--providers", nargs="*", default=["cpu"])
     parser.add_argument("--round-to", type=int, default=8, help="kept channels rounded to a multiple of this")
+    parser.add_argument("--json", type=Path, default=None, help="also write the docs' table (benchmarks/results/)")
     args = parser.parse_args()
     torch.manual_seed(0)
     folder = Path(tempfile.mkdtemp(prefix="onnx-speedup-"))
@@ -56,6 +67,7 @@ def main() -> None:
             f"{'b' + str(b) + ' dense ms':>13} {'pruned ms':>10} {'speed-up':>8} {'/MACs x':>7}" for b in args.batches
         )
     )
+    rows: list[list[object]] = []  # the docs' table: speed-up and its fraction of the MACs reduction
     for name in args.models:
         model_name, kwargs, native = MODELS[name]
         side = args.image_size or native
@@ -83,6 +95,7 @@ def main() -> None:
             macs = count_model(stripped, x).macs
             path = export_onnx(stripped, folder / f"{name}_{ratio}.onnx", x)
             line = f"{name:<13} {side:>4} {ratio:>5.2f} {1 - macs / dense_macs:>9.3f} {dense_macs / macs:>7.2f} "
+            row: list[object] = [SHOWN[name], side, [100 * ratio, 100 * (1 - macs / dense_macs)]]
             for batch in args.batches:
                 d, p = compare_latency(
                     OnnxClassifier(dense_path, args.providers),
@@ -96,7 +109,16 @@ def main() -> None:
                 line += (
                     f"{d.median_ms:>13.3f} {p.median_ms:>10.3f} {speedup:>8.2f} {speedup / (dense_macs / macs):>7.2f} "
                 )
+                row.append([speedup, speedup / (dense_macs / macs)])
             print(line)
+            rows.append(row)
+    if args.json is not None:
+        columns = [text_column("model"), column("side"), column("MACs target (removed)", "{:.0f}% ({:.1f}%)")]
+        columns += [column(f"batch {b} speed-up (/MACs x)", "{:.2f} ({:.2f})") for b in args.batches]
+        setup = {k: v for k, v in vars(args).items() if k != "json"}
+        args.json.write_text(
+            json.dumps(results_file(provenance(), {"main": table(columns, rows)}, setup=setup), indent=2)
+        )
 
 
 if __name__ == "__main__":

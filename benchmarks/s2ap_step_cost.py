@@ -7,14 +7,19 @@ times and the ratios S2AP/HYDRA.
 
     python benchmarks/s2ap_step_cost.py                               # digits CNN (PGD-7) and ResNet18 (PGD-10)
     python benchmarks/s2ap_step_cost.py --models resnet18 --batch 128 --device cuda
+    python benchmarks/s2ap_step_cost.py --batch 16 --json benchmarks/results/s2ap_step_cost.json   # the docs' table
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+from pathlib import Path
 
 import torch
+from provenance import provenance
+from result_tables import column, results_file, table, text_column
 from torch.utils.data import TensorDataset
 
 from robprune_deploy import ALGORITHMS, PruningContext, ThreatModel
@@ -26,6 +31,7 @@ SETUPS = {
     "digits_cnn": (1, 16, ThreatModel(0.2, 0.05, 7)),
     "resnet18": (3, 32, ThreatModel(8 / 255, 2 / 255, 10)),
 }
+SHOWN = {"digits_cnn": "digits CNN 16x16", "resnet18": "ResNet18 32x32"}
 
 
 def step_ms(
@@ -55,12 +61,14 @@ def main() -> None:
     parser.add_argument("--ascent-every", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write the docs' table (benchmarks/results/)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = {"hydra": {}} | {
         f"s2ap k={k}": {"gamma": 0.1, "warmup_epochs": 0, "ascent_every": k} for k in args.ascent_every
     }
     print(f"{'model':<11} " + " ".join(f"{v + ' ms':>13}" for v in variants) + "   ratios to hydra")
+    rows: list[list[object]] = []  # the docs' table: S2AP's step time over HYDRA's, per ascent_every
     for name in args.models:
         channels, size, threat = SETUPS[name]
         torch.manual_seed(0)
@@ -82,6 +90,15 @@ def main() -> None:
         medians = {v: statistics.median(t) for v, t in times.items()}
         ratios = " ".join(f"{v}: {medians[v] / medians['hydra']:.3f}" for v in variants if v != "hydra")
         print(f"{name:<11} " + " ".join(f"{medians[v]:>13.1f}" for v in variants) + f"   {ratios}", flush=True)
+        label = f"{SHOWN[name]}, PGD-{threat.steps}, batch {args.batch}"
+        rows.append([label, *(medians[f"s2ap k={k}"] / medians["hydra"] for k in args.ascent_every)])
+    if args.json is not None:
+        columns = [text_column("model, attack")]
+        columns += [column(f"S2AP `ascent_every: {k}`", "{:.2f}") for k in args.ascent_every]
+        setup = {k: v for k, v in vars(args).items() if k != "json"}
+        args.json.write_text(
+            json.dumps(results_file(provenance(), {"main": table(columns, rows)}, setup=setup), indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -119,3 +119,60 @@ def printable(text: str) -> str:
 class Terminated(KeyboardInterrupt):
     """The process was asked to stop (SIGTERM): handled like Ctrl-C, so that locks are released
     and MLflow runs are ended, not left RUNNING. The message is the signal's name."""
+
+
+# --- exit codes ------------------------------------------------------------------------------------
+# One table, so the documentation (docs/reference/exit-codes.md, generated from it by
+# robprune_deploy.reference) and the CLI cannot drift apart: tests/test_docs.py checks that the
+# constants the commands return are the codes listed here.
+class ExitCode:
+    """One exit code of every ``robprune`` command: its number, a short name and what it means."""
+
+    __slots__ = ("code", "meaning", "name")
+
+    def __init__(self, code: int, name: str, meaning: str) -> None:
+        self.code, self.name, self.meaning = code, name, meaning
+
+    def __repr__(self) -> str:
+        return f"ExitCode({self.code}, {self.name!r})"
+
+
+EXIT_CODES: tuple[ExitCode, ...] = (
+    ExitCode(0, "done", "done; for `gate`, the model passed; for `doctor`, what the recipe asks for is usable"),
+    ExitCode(
+        1,
+        "verdict fail",
+        "`gate`: the verdict is fail (also when registering the verdict in MLflow failed afterwards: that is "
+        "said on stderr and in `gate.json`); `doctor`: what the recipe asks for is not usable. No other "
+        "command returns 1",
+    ),
+    ExitCode(
+        2,
+        "bad input",
+        "one `error: ...` line naming the field, file or argument. This includes a recipe, checkpoint or ONNX "
+        "file that cannot be used, an `--out`/`--report` that is a file, not writable, inside the recipe's "
+        "`data.root`, or holds a symbolic link where robprune writes, a name longer than the file system allows, "
+        "a control character (newline, CR, ESC, other C0/C1) in an argument or recipe text, NaN/inf or "
+        "out-of-range numbers, a non-finite training loss (naming stage and epoch), a corrupt image (naming it), "
+        "a full disk, a tracking server that does not answer, a tracking store that is read-only or not an "
+        "MLflow database, an ONNX graph that fails under onnxruntime or asks for more memory than "
+        "`evaluate.max_session_memory_mb`, and a folder that belongs to another recipe or is held by another "
+        "process",
+    ),
+    ExitCode(
+        3,
+        "internal error",
+        "a bug here or in a plugin: one line on stderr names the log file that keeps the traceback, "
+        "`robprune-error.log` in `--out`/`--report` when it exists (written atomically, never through a link), "
+        "else a temporary file; when no log can be written the line says so, and the code is still 3; a "
+        "plugin's bug starts `error: plugin bug: algorithm 'NAME' (DISTRIBUTION VERSION)`",
+    ),
+    ExitCode(130, "interrupted", "interrupted (Ctrl-C)"),
+    ExitCode(
+        143,
+        "terminated",
+        "terminated (SIGTERM), handled like Ctrl-C: locks are released and the MLflow runs end KILLED, none is "
+        "left RUNNING. `run` and the stage commands say that `--resume` continues",
+    ),
+)
+"""Every code a ``robprune`` command returns; the error handling itself cannot fail, so there is no other."""

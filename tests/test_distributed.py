@@ -54,5 +54,5 @@ def test_two_process_run_matches_the_single_process_sparsity(digits_run, tmp_pat
 def test_torchrun_is_documented(flag: str) -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert f"torchrun {flag}" in readme and "--nnodes" in readme
+    page = (Path(__file__).resolve().parents[1] / "docs" / "how-to" / "torchrun.md").read_text()
+    assert f"torchrun {flag}" in page and "--nnodes" in page

@@ -1,6 +1,6 @@
-"""The examples/ scripts and the README's code blocks run, at smoke-test budgets.
+"""The examples/ scripts and the code blocks of the README and the docs run, at smoke-test budgets.
 
-README blocks carry a marker on the line above them:
+Code blocks of README.md and of every page under docs/ carry a marker on the line above them:
 ``<!-- example: PATH -->`` the block is the whole file PATH (run below, or installed as a package);
 ``<!-- excerpt: PATH -->`` the block is a contiguous part of PATH, so every line shown is executed;
 ``<!-- runnable -->`` the block is executed as it stands.
@@ -25,8 +25,12 @@ EXAMPLES = ROOT / "examples"
 BLOCK = re.compile(r"<!-- (example|excerpt|runnable)(?:: (\S+))? -->\n```(\w+)\n(.*?)```", re.DOTALL)
 
 
-def readme_blocks() -> list[tuple[str, str | None, str]]:
-    return [(kind, path, body) for kind, path, _, body in BLOCK.findall((ROOT / "README.md").read_text())]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def marked_blocks() -> list[tuple[Path, str, str | None, str]]:
+    """``(page, kind, path, body)`` of every marked code block of the README and the docs."""
+    return [(page, kind, path, body) for page in PAGES for kind, path, _, body in BLOCK.findall(page.read_text())]
 
 
 def run_example(script: str, *args: str, monkeypatch: pytest.MonkeyPatch) -> int:
@@ -39,17 +43,19 @@ def run_example(script: str, *args: str, monkeypatch: pytest.MonkeyPatch) -> int
     return 0
 
 
-def test_readme_blocks_are_the_examples_or_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = readme_blocks()
-    assert {kind for kind, _, _ in blocks} == {"example", "excerpt", "runnable"}
-    for kind, path, body in blocks:
+def test_marked_blocks_are_the_examples_or_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = marked_blocks()
+    assert {kind for _, kind, _, _ in blocks} == {"example", "excerpt", "runnable"}
+    assert {page.name for page, _, _, _ in blocks} >= {"README.md", "python-api.md", "write-a-plugin.md"}
+    for page, kind, path, body in blocks:
+        where = page.relative_to(ROOT)
         if kind == "example":
-            assert body == (ROOT / str(path)).read_text(), f"README block differs from {path}"
+            assert body == (ROOT / str(path)).read_text(), f"{where}: block differs from {path}"
         elif kind == "excerpt":
-            assert body in (ROOT / str(path)).read_text(), f"README block is not a part of {path}"
+            assert body in (ROOT / str(path)).read_text(), f"{where}: block is not a part of {path}"
         else:
             monkeypatch.chdir(tmp_path)
-            exec(compile(body, "README.md", "exec"), {"__name__": "__readme__"})
+            exec(compile(body, str(where), "exec"), {"__name__": "__readme__"})
 
 
 def test_api_example_goes_from_a_plain_module_to_a_gated_onnx_file(tmp_path: Path, monkeypatch) -> None:

@@ -38,6 +38,7 @@ LAYERS: list[set[str]] = [
     {"gate"},
     {"pipeline"},
     {"environment", "api", "cli", "__init__"},
+    {"reference"},  # the docs' generated pages: reads the recipe schema, the CLI parsers and the registry
 ]
 LAYER = {name: index for index, names in enumerate(LAYERS) for name in names}
 PLUGINS = ("robprune_s2ap", "robprune_mrpf")

@@ -66,8 +66,16 @@ class Section(BaseModel):
 
 
 class ModelSection(Section):
-    name: str = Field("digits_cnn", description="registered model name, torchvision:<classifier> or timm:<model>")
-    checkpoint: Path | None = Field(None, description="weights (.pt, loaded with weights_only=True, or .safetensors)")
+    name: str = Field(
+        "digits_cnn",
+        description="digits_cnn, digits_resnet, fmnist_cnn (Fashion-MNIST, 0.58 M parameters), resnet18 (CIFAR-style), "
+        "vgg16_bn (HYDRA head), wrn28_4, mobilenet_v2, torchvision:<classifier> or timm:<model>",
+    )
+    checkpoint: Path | None = Field(
+        None,
+        description="trained weights, which skip pretraining: .pt (loaded with weights_only=True), .safetensors, "
+        "or an MLflow runs:/ or models:/ URI",
+    )
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="timm:<model> only: timm.create_model options (patch_size, depth, ...)"
     )
@@ -84,7 +92,8 @@ class DataSection(Section):
         None,
         gt=0,
         le=MAX_IMAGE_SIZE,
-        description="resize images to this side; None: the dataset's own (digits 16, fashion_mnist 28)",
+        description="resize images to this side; null: the dataset's own (digits 16, Fashion-MNIST 28, CIFAR/SVHN 32, "
+        "Tiny-ImageNet 64)",
     )
     channels: int | None = Field(
         None,
@@ -93,12 +102,12 @@ class DataSection(Section):
         description="channels the network takes; on gray data 3 repeats the gray channel inside the model "
         "(the ONNX input keeps 1 channel). Default: the data's",
     )
-    batch_size: int = Field(32, gt=0, le=MAX_BATCH)
-    eval_batch_size: int = Field(256, gt=0, le=MAX_BATCH)
+    batch_size: int = Field(32, gt=0, le=MAX_BATCH, description="training batch, per process under torchrun")
+    eval_batch_size: int = Field(256, gt=0, le=MAX_BATCH, description="batch of evaluation and of the attacks")
     num_workers: int = Field(
         0, ge=0, le=MAX_WORKERS, description="loader processes; a run also needs them within the machine's CPU count"
     )
-    augment: bool = True
+    augment: bool = Field(True, description="random crop (zero-padded) and horizontal flip of training images")
     train_subset: int | None = Field(None, gt=0, description="use a fixed random subset of the training split")
     test_subset: int | None = Field(None, gt=0, description="use a fixed random subset of the test split")
     val_size: int = Field(
@@ -118,15 +127,20 @@ class DataSection(Section):
 class AttackSection(Section):
     """The threat model (L-inf) shared by training, mask search and evaluation."""
 
-    norm: Literal["linf"] = "linf"
-    eps: float = Field(0.2, ge=0, le=1)
-    step_size: float = Field(0.05, gt=0, le=1)
-    train_steps: int = Field(7, ge=0, le=MAX_ATTACK_STEPS)
-    eval_steps: int = Field(20, ge=0, le=MAX_ATTACK_STEPS)
+    norm: Literal["linf"] = Field("linf", description="the threat model's norm (L-inf only)")
+    eps: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="radius in pixel units (digits 0.2; Fashion-MNIST recipes 0.1; CIFAR recipes 8/255)",
+    )
+    step_size: float = Field(0.05, gt=0, le=1, description="PGD step size in pixel units")
+    train_steps: int = Field(7, ge=0, le=MAX_ATTACK_STEPS, description="PGD steps of adversarial training")
+    eval_steps: int = Field(20, ge=0, le=MAX_ATTACK_STEPS, description="PGD steps of the evaluation (PGD-20)")
     val_steps: int = Field(
         10, ge=0, le=MAX_ATTACK_STEPS, description="PGD steps of the validation figures (Rice et al. 2020: PGD-10)"
     )
-    random_start: bool = True
+    random_start: bool = Field(True, description="PGD starts from a random point of the eps-ball")
     bf16: bool = Field(False, description="bf16 autocast for the attack's forward/backward passes (CUDA)")
 
     def threat(self, steps: int | None = None) -> ThreatModel:
@@ -138,12 +152,16 @@ class AttackSection(Section):
 class TrainingSection(Section):
     """Adversarial training (pretrain and finetune): SGD (or AdamW) with a cosine schedule."""
 
-    epochs: int = Field(10, ge=0, le=MAX_EPOCHS)
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    loss: RobustLoss = RobustLoss.PGD_AT
-    trades_beta: float = Field(6.0, ge=0)
+    epochs: int = Field(10, ge=0, le=MAX_EPOCHS, description="training epochs")
+    lr: float = Field(0.1, gt=0, description="learning rate (cosine schedule)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="weight decay")
+    loss: RobustLoss = Field(
+        RobustLoss.PGD_AT,
+        description="pgd_at (Madry et al.: cross-entropy on PGD examples), trades (Zhang et al.) or mart "
+        "(Wang et al. 2020)",
+    )
+    trades_beta: float = Field(6.0, ge=0, description="weight of TRADES's KL term")
     mart_beta: float = Field(6.0, ge=0, description="weight of MART's misclassification-aware KL term")
     optimizer: Literal["sgd", "adamw"] = Field("sgd", description="adamw for vision transformers (no momentum)")
     eps_warmup_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="ramp eps linearly over the first epochs")
@@ -155,14 +173,14 @@ class TrainingSection(Section):
 
 
 class PretrainSection(TrainingSection):
-    epochs: int = Field(20, ge=0, le=MAX_EPOCHS)
-    lr: float = Field(0.05, gt=0)
+    epochs: int = Field(20, ge=0, le=MAX_EPOCHS, description="adversarial pretraining epochs")
+    lr: float = Field(0.05, gt=0, description="learning rate (cosine schedule)")
     enabled: bool = Field(True, description="skipped anyway when model.checkpoint is given")
 
 
 class FinetuneSection(TrainingSection):
-    epochs: int = Field(5, ge=0, le=MAX_EPOCHS)
-    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(5, ge=0, le=MAX_EPOCHS, description="adversarial fine-tuning epochs, masks frozen")
+    lr: float = Field(0.01, gt=0, description="learning rate (cosine schedule)")
     bn_recalibration_batches: int = Field(
         0, ge=0, le=100_000, description="BatchNorm statistics re-estimated on this many batches"
     )
@@ -203,10 +221,12 @@ class FinetuneSection(TrainingSection):
 class IgnoredScopeSection(Section):
     """Mirrors :class:`nncf.IgnoredScope`."""
 
-    names: list[str] = Field(default_factory=list)
-    patterns: list[str] = Field(default_factory=list)
-    types: list[str] = Field(default_factory=list)
-    validate_scope: bool = Field(True, alias="validate")
+    names: list[str] = Field(default_factory=list, description="names, as model.named_modules() spells them")
+    patterns: list[str] = Field(default_factory=list, description="regular expressions over those names")
+    types: list[str] = Field(default_factory=list, description="types, e.g. Conv2d (ONNX: node types)")
+    validate_scope: bool = Field(
+        True, alias="validate", description="a name or pattern that matches nothing is an error"
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
@@ -219,10 +239,14 @@ class IgnoredScopeSection(Section):
 
 
 class CompressionSection(Section):
-    algorithm: str = "hydra"
+    algorithm: str = Field("hydra", description="a registered algorithm (`robprune algorithms` lists them)")
     ratio: float = Field(0.9, gt=0, lt=1, description="target sparsity (unstructured) or MACs/params reduction")
-    ignored_scope: IgnoredScopeSection = Field(default_factory=IgnoredScopeSection)
-    config: dict[str, Any] = Field(default_factory=dict, description="the algorithm's own options")
+    ignored_scope: IgnoredScopeSection = Field(
+        default_factory=IgnoredScopeSection, description="layers left dense, like nncf.IgnoredScope"
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="the algorithm's own options (their sections are at the end of this page)"
+    )
     tolerance: float = Field(
         0.05,
         gt=0,
@@ -232,8 +256,14 @@ class CompressionSection(Section):
 
 
 class ExportSection(Section):
-    opset: int = Field(18, ge=13, le=23)
-    dynamic_batch: bool = True
+    opset: int = Field(
+        18,
+        ge=13,
+        le=23,
+        description="ONNX opset: 18 and above are written by the exporter, below 18 converted with onnx's version "
+        "converter, which handles some graphs only (checked in preflight)",
+    )
+    dynamic_batch: bool = Field(True, description="the batch dimension of the graph's input is dynamic")
 
 
 class QuantizeSection(Section):
@@ -249,26 +279,27 @@ class QuantizeSection(Section):
     ignored_scope: IgnoredScopeSection = Field(
         default_factory=IgnoredScopeSection, description="ONNX node names, patterns or types kept in FP32"
     )
-    fast_bias_correction: bool = True
+    fast_bias_correction: bool = Field(True, description="NNCF's fast bias correction")
 
 
 class LatencySection(Section):
-    batch: int = Field(32, gt=0, le=MAX_BATCH)
-    warmup: int = Field(5, ge=0, le=10_000)
-    repeats: int = Field(30, gt=0, le=100_000)
+    batch: int = Field(32, gt=0, le=MAX_BATCH, description="batch size of the timed runs (batch 1 is timed too)")
+    warmup: int = Field(5, ge=0, le=10_000, description="untimed runs first")
+    repeats: int = Field(30, gt=0, le=100_000, description="timed rounds, the two models interleaved")
 
 
 class EvaluateSection(Section):
-    """How the deployed ONNX model is attacked (README, "Robustness evaluation")."""
+    """How the deployed ONNX model is attacked (docs/concepts/evaluation.md)."""
 
     providers: list[Literal["cuda", "cpu"]] = Field(
         default_factory=lambda: ["cuda", "cpu"],  # type: ignore[arg-type]
         min_length=1,
+        description="onnxruntime execution providers, in order of preference; a fallback to CPU is logged",
     )
     num_examples: int = Field(
         450, gt=0, le=10_000_000, description="fixed, seeded subset of the test split for robust accuracy"
     )
-    subset_seed: int = Field(0, ge=0, le=MAX_SEED)
+    subset_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of that subset (recorded)")
     attacks: Literal["pgd", "autoattack-fast", "autoattack"] = Field(
         "autoattack-fast",
         description="pgd: PGD + an independent Square run; autoattack-fast: APGD-CE, APGD-T (3 targets), "
@@ -282,7 +313,7 @@ class EvaluateSection(Section):
     square_queries: int | None = Field(
         None, ge=0, le=100_000, description="Square's queries (default 300 for pgd, 1000 fast, 5000 standard)"
     )
-    square_p_init: float = Field(0.8, gt=0, le=1)
+    square_p_init: float = Field(0.8, gt=0, le=1, description="Square's p_init: the size of its first squares")
     square_examples: int = Field(200, gt=0, le=10_000_000, description="pgd protocol: examples Square attacks")
     curve_steps: int = Field(100, ge=0, le=100_000, description="FMN steps for the security curve (0: no curve)")
     curve_examples: int | None = Field(
@@ -291,7 +322,7 @@ class EvaluateSection(Section):
     indicator_examples: int = Field(
         100, ge=0, le=100_000, description="correctly classified examples the attack-failure indicators use (0: none)"
     )
-    latency: LatencySection = Field(default_factory=LatencySection)
+    latency: LatencySection = Field(default_factory=LatencySection, description="dense vs pruned latency")
     max_session_memory_mb: int = Field(
         8192,
         ge=64,
@@ -321,11 +352,11 @@ class Int8GateSection(Section):
     """Thresholds of an INT8 model against its FP32 pruned model (``gate.min_*`` and the indicators
     apply to it as to any candidate). Drops are FP32 minus INT8, fractions in [0, 1]."""
 
-    max_clean_drop: float | None = Field(0.02, ge=0, le=1)
+    max_clean_drop: float | None = Field(0.02, ge=0, le=1, description="FP32 minus INT8 clean accuracy")
     max_pgd_drop: float | None = Field(
         0.05, ge=0, le=1, description="worst case of straight-through and transferred PGD, vs the FP32 model's PGD"
     )
-    max_square_drop: float | None = Field(None, ge=0, le=1)
+    max_square_drop: float | None = Field(None, ge=0, le=1, description="FP32 minus INT8 Square accuracy")
     min_agreement: float | None = Field(0.98, ge=0, le=1, description="INT8 vs FP32 argmax agreement, clean inputs")
     max_parity_error: float | None = Field(
         0.25, ge=0, description="straight-through twin vs onnxruntime INT8 logits (rounding differs by one step)"
@@ -348,14 +379,19 @@ class GateSection(Section):
         "against its FP32 model under gate.int8)",
     )
 
-    min_clean_acc: float | None = Field(None, ge=0, le=1)
-    min_pgd_acc: float | None = Field(None, ge=0, le=1)
-    min_square_acc: float | None = Field(None, ge=0, le=1)
-    max_clean_drop: float | None = Field(None, ge=0, le=1)
-    max_pgd_drop: float | None = Field(None, ge=0, le=1)
-    max_square_drop: float | None = Field(None, ge=0, le=1)
-    max_parity_error: float | None = Field(1e-3, ge=0)
-    min_speedup: float | None = Field(None, ge=0)
+    min_clean_acc: float | None = Field(None, ge=0, le=1, description="least clean accuracy")
+    min_pgd_acc: float | None = Field(None, ge=0, le=1, description="least PGD accuracy")
+    min_square_acc: float | None = Field(None, ge=0, le=1, description="least Square accuracy")
+    max_clean_drop: float | None = Field(None, ge=0, le=1, description="baseline minus candidate clean accuracy")
+    max_pgd_drop: float | None = Field(None, ge=0, le=1, description="baseline minus candidate PGD accuracy")
+    max_square_drop: float | None = Field(None, ge=0, le=1, description="baseline minus candidate Square accuracy")
+    max_parity_error: float | None = Field(1e-3, ge=0, description="largest torch vs onnxruntime logit difference")
+    min_speedup: float | None = Field(
+        None,
+        ge=0,
+        description="least latency speed-up over the baseline: the lower bound of its 95% bootstrap interval "
+        "(a check that cannot measure it neither passes nor fails)",
+    )
     sparsity_tolerance: float | None = Field(0.01, ge=0, le=1, description="audit vs claimed sparsity")
     max_square_below_pgd: float | None = Field(
         0.1,
@@ -364,8 +400,10 @@ class GateSection(Section):
         description="limit of the blackbox_beats_whitebox indicator: how far black-box accuracy may fall "
         "below white-box accuracy (gradient masking)",
     )
-    min_autoattack_acc: float | None = Field(None, ge=0, le=1)
-    max_autoattack_drop: float | None = Field(None, ge=0, le=1)
+    min_autoattack_acc: float | None = Field(None, ge=0, le=1, description="least AutoAttack accuracy")
+    max_autoattack_drop: float | None = Field(
+        None, ge=0, le=1, description="baseline minus candidate AutoAttack accuracy"
+    )
     indicators: list[IndicatorName] = Field(
         default_factory=lambda: list(get_args(IndicatorName)),
         description="attack-failure indicators that fail the gate when they fire",
@@ -378,11 +416,16 @@ class GateSection(Section):
 
 
 class TrackingSection(Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="log the run to MLflow")
     tracking_uri: str | None = Field(None, description="default: sqlite:///mlflow.db in the working directory")
-    experiment: str = "robprune"
-    registered_model: str | None = None
-    alias: str | None = Field(None, description="alias set on the registered version when the gate passes")
+    experiment: str = Field("robprune", description="MLflow experiment of the run")
+    registered_model: str | None = Field(
+        None, description="registered model the ONNX model becomes a version of (MLflow's name rules checked up front)"
+    )
+    alias: str | None = Field(
+        None,
+        description="alias set on the registered version when the gate passes (latest and v<number> are reserved)",
+    )
     timeout_s: float = Field(4.0, gt=0, le=600, description="seconds a tracking server has to answer one request")
     retries: int = Field(2, ge=0, le=20, description="retries of a request the tracking server did not answer")
 
@@ -421,10 +464,12 @@ class RuntimeSection(Section):
 
 
 class Recipe(Section):
-    """A whole pipeline. See the README's recipe reference for every field."""
+    """A whole pipeline. Every field is listed in the recipe reference (docs/reference/recipe.md)."""
 
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="the run's seed; every epoch reseeds from it and the epoch number"
+    )
+    device: str = Field("auto", description="auto (CUDA when available) | cpu | cuda | cuda:N")
     model: ModelSection = Field(default_factory=ModelSection)
     data: DataSection = Field(default_factory=DataSection)
     attack: AttackSection = Field(default_factory=AttackSection)
