@@ -155,6 +155,18 @@ def test_autoattack_is_below_pgd20_and_matches_the_library_apgd_on_the_same_twin
     assert library - 0.03 - 1e-9 <= report.whitebox_acc <= library + 0.01 + 1e-9, (report.whitebox_acc, library)
 
 
+def test_the_security_curve_agrees_with_the_ensemble_at_eps(shipped) -> None:
+    """On the same examples, the curve at the recipe's eps is the ensemble's robust accuracy, lowered
+    only where FMN found a point the ensemble missed; FMN's own figure is reported beside it."""
+    report = _evaluate(shipped["path"], shipped["batches"], shipped["model"], "autoattack-fast", curve_steps=30)
+    assert report.curve is not None and report.curve.examples == report.examples == 100
+    assert report.autoattack_acc is not None and report.autoattack_acc > 0.1  # a robust model: a real check
+    assert report.fmn_acc_at_eps is not None and report.curve_acc_at_eps is not None
+    assert report.curve_acc_at_eps <= min(report.autoattack_acc, report.fmn_acc_at_eps)
+    # FMN with 30 steps finds few points the ensemble missed: the curve sits within 3 points of it.
+    assert report.curve_acc_at_eps >= report.autoattack_acc - 0.03
+
+
 def test_an_undefended_model_gets_about_zero(digits, tmp_path) -> None:
     torch.manual_seed(0)
     model = build_model("digits_cnn", 10, 1, digits.mean, digits.std)
@@ -175,6 +187,10 @@ def test_an_undefended_model_gets_about_zero(digits, tmp_path) -> None:
     accuracies = [a for _, a in curve.grid(30, upto=0.5)]
     assert all(later <= earlier for earlier, later in itertools.pairwise(accuracies))
     assert accuracies[0] == pytest.approx(report.clean_acc) and accuracies[-1] == 0.0
+    # The ensemble's points are merged into the curve: at eps it is never above the ensemble's verdict
+    # on the same examples, nor above FMN's own figure, which is kept.
+    assert report.fmn_acc_at_eps is not None and report.curve_acc_at_eps is not None
+    assert report.curve_acc_at_eps <= min(report.autoattack_acc, report.fmn_acc_at_eps)
 
 
 class _SaturatedLogits(nn.Module):

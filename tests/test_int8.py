@@ -34,8 +34,23 @@ def int8_out(digits_run, tmp_path_factory) -> Path:
     """A copy of the digits run's folder, quantized and evaluated by `robprune quantize`."""
     out = tmp_path_factory.mktemp("int8") / "out"
     shutil.copytree(digits_run["out"], out)
-    assert quantize_command(digits_run, out) == 0
+    code = quantize_command(digits_run, out)
+    verdict = json.loads((out / "gate_int8" / "gate.json").read_text())
+    assert code == (0 if verdict["passed"] else 1)  # the INT8 gate decides the exit code
     return out
+
+
+def test_quantize_gates_and_reports_like_run(int8_out) -> None:
+    """`robprune quantize` on a finished folder does what `run` does with quantize.enabled: the INT8
+    gate's verdict in gate_int8/, the int8.* figures in summary.json and an INT8 section in report.md."""
+    summary = json.loads((int8_out / "summary.json").read_text())
+    verdict = json.loads((int8_out / "gate_int8" / "gate.json").read_text())
+    assert summary["int8.gate.passed"] == verdict["passed"]
+    assert summary["int8.gate.failures"] == verdict["failures"]
+    assert summary["int8.pgd_acc"] == pytest.approx(verdict["checks"][0]["measured"]) or verdict["checks"]
+    assert "onnx.pgd_acc" in summary  # the FP32 figures are kept beside the INT8 ones
+    report = (int8_out / "report.md").read_text()
+    assert "INT8" in report and f"{100 * summary['int8.pgd_acc']:.1f}" in report
 
 
 def test_the_int8_graph_holds_int8_weights_and_qdq_nodes(int8_out) -> None:

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from robprune_deploy.atomic import write_json
 from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
 from robprune_deploy.cli.report_folder import report_folder
 from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, TrackingError, printable
@@ -25,9 +26,9 @@ from robprune_deploy.gate.run import (
     write_gate_report,
 )
 from robprune_deploy.pipeline import RunContext, deploy, stages
-from robprune_deploy.pipeline import quantize as int8_stages
 from robprune_deploy.pipeline.ownership import owned_output
-from robprune_deploy.pipeline.run import record_verdict, verdict_line
+from robprune_deploy.pipeline.report import write_report
+from robprune_deploy.pipeline.run import INT8_GATE_DIR, REPORT, SUMMARY, record_verdict, release_int8, verdict_line
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.termination import raise_if_terminated
@@ -83,6 +84,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
+    """What ``robprune run`` does with ``quantize.enabled``, on a finished folder: quantize, evaluate,
+    log, register and gate the INT8 model; ``summary.json`` and ``report.md`` gain the ``int8.*``
+    figures. Exit 1 when the INT8 gate fails."""
     ctx = context_of(args, recipe_of(args))
     with (
         owned_output(ctx, fresh=False),
@@ -92,11 +96,25 @@ def _quantize(args: argparse.Namespace) -> int:
             raise QuantizationError(
                 f"{ctx.out_dir}: no exported {deploy.MODEL_ONNX} to quantize; run `robprune export` first"
             )
-        _, _, deployable = _deployable(ctx)
-        info = int8_stages.quantize(ctx)
-        summary, _ = int8_stages.evaluate(ctx, deployable, ctx.completed().get("evaluate", {}))
-    print(json.dumps({**info, **summary}, indent=2))
-    return 0
+        if "evaluate" not in ctx.completed():
+            raise QuantizationError(
+                f"{ctx.out_dir}: the FP32 model is not evaluated (the INT8 figures are compared with its); "
+                "run `robprune evaluate` first"
+            )
+        _, result, deployable = _deployable(ctx)
+        summary_file = ctx.out_dir / SUMMARY
+        if summary_file.is_file():  # a finished run's figures; the INT8 ones are added to them
+            ctx.summary.update(json.loads(summary_file.read_text()))
+        for figures in ctx.completed().values():
+            ctx.summary.update(figures)
+        verdict = release_int8(ctx, deployable, None)
+        write_json(summary_file, ctx.summary)
+        write_report(ctx.out_dir / REPORT, ctx.summary, result.statistics().layer_table())
+        for file in (summary_file, ctx.out_dir / REPORT):
+            ctx.tracker.log_artifact(file)
+    print(json.dumps({k: v for k, v in ctx.summary.items() if k.startswith(("int8.", "mlflow.int8"))}, indent=2))
+    print(verdict_line(verdict.passed, verdict.failures, ctx.out_dir / INT8_GATE_DIR / "gate.md"))
+    return EXIT_PASS if verdict.passed else EXIT_FAIL
 
 
 def _check_registration_arguments(args: argparse.Namespace) -> None:
@@ -230,7 +248,12 @@ def register_deploy_commands(sub: Any) -> None:
     for name, handler, text in (
         ("export", _export, "export model.onnx and dense.onnx from the stages in --out, with the graph audit"),
         ("evaluate", _evaluate, "robustness under onnxruntime and dense vs pruned latency of --out/model.onnx"),
-        ("quantize", _quantize, "INT8 model.int8.onnx of --out/model.onnx with nncf.quantize, evaluated like FP32"),
+        (
+            "quantize",
+            _quantize,
+            "INT8 model.int8.onnx of --out/model.onnx with nncf.quantize, evaluated, gated (exit 1 on a failed "
+            "INT8 gate), logged and registered like FP32",
+        ),
     ):
         add_stage_parser(sub, name, handler, text)
     p = sub.add_parser(

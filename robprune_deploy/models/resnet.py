@@ -46,7 +46,7 @@ class CifarResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(widths[0])
         # layer1, layer2, ...: the names ResNet checkpoints and ignored scopes already use.
         self.stage_names = [f"layer{i + 1}" for i in range(len(widths))]
-        for i, (name, width, count) in enumerate(zip(self.stage_names, widths, blocks)):
+        for i, (name, width, count) in enumerate(zip(self.stage_names, widths, blocks, strict=True)):
             self.add_module(name, self._stage(width, count, 1 if i == 0 else 2))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(widths[-1], num_classes)

@@ -125,7 +125,7 @@ def _run_stages(ctx: RunContext) -> None:
     ctx.tracker.set_tags(verdict_tags(verdict))  # the parent's row in the run list shows the verdict too
     ctx.summary.update({"gate.passed": verdict.passed, "gate.failures": verdict.failures})
     if ctx.recipe.quantize.enabled:
-        _run_int8(ctx, deployable, robustness, version)
+        release_int8(ctx, deployable, robustness)
     ctx.summary["mlflow.run_id"] = ctx.tracker.run_id or ""
     stats = result.statistics()
     plots = [plot_layers(stats, ctx.out_dir / "layers.png"), plot_training(ctx.history, ctx.out_dir / "training.png")]
@@ -139,8 +139,10 @@ def _run_stages(ctx: RunContext) -> None:
     ctx.tracker.log_metrics({k: v for k, v in ctx.summary.items() if deploy.is_number(v)})
 
 
-def _run_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any, fp32_version: str | None) -> None:
-    """Quantize, evaluate, log and register the INT8 model, and gate it against the FP32 model."""
+def release_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any | None) -> GateVerdict:
+    """Quantize, evaluate, log and register the INT8 model, and gate it against the FP32 model
+    (``fp32``: the FP32 model's robustness measured in this process, else the gate measures it);
+    ``int8.*`` figures go into ``ctx.summary``. ``robprune run`` and ``robprune quantize`` both end here."""
     ctx.summary.update(int8_stages.quantize(ctx))
     evaluated, result = int8_stages.evaluate(ctx, deployable, ctx.summary)
     ctx.summary.update(evaluated)
@@ -172,6 +174,7 @@ def _run_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any, fp32_vers
             promote(verdict, name, version, f"{alias}-int8" if alias else None)
     ctx.tracker.set_tags({"int8.gate.passed": str(verdict.passed).lower()})
     ctx.summary.update({"int8.gate.passed": verdict.passed, "int8.gate.failures": verdict.failures})
+    return verdict
 
 
 def _check_ranks_agree(deployable: torch.nn.Module, result: Any) -> dict[str, Any]:
