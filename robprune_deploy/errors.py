@@ -8,6 +8,8 @@ and exit code 2; anything else is a bug: exit code 3, its traceback kept in a lo
 
 from __future__ import annotations
 
+import difflib
+
 
 class RobPruneError(Exception):
     """Base class of every error caused by user input."""
@@ -27,7 +29,9 @@ class UnknownNameError(RobPruneError, KeyError):
 
     def __init__(self, kind: str, name: str, known: list[str]) -> None:
         self.kind, self.name, self.known = kind, name, sorted(known)
-        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {', '.join(self.known) or '(none)'}")
+        close = difflib.get_close_matches(name, self.known, n=1, cutoff=0.6) if isinstance(name, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        super().__init__(f"unknown {kind} {name!r}{hint}; known {kind}s: {', '.join(self.known) or '(none)'}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
