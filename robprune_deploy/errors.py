@@ -8,6 +8,8 @@ and exit code 2; anything else is a bug: exit code 3, its traceback kept in a lo
 
 from __future__ import annotations
 
+import difflib
+
 
 class RobPruneError(Exception):
     """Base class of every error caused by user input."""
@@ -27,7 +29,9 @@ class UnknownNameError(RobPruneError, KeyError):
 
     def __init__(self, kind: str, name: str, known: list[str]) -> None:
         self.kind, self.name, self.known = kind, name, sorted(known)
-        super().__init__(f"unknown {kind} {name!r}; known {kind}s: {', '.join(self.known) or '(none)'}")
+        close = difflib.get_close_matches(name, self.known, n=1, cutoff=0.6) if isinstance(name, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        super().__init__(f"unknown {kind} {name!r}{hint}; known {kind}s: {', '.join(self.known) or '(none)'}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
@@ -126,25 +130,32 @@ class Terminated(KeyboardInterrupt):
 # robprune_deploy.reference) and the CLI cannot drift apart: tests/test_docs.py checks that the
 # constants the commands return are the codes listed here.
 class ExitCode:
-    """One exit code of every ``robprune`` command: its number, a short name and what it means."""
+    """One exit code of every ``robprune`` command: its number, a short name, the one line ``--help``
+    shows and what it means in full (the documentation's)."""
 
-    __slots__ = ("code", "meaning", "name")
+    __slots__ = ("code", "meaning", "name", "summary")
 
-    def __init__(self, code: int, name: str, meaning: str) -> None:
-        self.code, self.name, self.meaning = code, name, meaning
+    def __init__(self, code: int, name: str, meaning: str, summary: str) -> None:
+        self.code, self.name, self.meaning, self.summary = code, name, meaning, summary
 
     def __repr__(self) -> str:
         return f"ExitCode({self.code}, {self.name!r})"
 
 
 EXIT_CODES: tuple[ExitCode, ...] = (
-    ExitCode(0, "done", "done; for `gate`, the model passed; for `doctor`, what the recipe asks for is usable"),
+    ExitCode(
+        0,
+        "done",
+        "done; for `gate`, the model passed; for `doctor`, what the recipe asks for is usable",
+        "success (gate: the model passed; doctor: usable)",
+    ),
     ExitCode(
         1,
         "verdict fail",
         "`gate`: the verdict is fail (also when registering the verdict in MLflow failed afterwards: that is "
-        "said on stderr and in `gate.json`); `doctor`: what the recipe asks for is not usable. No other "
-        "command returns 1",
+        "said on stderr and in `gate.json`); `quantize`: the INT8 gate failed; `doctor`: what the recipe asks "
+        "for is not usable. No other command returns 1",
+        "gate or quantize: the verdict is fail (doctor: not usable); no other command returns 1",
     ),
     ExitCode(
         2,
@@ -158,6 +169,7 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "MLflow database, an ONNX graph that fails under onnxruntime or asks for more memory than "
         "`evaluate.max_session_memory_mb`, and a folder that belongs to another recipe or is held by another "
         "process",
+        "bad input: one 'error:' line on stderr naming the field, file or argument",
     ),
     ExitCode(
         3,
@@ -166,13 +178,21 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "`robprune-error.log` in `--out`/`--report` when it exists (written atomically, never through a link), "
         "else a temporary file; when no log can be written the line says so, and the code is still 3; a "
         "plugin's bug starts `error: plugin bug: algorithm 'NAME' (DISTRIBUTION VERSION)`",
+        "internal error: one line on stderr naming the log file with the traceback",
     ),
-    ExitCode(130, "interrupted", "interrupted (Ctrl-C)"),
+    ExitCode(
+        130,
+        "interrupted",
+        "interrupted (Ctrl-C). `run` and the stage commands print the exact command that continues: the same "
+        "arguments with `--resume` (and without `--force`)",
+        "interrupted (Ctrl-C): run and the stage commands print the command that resumes",
+    ),
     ExitCode(
         143,
         "terminated",
         "terminated (SIGTERM), handled like Ctrl-C: locks are released and the MLflow runs end KILLED, none is "
-        "left RUNNING. `run` and the stage commands say that `--resume` continues",
+        "left RUNNING, and the command that continues is printed",
+        "terminated (SIGTERM), handled like Ctrl-C",
     ),
 )
 """Every code a ``robprune`` command returns; the error handling itself cannot fail, so there is no other."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from robprune_deploy.cli.main import main
+from robprune_deploy.progress import LINE_PREFIX
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -15,11 +16,16 @@ _THIRD_PARTY_LOG = re.compile(r"^[WIE]\d{4} ")  # glog-style lines torch prints 
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, list[str]]:
-    """``robprune ARGS`` in this process: the exit code and robprune's own stderr lines."""
+    """``robprune ARGS`` in this process: the exit code and robprune's own stderr lines, less its
+    ``progress:`` lines (tests/test_progress.py is about those)."""
     capsys.readouterr()
     code = main([str(a) for a in args])
     err = capsys.readouterr().err
-    return code, [line for line in err.splitlines() if line.strip() and not _THIRD_PARTY_LOG.match(line)]
+    return code, [
+        line
+        for line in err.splitlines()
+        if line.strip() and not _THIRD_PARTY_LOG.match(line) and not line.startswith(LINE_PREFIX)
+    ]
 
 
 def sets(*items: str) -> list[str]:

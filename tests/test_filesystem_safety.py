@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -329,10 +330,9 @@ def test_sigterm_during_a_run_ends_its_mlflow_runs_and_exits_143(tmp_path) -> No
     in_pretrain = (out / "checkpoints" / "pretrain_last.pt").is_file  # its first epoch is done
     code, stderr = _terminated_on(args, in_pretrain, tmp_path / "stderr.txt")
     assert code == 143, stderr[-3000:]
-    assert _errors(stderr) == [
-        f"error: terminated by SIGTERM; the completed stages are kept in {out}: add --resume to the same "
-        "command to continue"
-    ]
+    resume = shlex.join(["robprune", *map(str, args), "--resume"])  # the exact command that continues
+    kept = f"the completed stages are kept in {out}"
+    assert _errors(stderr) == [f"error: terminated by SIGTERM; {kept}; to continue: {resume}"]
     assert "Traceback" not in stderr and not (out / LOCK_FILE).exists()
     client = MlflowClient(uri)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

@@ -1,4 +1,8 @@
-"""Subcommands: each ``register_*`` adds one subparser whose ``handler`` returns the exit code."""
+"""Handlers of ``run``, ``algorithms`` and the training stages; each returns the exit code.
+
+The parser (:mod:`robprune_deploy.cli.parser`) names them by ``"module:function"`` and imports this
+module only when one of them runs.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,14 @@ import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from rich.console import Console
 from rich.table import Table
 
 from robprune_deploy.algorithms import ALGORITHMS
-from robprune_deploy.cli.common import add_stage_parser, context_of, recipe_of, warn_about_plugin_conflicts
-from robprune_deploy.cli.deploy_commands import register_deploy_commands
-from robprune_deploy.cli.doctor_command import register_doctor
+from robprune_deploy.cli.common import context_of, recipe_of, warn_about_plugin_conflicts
+from robprune_deploy.cli.run_summary import summary_lines
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import RunContext, stages
 from robprune_deploy.pipeline.ownership import owned_output
@@ -25,23 +28,22 @@ from robprune_deploy.recipe import recipe_to_dict
 _T = TypeVar("_T")
 
 
-def _run(args: argparse.Namespace) -> int:
+def handle_run(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
     ctx = context_of(args, recipe)
     summary = run_pipeline(ctx)
     if ctx.is_main:
-        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        if args.json:  # for scripts; summary.json in --out holds the same
+            print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        else:
+            print("\n".join(summary_lines(summary, ctx.out_dir)))
         # The run itself succeeded (exit 0); its last line is the gate's verdict, as `robprune gate` ends.
         verdict = verdict_line(summary["gate.passed"], summary["gate.failures"], ctx.out_dir / "gate.md")
         print(verdict, file=sys.stderr)
     return 0
 
 
-def register_run(sub: Any) -> None:
-    add_stage_parser(sub, "run", _run, "run the whole pipeline of a recipe")
-
-
-def _algorithms(args: argparse.Namespace) -> int:
+def handle_algorithms(args: argparse.Namespace) -> int:
     table = Table(title="registered robust pruning algorithms")
     for column in ("name", "granularity", "package", "description"):
         table.add_column(column)
@@ -52,11 +54,6 @@ def _algorithms(args: argparse.Namespace) -> int:
     Console(width=140).print(table)
     warn_about_plugin_conflicts()
     return 0
-
-
-def register_algorithms(sub: Any) -> None:
-    p = sub.add_parser("algorithms", help="list the registered algorithms")
-    p.set_defaults(handler=_algorithms)
 
 
 @contextlib.contextmanager
@@ -77,14 +74,14 @@ def _earlier(ctx: RunContext, args: argparse.Namespace, action: Callable[[], _T]
         ctx.resume = args.resume
 
 
-def _pretrain(args: argparse.Namespace) -> int:
+def handle_pretrain(args: argparse.Namespace) -> int:
     with _stage_run(args, "pretrain") as ctx:
         stages.pretrain(ctx)
     print(json.dumps(ctx.summary, indent=2))
     return 0
 
 
-def _prune(args: argparse.Namespace) -> int:
+def handle_prune(args: argparse.Namespace) -> int:
     with _stage_run(args, "prune") as ctx:
         model = _earlier(ctx, args, lambda: stages.pretrain(ctx))
         result = stages.prune(ctx, model)
@@ -92,7 +89,7 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finetune(args: argparse.Namespace) -> int:
+def handle_finetune(args: argparse.Namespace) -> int:
     with _stage_run(args, "finetune") as ctx:
         if not (ctx.out_dir / stages.PRUNED).is_file():
             raise RobPruneError(f"{ctx.out_dir}: no {stages.PRUNED}; run `robprune prune` first")
@@ -100,15 +97,3 @@ def _finetune(args: argparse.Namespace) -> int:
         stripped = stages.finetune(ctx, result)
     print(json.dumps(stages.describe(result, stripped, ctx), indent=2))
     return 0
-
-
-def register_stages(sub: Any) -> None:
-    for name, handler, text in (
-        ("pretrain", _pretrain, "adversarial pretraining only (or load model.checkpoint); writes pretrained.pt"),
-        ("prune", _prune, "pretrain (or load model.checkpoint) and run the mask search; writes pruned.pt"),
-        ("finetune", _finetune, "adversarial fine-tuning of --out/pruned.pt; writes finetuned.pt"),
-    ):
-        add_stage_parser(sub, name, handler, text)
-
-
-REGISTRARS = [register_run, register_algorithms, register_stages, register_deploy_commands, register_doctor]

@@ -1,13 +1,13 @@
-"""Arguments shared by several subcommands."""
+"""What several command handlers share: the validated recipe and the run context.
+
+The arguments themselves are defined in :mod:`robprune_deploy.cli.parser`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 from robprune_deploy.algorithms import ALGORITHMS
 from robprune_deploy.errors import RecipeError
@@ -16,48 +16,6 @@ from robprune_deploy.pipeline.ownership import check_output_path
 from robprune_deploy.recipe import Recipe, load_recipe
 from robprune_deploy.tracking.preflight import bound_http_waits
 from robprune_deploy.tracking.uris import localize_checkpoint
-
-
-def add_set_argument(parser: argparse.ArgumentParser) -> None:
-    """``--set KEY.PATH=VALUE`` (repeatable) into ``overrides``."""
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a recipe field (repeatable), validated like the file",
-    )
-
-
-def add_recipe_arguments(parser: argparse.ArgumentParser, *, recipe_flag: bool = False) -> None:
-    if recipe_flag:
-        parser.add_argument("--recipe", required=True, type=Path, help="recipe YAML file")
-    else:
-        parser.add_argument("recipe", type=Path, help="recipe YAML file")
-    add_set_argument(parser)
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument(
-        "--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or sqlite:///mlflow.db)"
-    )
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="--out holds another recipe's results: delete its stage files (only robprune's) and start over",
-    )
-
-
-def add_stage_parser(sub: Any, name: str, handler: Callable[[argparse.Namespace], int], text: str) -> None:
-    """A subcommand that runs pipeline stages of ``RECIPE`` into ``--out`` (``run`` and each stage)."""
-    p = sub.add_parser(name, help=text)
-    add_recipe_arguments(p)
-    add_run_arguments(p)
-    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    p.set_defaults(handler=handler)
 
 
 def warn_about_plugin_conflicts() -> None:

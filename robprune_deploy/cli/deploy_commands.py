@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from robprune_deploy.atomic import write_json
-from robprune_deploy.cli.common import add_recipe_arguments, add_stage_parser, context_of, recipe_of
+from robprune_deploy.cli.common import context_of, recipe_of
 from robprune_deploy.cli.report_folder import report_folder
 from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, TrackingError, printable
 from robprune_deploy.gate import staging
@@ -50,7 +50,7 @@ def _deployable(ctx: RunContext) -> tuple[Any, Any, Any]:
     return dense, result, stages.finetune(ctx, result)
 
 
-def _export(args: argparse.Namespace) -> int:
+def handle_export(args: argparse.Namespace) -> int:
     ctx = context_of(args, recipe_of(args))
     with (
         owned_output(ctx, fresh=False),
@@ -62,7 +62,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def handle_evaluate(args: argparse.Namespace) -> int:
     ctx = context_of(args, recipe_of(args))
     with (
         owned_output(ctx, fresh=False),
@@ -83,7 +83,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quantize(args: argparse.Namespace) -> int:
+def handle_quantize(args: argparse.Namespace) -> int:
     """What ``robprune run`` does with ``quantize.enabled``, on a finished folder: quantize, evaluate,
     log, register and gate the INT8 model; ``summary.json`` and ``report.md`` gain the ``int8.*``
     figures. Exit 1 when the INT8 gate fails."""
@@ -223,7 +223,7 @@ def _check_registered_bytes(name: str, version: str, model: staging.StagedModel,
         )
 
 
-def _gate_owning_report(args: argparse.Namespace) -> int:
+def handle_gate(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
     if args.precision is not None:  # the command's declaration wins over the recipe's
         recipe = declared(recipe, args.precision)
@@ -242,35 +242,3 @@ def _log_version(args: argparse.Namespace, tracker: Any, model: staging.StagedMo
     version = tracker.register_model(uri, args.register, {"source": args.model, staging.SHA256_TAG: model.sha256})
     assert version is not None
     return str(version)
-
-
-def register_deploy_commands(sub: Any) -> None:
-    for name, handler, text in (
-        ("export", _export, "export model.onnx and dense.onnx from the stages in --out, with the graph audit"),
-        ("evaluate", _evaluate, "robustness under onnxruntime and dense vs pruned latency of --out/model.onnx"),
-        (
-            "quantize",
-            _quantize,
-            "INT8 model.int8.onnx of --out/model.onnx with nncf.quantize, evaluated, gated (exit 1 on a failed "
-            "INT8 gate), logged and registered like FP32",
-        ),
-    ):
-        add_stage_parser(sub, name, handler, text)
-    p = sub.add_parser(
-        "gate",
-        help="robustness gate on an ONNX file or MLflow model URI (exit 0 pass, 1 fail, 2 bad input, 3 internal error)",
-    )
-    p.add_argument("model", help="ONNX file, models:/name/version, models:/name@alias or runs:/id/path")
-    add_recipe_arguments(p, recipe_flag=True)
-    p.add_argument("--report", required=True, type=Path, help="folder for gate.json, gate.md, gate.png")
-    p.add_argument(
-        "--precision",
-        choices=("fp32", "int8"),
-        default=None,
-        help="what MODEL is (default: the recipe's gate.precision, fp32); int8 is gated against its FP32 model",
-    )
-    p.add_argument("--register", default=None, metavar="NAME", help="registered model to tag (and alias on pass)")
-    p.add_argument("--alias", default=None, help="alias set on the version only when the gate passes")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
-    p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    p.set_defaults(handler=_gate_owning_report)

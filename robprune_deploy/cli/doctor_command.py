@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from robprune_deploy.cli.common import add_set_argument
 from robprune_deploy.environment import Diagnosis, Status, diagnose
 from robprune_deploy.recipe import Recipe, apply_overrides, load_recipe, validate_recipe
 
@@ -82,7 +80,7 @@ def _checks_table(diagnosis: Diagnosis, source: str) -> Table:
     return table
 
 
-def _doctor(args: argparse.Namespace) -> int:
+def handle_doctor(args: argparse.Namespace) -> int:
     recipe = _recipe(args)
     diagnosis = diagnose(recipe, timeout=args.timeout)
     source = f"recipe {args.recipe}" if args.recipe else "the default recipe"
@@ -101,15 +99,3 @@ def _doctor(args: argparse.Namespace) -> int:
         else:
             console.print(f"[green]usable[/green] for {source}", highlight=False)
     return EXIT_USABLE if diagnosis.usable else EXIT_UNUSABLE
-
-
-def register_doctor(sub: Any) -> None:
-    p = sub.add_parser(
-        "doctor", help="check packages, GPUs, onnxruntime providers and the tracking store (exit 0 usable, 1 not)"
-    )
-    p.add_argument("--recipe", type=Path, default=None, help="recipe to check (default: the default recipe)")
-    add_set_argument(p)
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI to check instead of the recipe's")
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for the tracking store (default 3)")
-    p.add_argument("--json", action="store_true", help="print the findings as JSON")
-    p.set_defaults(handler=_doctor)

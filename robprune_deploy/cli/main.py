@@ -19,57 +19,28 @@ import contextlib
 import datetime
 import errno
 import os
+import shlex
 import signal
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
 from robprune_deploy.atomic import storage_problem
-from robprune_deploy.cli import commands
+from robprune_deploy.cli.parser import EXIT_BAD_INPUT, Handler, build_parser, load_handler
 from robprune_deploy.errors import PluginError, RobPruneError, Terminated, control_character, printable
 from robprune_deploy.pipeline.ownership import ERROR_LOG
 from robprune_deploy.progress import set_quiet
 from robprune_deploy.termination import clear_termination, note_termination, pending_termination
 
-EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 128 + signal.SIGTERM
 BAD_PATH_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ELOOP})
 """``errno`` values that mean "this path given by the user cannot name a file", not a bug."""
 MAX_MESSAGE = 600
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_BAD_INPUT)
-
-
-DESCRIPTION = "Robust pruning as a deployable step: run pipelines, single stages, and the robustness gate."
-EPILOG = (
-    "exit codes: 0 success (gate: pass), 1 gate failure, 2 bad input (one 'error:' line on stderr),\n"
-    "3 internal error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).\n"
-    "Run 'robprune COMMAND --help' for the options of a command."
-)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    # The module docstring is reStructuredText for the API docs; --help gets plain text.
-    parser = _Parser(
-        prog="robprune", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for register in commands.REGISTRARS:
-        register(sub)
-    return parser
 
 
 def one_line(exc: BaseException) -> str:
@@ -189,11 +160,20 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _interrupted(exc: KeyboardInterrupt, args: argparse.Namespace | None) -> int:
+def resume_command(argv: Sequence[str]) -> str:
+    """The command that continues an interrupted ``argv``: the same arguments with ``--resume``
+    (and without ``--force``, which starts over and cannot be combined with it)."""
+    tokens = [arg for arg in argv if arg != "--force"]
+    if "--resume" not in tokens:
+        tokens.append("--resume")
+    return shlex.join(["robprune", *tokens])
+
+
+def _interrupted(exc: KeyboardInterrupt, args: argparse.Namespace | None, argv: Sequence[str]) -> int:
     what = f"terminated by {exc}" if isinstance(exc, Terminated) else "interrupted"
     out = getattr(args, "out", None)
     if isinstance(out, Path) and hasattr(args, "resume"):
-        what += f"; the completed stages are kept in {out}: add --resume to the same command to continue"
+        what += f"; the completed stages are kept in {out}; to continue: {resume_command(argv)}"
     register = getattr(args, "register", None)
     if register:
         what += f"; the registration as {register!r} may not have finished"
@@ -202,8 +182,8 @@ def _interrupted(exc: KeyboardInterrupt, args: argparse.Namespace | None) -> int
 
 
 def _run_handler(args: argparse.Namespace) -> int:
-    handler: Handler = args.handler
     try:
+        handler: Handler = load_handler(args.handler)  # the command's modules (torch, ...) load here
         return handler(args)
     except RobPruneError as exc:
         _say(one_line(exc))
@@ -245,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return code
         except KeyboardInterrupt as exc:
             clear_termination()
-            return _interrupted(exc, args)
+            return _interrupted(exc, args, argv)
         except Exception as exc:  # the error handling itself failed: still one line, still not 1
             with contextlib.suppress(Exception):
                 _say(f"internal error while reporting an error ({type(exc).__name__}: {one_line(exc)})")

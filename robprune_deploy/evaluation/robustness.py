@@ -118,15 +118,6 @@ def pgd_outcomes(
     return np.concatenate(outcomes) if outcomes else np.zeros(0, dtype=bool)
 
 
-def _adversarial_distances(x: np.ndarray, x_adv: np.ndarray, robust: np.ndarray, eps: float) -> np.ndarray:
-    """L-inf distance of each broken example's adversarial input (``inf`` where the example survived).
-
-    The ensemble projects onto the eps-ball, but in float32 a point on its surface measures a few
-    ulps above eps (0.2 is 0.2000000030 in float32): capped at eps, as the projection guarantees."""
-    distance = np.minimum(np.abs(x_adv - x).reshape(len(x), -1).max(1).astype(np.float64), eps)
-    return np.where(robust, np.inf, distance)
-
-
 def evaluate_onnx(
     path: str | os.PathLike[str],
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -203,7 +194,7 @@ def evaluate_onnx(
         curve = security_curve(
             twin, session, x[:n], y[:n], steps=curve_steps, batch_size=batch_size, show_progress=show_progress
         )
-        if ensemble is not None:
+        if ensemble is not None and threat is not None:
             # FMN alone can miss points the ensemble found; with them the curve at eps is the
             # ensemble's verdict on these examples (and FMN's own figure stays in fmn_distances).
             known = _adversarial_distances(x[:n].numpy(), ensemble.x_adv[:n], ensemble.robust[:n], threat.eps)

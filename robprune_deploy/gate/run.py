@@ -183,7 +183,7 @@ def evaluate_gate(
         robustness["baseline"] = reference
         reference_measured = inputs.served(measurements(reference, load_onnx(baseline_file)), "baseline")
         measured, base = _timed(recipe, data, model, measured, baseline_file, reference_measured)
-        details["baseline_model"] = str(baseline_file)
+        details["baseline_model"] = registry.origin_of(baseline_file)  # a registry URI, never its temp download
     checks = run_checks(recipe.gate, measured, base) + inputs.checks(measured, base)
     verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
     verdict.robustness = robustness
@@ -236,7 +236,7 @@ def _evaluate_int8_gate(
         "precision": "int8",
         "subset": {"examples": recipe.evaluate.num_examples, "seed": recipe.evaluate.subset_seed},
         "attacks": "pgd (straight-through twin and transferred from FP32, worst case per example) + square",
-        "baseline_model": str(fp32_file),
+        "baseline_model": registry.origin_of(fp32_file),
         "int8": candidate.to_dict(),
     }
     verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
@@ -343,7 +343,8 @@ def render_markdown(verdict: GateVerdict) -> str:
     for c in verdict.checks:
         measured = "not measured" if c.measured is None else f"{c.measured:.4f}"
         result = "not measurable" if not c.measurable else "pass" if c.passed else "**FAIL**"
-        lines.append(f"| {c.name} | {measured} | {c.op} {c.threshold:.4f} | {result} | {c.detail} |")
+        detail = c.detail.replace("|", "\\|")  # a detail such as |a - b| must not split the table's row
+        lines.append(f"| {c.name} | {measured} | {c.op} {c.threshold:.4f} | {result} | {detail} |")
     if not verdict.checks:
         lines.append("| (no thresholds configured) | | | pass | |")
     lines += [
@@ -436,12 +437,15 @@ def _step_back(name: str, alias: str, failed: str) -> dict[str, Any]:
 def _alias_entry(
     name: str, alias: str, previous: str | None, current: str | None, reason: str, action: str = "moved"
 ) -> dict[str, Any]:
-    """The record of one alias change; a change is also announced on stderr."""
+    """The record of one alias change, announced on stderr in one line naming the model, the alias, and
+    the version before and after; an alias the gate leaves where it was is said too, so every run
+    that registers says where its alias points."""
     if previous == current:
         action = "kept"
+        where = f"stays on version {current}" if current else "not set"
     elif current is None:
-        print(f"alias {alias!r} of {name!r}: removed from version {previous} ({reason})", file=sys.stderr)
+        where = f"removed from version {previous}"
     else:
         where = f"version {previous} -> version {current}" if previous else f"set on version {current}"
-        print(f"alias {alias!r} of {name!r}: {where} ({reason})", file=sys.stderr)
+    print(f"alias {alias!r} of {name!r}: {where} ({reason})", file=sys.stderr)
     return {"alias": alias, "action": action, "from": previous, "to": current, "reason": reason}

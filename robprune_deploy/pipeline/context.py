@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,7 @@ from robprune_deploy.gate.validation import EvaluationData
 from robprune_deploy.models import NormalizedClassifier, build_model
 from robprune_deploy.pipeline.ownership import STAGE_ORDER, owner_record, read_state, write_state
 from robprune_deploy.pipeline.threads import apply_recipe_threads
+from robprune_deploy.progress import StageLines, restored, stage_lines
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.tracking import NullTracker, Tracker
 
@@ -97,15 +99,36 @@ class RunContext:
         self.threads = apply_recipe_threads(self.recipe, lambda: self.data, announce=self.show_progress)
         self.summary: dict[str, Any] = {}
         self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}
+        self._stage_lines: dict[str, StageLines] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str, epochs: int | None = None) -> Iterator[StageLines]:
+        """One stage: its nested tracker run, and its progress lines on stderr (rank 0, not
+        ``--quiet``): started, one per epoch (:meth:`record_epoch`), done with its time and the
+        figures noted on the object yielded."""
+        with self.tracker.stage(name), stage_lines(name, self.show_progress and self.is_main, epochs) as lines:
+            self._stage_lines[name] = lines
+            try:
+                yield lines
+            finally:
+                self._stage_lines.pop(name, None)
+
+    def restored(self, name: str) -> None:
+        """Say that stage ``name`` was completed by an earlier attempt and is taken from the folder."""
+        restored(name, self.show_progress and self.is_main)
 
     def record_epoch(self, stage: str, epoch: int, metrics: dict[str, float]) -> None:
-        """Keep per-epoch metrics for the plots and log them to the tracker.
+        """Keep per-epoch metrics for the plots, log them to the tracker, and print the epoch's line.
 
-        ``epoch`` counts from 0 as the training loops do; MLflow steps, plots and progress bars all
-        show epoch numbers from 1 (step ``epoch + 1``), so "epoch 3" means the same thing everywhere.
+        ``epoch`` counts from 0 as the training loops do; MLflow steps, plots, progress bars and
+        lines all show epoch numbers from 1 (step ``epoch + 1``), so "epoch 3" means the same thing
+        everywhere.
         """
         self.history.setdefault(stage, []).append((epoch, dict(metrics)))
         self.tracker.log_metrics(metrics, step=epoch + 1)
+        lines = self._stage_lines.get(stage)
+        if lines is not None:
+            lines.epoch(epoch, metrics)
 
     @property
     def distributed(self) -> bool:

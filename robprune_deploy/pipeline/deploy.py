@@ -47,7 +47,7 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
     """Write ``model.onnx`` and ``dense.onnx`` and check the graph against the torch model."""
     opset, dynamic = ctx.recipe.export.opset, ctx.recipe.export.dynamic_batch
     example = ctx.example_inputs
-    with ctx.tracker.stage("export"):
+    with ctx.stage("export") as lines:
         pruned_path = export_onnx(
             deployable,
             ctx.out_dir / MODEL_ONNX,
@@ -82,6 +82,9 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
         }
         ctx.tracker.log_params({"opset": opset, "dynamic_batch": dynamic})
         ctx.tracker.log_metrics({k.replace("onnx.", "audit_"): float(v) for k, v in info.items()})
+        lines.note(
+            {k: info[k] for k in ("onnx.weight_params", "onnx.dense_weight_params", "onnx.macs", "onnx.dense_macs")}
+        )
         ctx.mark_done("export", info)
     return info
 
@@ -119,7 +122,7 @@ def evaluate(ctx: RunContext, deployable: nn.Module) -> tuple[dict[str, Any], On
 
     :returns: the summary entries and the full measurement (the gate reuses it).
     """
-    with ctx.tracker.stage("evaluate"):
+    with ctx.stage("evaluate") as lines:
         robustness = measure_onnx(
             ctx.recipe,
             ctx.out_dir / MODEL_ONNX,
@@ -131,6 +134,8 @@ def evaluate(ctx: RunContext, deployable: nn.Module) -> tuple[dict[str, Any], On
         summary = robustness_summary(robustness)
         summary.update(latency(ctx, ctx.out_dir / DENSE_ONNX, ctx.out_dir / MODEL_ONNX))
         ctx.tracker.log_metrics({k: float(v) for k, v in summary.items() if is_number(v)})
+        keys = ("onnx.clean_acc", "onnx.pgd_acc", "onnx.autoattack_acc", "onnx.square_acc", "latency.speedup")
+        lines.note({k: summary[k] for k in keys if summary.get(k) is not None})
         ctx.mark_done("evaluate", summary)
     return summary, robustness
 

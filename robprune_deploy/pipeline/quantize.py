@@ -52,7 +52,7 @@ def quantize(ctx: RunContext) -> dict[str, Any]:
     if "export" not in ctx.completed() or not source.is_file():
         raise QuantizationError(f"{ctx.out_dir}: no exported {MODEL_ONNX} to quantize; run `robprune export` first")
     calibration = calibration_inputs(calibration_batches(ctx), section.calibration_size)
-    with ctx.tracker.stage("quantize"):
+    with ctx.stage("quantize") as lines:
         quantize_onnx(
             source,
             target,
@@ -65,6 +65,7 @@ def quantize(ctx: RunContext) -> dict[str, Any]:
         info.update({"int8.preset": section.preset, "int8.calibration_size": section.calibration_size})
         ctx.tracker.log_params(section.model_dump(mode="json"))
         ctx.tracker.log_metrics({k.replace("int8.", "int8_"): float(v) for k, v in info.items() if is_number(v)})
+        lines.note({k: v for k, v in info.items() if k != "int8.preset"})
         ctx.mark_done("quantize", info)
     return info
 
@@ -96,7 +97,7 @@ def evaluate(ctx: RunContext, deployable: nn.Module, fp32: dict[str, Any]) -> tu
 
     :param fp32: the FP32 model's summary entries (``onnx.*``), for the drops.
     """
-    with ctx.tracker.stage("evaluate_int8"):
+    with ctx.stage("evaluate_int8") as lines:
         result = measure_int8(
             ctx.recipe,
             ctx.out_dir / MODEL_INT8_ONNX,
@@ -109,6 +110,7 @@ def evaluate(ctx: RunContext, deployable: nn.Module, fp32: dict[str, Any]) -> tu
         summary = int8_summary(result, fp32)
         summary.update(latency(ctx))
         ctx.tracker.log_metrics({k.replace("int8.", "int8_"): float(v) for k, v in summary.items() if is_number(v)})
+        lines.note({k: summary[k] for k in ("int8.clean_acc", "int8.pgd_acc", "int8.agreement") if k in summary})
         ctx.mark_done("evaluate_int8", summary)
     return summary, result
 

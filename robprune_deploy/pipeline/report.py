@@ -18,8 +18,9 @@ def _num(value: Any, digits: int = 3) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:.{digits}g}"
 
 
-def render_report(summary: dict[str, Any], layer_table: str | None = None) -> str:
-    """Markdown for ``summary`` (the keys of ``summary.json``)."""
+def render_report(summary: dict[str, Any], layer_table: str | None = None, gate: dict[str, Any] | None = None) -> str:
+    """Markdown for ``summary`` (the keys of ``summary.json``) and the gate's verdict (``gate.json``'s
+    contents), whose checks are listed in the gate section."""
     s = summary.get
     lines = [
         f"# robprune-deploy report: {s('algorithm', '?')} ({s('granularity', '?')}), target {_pct(s('target_ratio'))}",
@@ -90,10 +91,7 @@ def render_report(summary: dict[str, Any], layer_table: str | None = None) -> st
                 f"| {batch} | {_num(s(f'latency.dense{key}_ms'))} ({_num(s(f'latency.dense{key}_iqr_ms'))}) "
                 f"| {_num(s(f'latency.pruned{key}_ms'))} ({_num(s(f'latency.pruned{key}_iqr_ms'))}) | {speedup} |"
             )
-    if s("gate.passed") is not None:
-        verdict = "PASSED" if s("gate.passed") else "FAILED"
-        lines += ["", f"## Gate: {verdict}", ""]
-        lines += [f"- failed: {name}" for name in s("gate.failures") or []]
+    lines += gate_lines(summary, gate)
     lines += _int8_lines(summary)
     if layer_table:
         lines += ["", "## Layers", "", layer_table]
@@ -142,5 +140,56 @@ def _int8_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(path: Path, summary: dict[str, Any], layer_table: str | None = None) -> Path:
-    return write_text(path, render_report(summary, layer_table))
+def _threshold(check: dict[str, Any]) -> str:
+    return f"{check.get('op', '')} {_num(check.get('threshold'), 4)}"
+
+
+def _alias_line(entry: dict[str, Any]) -> str:
+    """One alias change of the registration (``gate.json``'s ``alias`` entries)."""
+    action, old, new = entry.get("action"), entry.get("from"), entry.get("to")
+    if action == "removed":
+        change = f"removed from version {old}"
+    elif action == "kept":
+        change = f"kept on version {new}" if new else "not set"
+    elif old:
+        change = f"{action}: version {old} -> version {new}"
+    else:
+        change = f"set on version {new}"
+    return f"- alias `{entry.get('alias')}`: {change} ({entry.get('reason', '')})"
+
+
+def gate_lines(summary: dict[str, Any], gate: dict[str, Any] | None) -> list[str]:
+    """The gate section: verdict, what was compared, every check with its figure and threshold,
+    and the registration (version, alias moves). ``gate`` is ``gate.json``'s contents."""
+    passed = summary.get("gate.passed") if gate is None else gate.get("passed")
+    if passed is None:
+        return []
+    lines = ["", f"## Gate: {'PASSED' if passed else 'FAILED'}", ""]
+    if gate is None:  # only the summary's figures are known
+        lines += [f"- failed: {name}" for name in summary.get("gate.failures") or []]
+        return lines
+    lines += [
+        f"Model `{gate.get('model', '?')}` ({gate.get('precision', 'fp32')}, onnxruntime {gate.get('provider', '?')}) "
+        f"against baseline `{gate.get('baseline_model') or 'none'}`; details in `gate.md` and `gate.json`.",
+        "",
+        "| check | measured | threshold | result | detail |",
+        "|---|---:|---:|:---:|---|",
+    ]
+    checks = gate.get("checks") or []
+    for c in checks:
+        measured = "not measured" if c.get("measured") is None else _num(c["measured"], 4)
+        result = "not measurable" if not c.get("measurable", True) else "pass" if c.get("passed") else "**FAIL**"
+        detail = str(c.get("detail", "")).replace("|", "\\|")  # |a - b| must not split the row
+        lines.append(f"| {c.get('name')} | {measured} | {_threshold(c)} | {result} | {detail} |")
+    if not checks:
+        lines.append("| (no thresholds configured) | | | pass | |")
+    if gate.get("registered_version") is not None:
+        lines += ["", f"Registered as version {gate['registered_version']} of `{gate.get('registered_model', '?')}`."]
+        lines += [_alias_line(entry) for entry in gate.get("alias") or []]
+    return lines
+
+
+def write_report(
+    path: Path, summary: dict[str, Any], layer_table: str | None = None, gate: dict[str, Any] | None = None
+) -> Path:
+    return write_text(path, render_report(summary, layer_table, gate))

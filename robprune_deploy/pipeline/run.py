@@ -25,6 +25,7 @@ from robprune_deploy.pipeline import quantize as int8_stages
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.ownership import owned_output
 from robprune_deploy.pipeline.report import write_report
+from robprune_deploy.progress import stage_lines
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.reporting import plot_layers, plot_training
 from robprune_deploy.tracking import Tracker
@@ -89,22 +90,27 @@ def _run_stages(ctx: RunContext) -> None:
         ctx.summary.update(_check_ranks_agree(deployable, result))
     ctx.summary.update(stages.describe(result, deployable, ctx))
     ctx.tracker.set_tags({"granularity": result.granularity.value})
-    metrics = stages.robustness(ctx, deployable)
-    ctx.summary.update({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
-    ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in metrics.items()})
+    # Not a tracked stage (its figures go to the parent run), but minutes long on a big split: said.
+    with stage_lines("measure (torch)", ctx.show_progress and ctx.is_main) as lines:
+        metrics = stages.robustness(ctx, deployable)
+        ctx.summary.update({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
+        ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in metrics.items()})
+        lines.note({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
+        if ctx.is_main and ctx.val_set is not None:  # the figure hyper-parameter sweeps choose by
+            val = stages.validation(ctx, deployable)
+            ctx.summary.update({"val.clean_acc": val["val_clean_acc"], "val.pgd_acc": val["val_pgd_acc"]})
+            ctx.summary["val.pgd_steps"] = ctx.recipe.attack.val_steps
+            ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in val.items()})
+            lines.note({"val.clean_acc": val["val_clean_acc"], "val.pgd_acc": val["val_pgd_acc"]})
     if not ctx.is_main:
         return
-    if ctx.val_set is not None:  # the figure hyper-parameter sweeps choose by
-        val = stages.validation(ctx, deployable)
-        ctx.summary.update({"val.clean_acc": val["val_clean_acc"], "val.pgd_acc": val["val_pgd_acc"]})
-        ctx.summary["val.pgd_steps"] = ctx.recipe.attack.val_steps
-        ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in val.items()})
     ctx.summary.update(ctx.split_summary())
     ctx.summary.update(deploy.export(ctx, deployable, dense, result))
     evaluated, robustness = deploy.evaluate(ctx, deployable)
     ctx.summary.update(evaluated)
-    version = _log_models(ctx, deployable)
-    with ctx.tracker.stage("gate"):
+    with stage_lines("log models (MLflow)", ctx.show_progress and ctx.recipe.tracking.enabled):
+        version = _log_models(ctx, deployable)
+    with ctx.stage("gate") as lines:
         model_file = ctx.out_dir / deploy.MODEL_ONNX
         fp32_recipe = declared(ctx.recipe, "fp32")  # the pipeline knows what it exported
         verdict = evaluate_gate(
@@ -120,8 +126,10 @@ def _run_stages(ctx: RunContext) -> None:
         if "baseline" in verdict.robustness:
             ctx.summary.update(deploy.robustness_summary(verdict.robustness["baseline"], "onnx.dense_"))
         record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir))
-        if version is not None and ctx.recipe.tracking.registered_model:
-            promote(verdict, ctx.recipe.tracking.registered_model, version, ctx.recipe.tracking.alias)
+        name = ctx.recipe.tracking.registered_model
+        if version is not None and name:
+            _promote_and_report(ctx, verdict, name, version, ctx.recipe.tracking.alias, ctx.out_dir)
+        lines.note(_verdict_figures(verdict))
     ctx.tracker.set_tags(verdict_tags(verdict))  # the parent's row in the run list shows the verdict too
     ctx.summary.update({"gate.passed": verdict.passed, "gate.failures": verdict.failures})
     if ctx.recipe.quantize.enabled:
@@ -130,7 +138,7 @@ def _run_stages(ctx: RunContext) -> None:
     stats = result.statistics()
     plots = [plot_layers(stats, ctx.out_dir / "layers.png"), plot_training(ctx.history, ctx.out_dir / "training.png")]
     write_json(ctx.out_dir / SUMMARY, ctx.summary)
-    write_report(ctx.out_dir / REPORT, ctx.summary, stats.layer_table())
+    write_report(ctx.out_dir / REPORT, ctx.summary, stats.layer_table(), gate=verdict.to_dict())
     for plot in plots:
         if plot is not None:
             ctx.tracker.log_artifact(plot, "plots")
@@ -157,7 +165,7 @@ def release_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any | None)
             tags[FP32_TAG] = ctx.summary["mlflow.model_uri"]
         version = ctx.tracker.register_model(uri, name, tags)
         ctx.summary["mlflow.int8_registered_version"] = version
-    with ctx.tracker.stage("gate_int8"):
+    with ctx.stage("gate_int8") as lines:
         verdict = evaluate_gate(
             declared(ctx.recipe, int8_stages.PRECISION),
             int8_file,
@@ -171,10 +179,26 @@ def release_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any | None)
         record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir / INT8_GATE_DIR))
         if version is not None and name:
             alias = ctx.recipe.tracking.alias
-            promote(verdict, name, version, f"{alias}-int8" if alias else None)
+            int8_alias = f"{alias}-int8" if alias else None
+            _promote_and_report(ctx, verdict, name, version, int8_alias, ctx.out_dir / INT8_GATE_DIR)
+        lines.note(_verdict_figures(verdict))
     ctx.tracker.set_tags({"int8.gate.passed": str(verdict.passed).lower()})
     ctx.summary.update({"int8.gate.passed": verdict.passed, "int8.gate.failures": verdict.failures})
     return verdict
+
+
+def _promote_and_report(
+    ctx: RunContext, verdict: GateVerdict, name: str, version: str, alias: str | None, directory: Path
+) -> None:
+    """Tag the registered version (alias on a pass, see :func:`promote`), then write the gate's report
+    again with the registration and what happened to each alias, and log it again.
+
+    The report without them is already written and logged: a registry that fails here leaves a
+    verdict on disk and in the run."""
+    verdict.details.update({"registered_model": name, "registered_version": version})
+    verdict.details["alias"] = promote(verdict, name, version, alias)
+    for file in write_gate_report(verdict, directory):
+        ctx.tracker.log_artifact(file, "gate")
 
 
 def _check_ranks_agree(deployable: torch.nn.Module, result: Any) -> dict[str, Any]:
@@ -210,9 +234,16 @@ def _log_models(ctx: RunContext, deployable: torch.nn.Module) -> str | None:
     name = ctx.recipe.tracking.registered_model
     if uri and name:
         version = ctx.tracker.register_model(uri, name, tags)
+        ctx.summary["mlflow.registered_model"] = name
         ctx.summary["mlflow.registered_version"] = version
         return version
     return None
+
+
+def _verdict_figures(verdict: GateVerdict) -> dict[str, str]:
+    """The gate stage's closing progress line."""
+    figures = {"verdict": "PASSED" if verdict.passed else "FAILED"}
+    return figures | ({"failed": ", ".join(verdict.failures)} if verdict.failures else {})
 
 
 def verdict_tags(verdict: GateVerdict) -> dict[str, str]:

@@ -107,19 +107,22 @@ def pretrain(ctx: RunContext) -> nn.Module:
     path = ctx.out_dir / PRETRAINED
     if ctx.is_done("pretrain") and path.is_file():
         ctx.summary.update(ctx.completed()["pretrain"])  # the dense figures, measured before the interruption
+        ctx.restored("pretrain")
         return load_model_weights(model, path).to(ctx.device)
-    with ctx.tracker.stage("pretrain"):
+    trains = recipe.model.checkpoint is None and recipe.pretrain.enabled and recipe.pretrain.epochs > 0
+    with ctx.stage("pretrain", recipe.pretrain.epochs if trains else None) as lines:
         if recipe.model.checkpoint is not None:
             load_model_weights(model, recipe.model.checkpoint)
             source = ctx.summary.get("mlflow.checkpoint_uri") or str(Path(recipe.model.checkpoint).resolve())
             ctx.tracker.log_params({"checkpoint": source})
         figures: dict[str, Any] = {}
-        if recipe.model.checkpoint is None and recipe.pretrain.enabled and recipe.pretrain.epochs > 0:
+        if trains:
             figures.update(_train(ctx, model, "pretrain"))
         model.to(ctx.device)
         metrics = robustness(ctx, model)
         ctx.tracker.log_metrics({f"dense_{k}": v for k, v in metrics.items()})
         figures.update({"torch.dense_clean_acc": metrics["clean_acc"], "torch.dense_pgd_acc": metrics["pgd_acc"]})
+        lines.note(figures)
         if ctx.val_set is not None:
             val = validation(ctx, model)
             ctx.tracker.log_metrics({f"dense_{k}": v for k, v in val.items()})
@@ -143,12 +146,13 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
     path = ctx.out_dir / PRUNED
     scope = comp.ignored_scope.to_nncf()
     if ctx.is_done("prune") and path.is_file():
+        ctx.restored("prune")
         return load_pruned(path, ctx.new_model().to(ctx.device), ctx.example_inputs, scope)
     config = validate_algorithm_config(recipe)
     name, distribution = comp.algorithm, ALGORITHMS.provider(comp.algorithm)
     with plugin_code(name, distribution, "__init__"):
         algorithm = ALGORITHMS.get(name)(config)
-    with ctx.tracker.stage("prune"):
+    with ctx.stage("prune", getattr(config, "epochs", None)) as lines:
         ctx.tracker.log_params({"algorithm": comp.algorithm, "ratio": comp.ratio, **config.model_dump(mode="json")})
         context = PruningContext(
             train_data=ctx.train_loader(0),
@@ -173,6 +177,7 @@ def prune(ctx: RunContext, model: nn.Module) -> PruningResult:
             statistics = result.statistics()  # channel keep-sets are checked against the groups here
             achieved = verify_result(algorithm, result, name, comp.tolerance)
         ctx.tracker.log_metrics({"achieved_ratio": achieved})
+        lines.note({"achieved_ratio": achieved, "sparsity": statistics.sparsity})
         with plugin_code(name, distribution, "report"):
             reports = algorithm.report(result, ctx.out_dir / "plots")
         for file in reports:
@@ -195,11 +200,14 @@ def finetune(ctx: RunContext, result: PruningResult) -> nn.Module:
     channel = result.granularity is Granularity.CHANNEL
     trained = result.strip() if channel else result.model
     if ctx.is_done("finetune") and path.is_file():
+        ctx.restored("finetune")
         ctx.summary.update(ctx.completed()["finetune"])
         load_model_weights(trained, path)
         return trained if channel else result.strip()
-    with ctx.tracker.stage("finetune"):
+    with ctx.stage("finetune", recipe.finetune.epochs) as lines:
         selection = _train(ctx, trained, "finetune")
+        last = ctx.history.get("finetune", [])
+        lines.note({**(last[-1][1] if last else {}), **selection})
         if recipe.finetune.bn_recalibration_batches:
             recalibrate_batchnorm(trained, ctx.train_loader(0), ctx.device, recipe.finetune.bn_recalibration_batches)
             check_finite_state(trained, "finetune: BatchNorm recalibration")

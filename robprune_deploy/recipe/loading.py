@@ -13,14 +13,15 @@ built from it, and no error message quotes more than a few dozen characters of a
 from __future__ import annotations
 
 import copy
+import difflib
 import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from robprune_deploy.errors import RecipeError, RobPruneError
 from robprune_deploy.recipe.compose import EXTENDS, resolve_document
@@ -173,11 +174,42 @@ def apply_overrides(document: dict[str, Any], overrides: Sequence[str]) -> dict[
     return result
 
 
-def _format_error(error: Any, prefix: str = "") -> str:
-    loc = ".".join(str(p) for p in error["loc"]) or "(recipe)"
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``Section``, ``Section | None``, ``list[Section]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next((m for m in map(_model_in, get_args(annotation)) if m is not None), None)
+
+
+def field_names(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """The field names (and aliases) of the section at ``loc`` inside ``model``; [] when ``loc`` does
+    not lead to a section."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None or not isinstance(part, str):
+            return []
+        fields = current.model_fields
+        info = fields.get(part) or next((f for f in fields.values() if f.alias == part), None)
+        current = _model_in(info.annotation) if info is not None else None
+    if current is None:
+        return []
+    names = [name for name in current.model_fields]
+    return names + [f.alias for f in current.model_fields.values() if f.alias and f.alias not in names]
+
+
+def did_you_mean(name: str, known: Sequence[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``known`` to ``name``, or nothing."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _format_error(error: Any, model: type[BaseModel], prefix: str = "") -> str:
+    loc = ".".join(_clip(str(p)) for p in error["loc"]) or "(recipe)"
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown field"
+        if error["loc"] and isinstance(error["loc"][-1], str):
+            message += did_you_mean(error["loc"][-1], field_names(model, error["loc"][:-1]))
     value = error.get("input")
     shown = (
         "" if error["type"] in ("extra_forbidden", "missing") or isinstance(value, dict) else f" (got {_shown(value)})"
@@ -185,41 +217,73 @@ def _format_error(error: Any, prefix: str = "") -> str:
     return f"{prefix}{loc}: {message}{shown}"
 
 
+def _message(source: str, problems: Sequence[str]) -> str:
+    """Every problem on one line: a user fixes them all at once, not one per attempt."""
+    if len(problems) == 1:
+        return f"{source}: {problems[0]}"
+    return f"{source}: {len(problems)} problems: " + "; ".join(problems)
+
+
 def validate_recipe(document: Any, source: str = "<recipe>") -> Recipe:
     """Validate a parsed document (including ``compression.config`` against the algorithm).
 
-    :raises RecipeError: ``"<source>: <field.path>: <message>"``, the first error only (one line).
+    :raises RecipeError: ``"<source>: <field.path>: <message>"`` on one line, naming every invalid
+        field (``"<source>: N problems: a: ...; b: ..."``), with a "did you mean" for a misspelled key.
     """
     if document is None:
         document = {}
     if not isinstance(document, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping of sections, found {type(document).__name__}")
+    problems: list[str] = []
+    recipe: Recipe | None = None
     try:
         recipe = Recipe.model_validate(document)
     except ValidationError as exc:
-        errors = exc.errors()
-        extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise RecipeError(f"{source}: {_format_error(errors[0])}{extra}") from None
-    problems = recipe.split_problems()
-    if problems:
-        raise RecipeError(f"{source}: {problems[0]}")
-    validate_algorithm_config(recipe, source)
+        problems += [_format_error(error, Recipe) for error in exc.errors()]
+    if recipe is not None:
+        problems += recipe.split_problems()
+    problems += _algorithm_config_problems(document)
+    if problems or recipe is None:
+        raise RecipeError(_message(source, problems))
     return recipe
 
 
-def validate_algorithm_config(recipe: Recipe, source: str = "<recipe>") -> Any:
-    """Validate ``compression.config`` with the algorithm's own config model; returns that config."""
+def _algorithm_config_problems(document: dict[str, Any]) -> list[str]:
+    """The problems of ``compression.config`` under its algorithm's own config model (none when the
+    section is malformed: the recipe's own validation names that)."""
+    section = document.get("compression", {})
+    if not isinstance(section, dict):
+        return []
+    algorithm = section.get("algorithm", CompressionSection().algorithm)
+    config = section.get("config", {})
+    if not isinstance(algorithm, str) or not isinstance(config, dict):
+        return []
+    return _algorithm_config(algorithm, config)[1]
+
+
+def _algorithm_config(algorithm: str, config: dict[str, Any]) -> tuple[Any, list[str]]:
+    """``(validated config, [])``, or ``(None, problems)``."""
     from robprune_deploy.algorithms import ALGORITHMS
 
     try:
-        algorithm = ALGORITHMS.get(recipe.compression.algorithm)
+        model = ALGORITHMS.get(algorithm).Config
     except RobPruneError as exc:
-        raise RecipeError(f"{source}: compression.algorithm: {exc}") from None
+        return None, [f"compression.algorithm: {exc}"]
     try:
-        return algorithm.Config.model_validate(recipe.compression.config)
+        return model.model_validate(config), []
     except ValidationError as exc:
-        errors = exc.errors()
-        raise RecipeError(f"{source}: {_format_error(errors[0], 'compression.config.')}") from None
+        return None, [_format_error(e, model, "compression.config.") for e in exc.errors()]
+
+
+def validate_algorithm_config(recipe: Recipe, source: str = "<recipe>") -> Any:
+    """Validate ``compression.config`` with the algorithm's own config model; returns that config.
+
+    :raises RecipeError: naming every invalid option (see :func:`validate_recipe`).
+    """
+    config, problems = _algorithm_config(recipe.compression.algorithm, recipe.compression.config)
+    if problems:
+        raise RecipeError(_message(source, problems))
+    return config
 
 
 def _read_recipe_file(file: Path) -> Any:

@@ -6,6 +6,7 @@ from robprune_deploy.reporting.plots import (
     plot_security_curves,
     plot_training,
     save_figure,
+    training_figure,
 )
 
-__all__ = ["plot_gate", "plot_layers", "plot_security_curves", "plot_training", "save_figure"]
+__all__ = ["plot_gate", "plot_layers", "plot_security_curves", "plot_training", "save_figure", "training_figure"]

@@ -12,6 +12,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from robprune_deploy.algorithms import PruningStatistics
 from robprune_deploy.atomic import atomic_path
@@ -27,36 +28,59 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def plot_training(history: History, path: Path) -> Path | None:
-    """Per stage: the robust training loss and the training adversarial accuracy over epochs."""
+def _series(rows: list[tuple[int, dict[str, float]]], key: str) -> tuple[list[int], list[float]]:
+    """Epochs (from 1) and values of ``key`` in the rows that hold it."""
+    points = [(epoch + 1, metrics[key]) for epoch, metrics in rows if key in metrics]
+    return [e for e, _ in points], [v for _, v in points]
+
+
+def training_figure(history: History) -> Figure | None:
+    """Per stage: the robust training loss, and the robust accuracy that was measured: on the
+    training batches' own attacks (``train_adv_acc``) and, when the recipe holds one out, on the
+    validation split (``val_pgd_acc``). Titles name only what was measured; epochs are whole numbers."""
     stages = [s for s, rows in history.items() if rows]
     if not stages:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.6))
+    measured: list[str] = []
     for stage in stages:
         rows = history[stage]
-        epochs = [e + 1 for e, _ in rows]
-        loss_key = "loss" if "loss" in rows[0][1] else "robust_loss"
-        if loss_key in rows[0][1]:
-            axes[0].plot(epochs, [m[loss_key] for _, m in rows], marker="o", label=stage)
-        if "train_adv_acc" in rows[0][1]:
-            line = axes[1].plot(epochs, [m["train_adv_acc"] for _, m in rows], marker="o", label=f"{stage} (train)")
-            if "val_pgd_acc" in rows[0][1]:
-                axes[1].plot(
-                    epochs,
-                    [m["val_pgd_acc"] for _, m in rows],
-                    marker="s",
-                    linestyle="--",
-                    color=line[0].get_color(),
-                    label=f"{stage} (validation)",
-                )
-    axes[0].set_title("robust loss")
-    axes[1].set_title("robust (PGD) accuracy: training batches, validation split")
-    for ax in axes:
+        for key in ("loss", "robust_loss"):
+            epochs, values = _series(rows, key)
+            if epochs:
+                loss_ax.plot(epochs, values, marker="o", label=stage)
+                break
+        epochs, values = _series(rows, "train_adv_acc")
+        color = None
+        if epochs:
+            color = acc_ax.plot(epochs, values, marker="o", label=f"{stage} (training batches)")[0].get_color()
+            measured.append("training batches")
+        epochs, values = _series(rows, "val_pgd_acc")
+        if epochs:
+            acc_ax.plot(epochs, values, marker="s", linestyle="--", color=color, label=f"{stage} (validation split)")
+            measured.append("validation split")
+    loss_ax.set_title("robust training loss")
+    loss_ax.set_ylabel("loss")
+    sources = [m for m in ("training batches", "validation split") if m in measured]
+    if sources:
+        acc_ax.set_title(f"robust (PGD) accuracy: {' and '.join(sources)}")
+        acc_ax.set_ylabel("accuracy under attack")
+        acc_ax.set_ylim(0, 1)
+    else:  # e.g. TRADES without a validation split: no robust accuracy was recorded per epoch
+        fig.delaxes(acc_ax)
+    for ax in fig.axes:
         ax.set_xlabel("epoch")
-        ax.legend()
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_training(history: History, path: Path) -> Path | None:
+    """:func:`training_figure` written to ``path`` (None when no stage recorded an epoch)."""
+    fig = training_figure(history)
+    return None if fig is None else save_figure(fig, path)
 
 
 def plot_layers(stats: PruningStatistics, path: Path) -> Path:
