@@ -1,5 +1,5 @@
-"""Auto-PGD, L-inf (Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble
-of diverse parameter-free attacks", ICML 2020, Algorithm 1).
+"""Auto-PGD, L-inf and L2 (Croce & Hein, "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks", ICML 2020, Algorithm 1).
 
 PGD without a step-size parameter: the step starts at ``2 eps`` and is halved at checkpoints
 ``w_j`` (``p_0 = 0``, ``p_1 = 0.22``, ``p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)`` of the
@@ -8,6 +8,11 @@ neither the step nor the best loss changed; each halving restarts from the best 
 momentum term (``alpha = 0.75``) mixes the last two iterates. Losses: cross-entropy (APGD-CE),
 untargeted DLR, targeted DLR (APGD-T), or the targeted margin, which stands in for targeted DLR on
 models of fewer than four classes (:mod:`robprune_deploy.attacks.losses`).
+
+The L2 version is the reference code's (fra31/auto-attack, ``autopgd_base.py``, ``norm='L2'``):
+the same step-size schedule from ``2 eps``, steps along the L2-normalized gradient, a Gaussian
+random start on the sphere of radius ``eps``, and each iterate (before and after the momentum mix)
+rescaled onto the L2 ball and clipped into [0, 1] (:mod:`robprune_deploy.attacks.norms`).
 
 Examples are attacked independently (per-example step sizes and checkpoints), so an example is
 dropped from the batch as soon as it is misclassified: the others' trajectories do not change.
@@ -22,7 +27,8 @@ import torch
 from torch import nn
 
 from robprune_deploy.attacks.losses import cross_entropy, dlr, dlr_targeted, margin_targeted
-from robprune_deploy.attacks.outcome import AttackOutcome, frozen_parameters, project_linf, uniform_start
+from robprune_deploy.attacks.norms import Norm, check_norm, project, random_start, steepest_step
+from robprune_deploy.attacks.outcome import AttackOutcome, frozen_parameters
 from robprune_deploy.attacks.pgd import _autocast
 
 ApgdLoss = Literal["ce", "dlr", "dlr-targeted", "margin-targeted"]
@@ -44,6 +50,7 @@ def apgd(
     loss: ApgdLoss = "ce",
     target: torch.Tensor | None = None,
     rho: float = 0.75,
+    norm: Norm = "linf",
     generator: torch.Generator | None = None,
     bf16: bool = False,
     on_step: Callable[[], None] | None = None,
@@ -53,11 +60,13 @@ def apgd(
     :param loss: ``ce`` (APGD-CE), ``dlr`` (at least three classes), ``dlr-targeted`` (APGD-T; at
         least four classes) or ``margin-targeted`` (APGD-T below four classes); the targeted
         losses need ``target``.
+    :param norm: the threat model, ``linf`` or ``l2`` (a ball of radius ``eps`` in that norm).
     :param generator: seeds the random start.
     :param on_step: called after every step (progress bars).
     """
     if loss.endswith("-targeted") and target is None:
         raise ValueError(f"APGD with the {loss} loss needs target labels")
+    norm = check_norm(norm)
     generator = generator or torch.Generator().manual_seed(0)
     n = len(x)
     x = x.detach()
@@ -82,7 +91,7 @@ def apgd(
 
     with frozen_parameters(model):
         everyone = torch.arange(n, device=x.device)
-        x_adv = uniform_start(x, eps, generator)
+        x_adv = random_start(x, eps, norm, generator)
         logits, current, grad = evaluate(everyone, x_adv)
         success = logits.argmax(1) != y
         ever = success.clone()
@@ -103,9 +112,9 @@ def apgd(
                 xa, xp = x_adv[idx], x_prev[idx]
                 s = step[idx].view(shape)
                 ball = x[idx]
-                z = project_linf(xa + s * grad[idx].sign(), ball, eps)
+                z = project(xa + s * steepest_step(grad[idx], norm), ball, eps, norm)
                 a = 1.0 if i == 0 else MOMENTUM
-                new = project_linf(xa + a * (z - xa) + (1 - a) * (xa - xp), ball, eps)
+                new = project(xa + a * (z - xa) + (1 - a) * (xa - xp), ball, eps, norm)
                 x_prev[idx], x_adv[idx] = xa, new
                 logits, values, g = evaluate(idx, new)
                 evals += idx.numel()

@@ -1,9 +1,17 @@
-"""The Square attack (Andriushchenko et al. 2020), L-inf, score-based random search.
+"""The Square attack (Andriushchenko et al., "Square Attack: a query-efficient black-box
+adversarial attack via random search", ECCV 2020), L-inf and L2, score-based random search.
 
 Written against a plain ``predict(np.ndarray) -> logits`` function so it attacks any runtime
-(onnxruntime here) without gradients. Each iteration changes one random square window per image
-to a new vertex of the L-inf ball and keeps the change when the margin loss decreases. The
-proposals of all still-robust images are drawn together, and each iteration is one batched query.
+(onnxruntime here) without gradients. Each iteration proposes a change of one random square window
+per image and keeps it when the margin loss decreases. The proposals of all still-robust images
+are drawn together, and each iteration is one batched query.
+
+L-inf starts from vertical stripes of ``+-eps`` and sets the window to a new vertex of the ball.
+L2 is the reference code's (fra31/auto-attack, ``square.py``, ``norm='L2'``;
+:mod:`robprune_deploy.evaluation.square_l2`): it starts from a grid of windows, each filled with
+the paper's "eta" pattern (two opposite-signed halves of nested squares with weights ``1/(k+1)^2``),
+and each proposal moves the perturbation's mass from a second window into the first, refilled with
+a fresh eta pattern; the whole perturbation is rescaled to L2 norm ``eps`` and clipped into [0, 1].
 """
 
 from __future__ import annotations
@@ -12,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from robprune_deploy.attacks.norms import Norm, check_norm
+from robprune_deploy.evaluation.square_l2 import propose_l2, start_l2
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -92,12 +103,15 @@ def square_attack(
     p_init: float = 0.8,
     seed: int = 0,
     on_step: Callable[[], None] | None = None,
+    norm: Norm = "linf",
 ) -> SquareResult:
     """Attack ``predict`` on ``x`` (N x C x H x W in [0, 1]) with labels ``y``.
 
     :param on_step: called after every iteration (one query per still-robust example).
-    :returns: adversarial examples within ``eps`` (L-inf) of ``x`` and the per-example verdict.
+    :param norm: the threat model, ``linf`` or ``l2``.
+    :returns: adversarial examples within ``eps`` (in ``norm``) of ``x`` and the per-example verdict.
     """
+    norm = check_norm(norm)
     rng = np.random.default_rng(seed)
     x = x.astype(np.float32)
     n, c, h, w = x.shape
@@ -105,8 +119,11 @@ def square_attack(
     logits = predict(x)
     robust = logits.argmax(1) == y
     queries = np.ones(n, dtype=np.int64)
-    # Vertical stripes initialization.
-    x_best = np.clip(x + eps * rng.choice([-1.0, 1.0], size=(n, c, 1, w)).astype(np.float32), lo, hi)
+    if norm == "l2":
+        x_best = start_l2(rng, x, eps)
+    else:
+        # Vertical stripes initialization.
+        x_best = np.clip(x + eps * rng.choice([-1.0, 1.0], size=(n, c, 1, w)).astype(np.float32), lo, hi)
     margin = _margin(predict(x_best), y)
     queries += 1
     margin[~robust] = -np.inf  # misclassified already: nothing to attack
@@ -115,8 +132,11 @@ def square_attack(
         if active.size == 0:
             break
         p = p_schedule(p_init, i, n_queries)
-        side = int(min(max(round(np.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1))
-        x_new = _propose(rng, x[active], x_best[active], lo[active], hi[active], eps, side)
+        if norm == "l2":
+            x_new = propose_l2(rng, x[active], x_best[active], eps, p)
+        else:
+            side = int(min(max(round(np.sqrt(p * h * w)), 1), h - 1 if h > 1 else 1))
+            x_new = _propose(rng, x[active], x_best[active], lo[active], hi[active], eps, side)
         new_margin = _margin(predict(x_new), y[active])
         queries[active] += 1
         better = new_margin < margin[active]
