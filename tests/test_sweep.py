@@ -125,13 +125,19 @@ def alive(pid: int) -> bool:
     return True
 
 
+def stages_done(folder: Path) -> list[str]:
+    """The stages ``state.json`` (written atomically) records as complete in a run folder."""
+    state = folder / "state.json"
+    return list(json.loads(state.read_text())["stages"]) if state.is_file() else []
+
+
 def kill_on_first_stage(worker: Worker, out: Path, index: int = 0) -> tuple[int, Path, int]:
-    """SIGKILL ``worker`` once the ``index``-th trial it started has finished pretraining; then wait
-    for that trial's run to stop (it gets SIGTERM when its worker dies). Returns the trial number,
-    its run folder and the pid of its run."""
+    """SIGKILL ``worker`` once the ``index``-th trial it started has recorded its pretraining as
+    done; then wait for that trial's run to stop (it gets SIGTERM when its worker dies). Returns
+    the trial number, its run folder and the pid of its run."""
     number, folder_name = wait_for(lambda: [s[:2] for s in worker.starts()][index:][:1], "a trial start", worker)[0]
     folder = out / folder_name
-    wait_for(lambda: (folder / "pretrained.pt").is_file(), "the first stage", worker)
+    wait_for(lambda: "pretrain" in stages_done(folder), "the first stage", worker)
     run_pid = json.loads((folder / ".robprune.lock").read_text())["pid"]
     worker.proc.send_signal(signal.SIGKILL)
     worker.proc.wait(timeout=60)
@@ -337,6 +343,22 @@ def test_an_objective_missing_from_the_summary_stops_the_sweep_naming_the_field(
         objective_value(tmp_path, "val.pgd", "sweep s.yaml")
     with pytest.raises(SweepError, match=r"objective\.metric: 'gate\.passed'"):  # a bool is not a figure
         objective_value(tmp_path, "gate.passed", "sweep s.yaml")
+
+
+def test_workers_starting_together_on_a_new_sqlite_study_all_open_it(tmp_path: Path) -> None:
+    sweep = write_sweep(tmp_path, "new", grid={"seed": [0]})
+    code = (
+        "import sys; from robprune_deploy.sweep.spec import load_sweep; "
+        "from robprune_deploy.sweep.storage import open_storage; open_storage(load_sweep(sys.argv[1]))"
+    )
+    (tmp_path / "out").mkdir()
+    starts = [
+        subprocess.Popen([sys.executable, "-c", code, str(sweep)], env=subprocess_env(), stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    errors = [p.communicate(timeout=TIMEOUT_S)[1].decode() for p in starts]
+    assert [p.returncode for p in starts] == [0, 0, 0], errors  # none finds the tables half made
+    assert optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'out' / 'optuna.db'}") == []
 
 
 def test_building_the_cli_imports_neither_optuna_nor_mlflow() -> None:

@@ -32,6 +32,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from robprune_deploy.errors import SweepError
+from robprune_deploy.sweep.locks import creating, sqlite_file
 from robprune_deploy.sweep.spec import JOURNAL_PREFIX, SweepSpec
 
 HEARTBEAT_ATTR = "robprune.heartbeat"
@@ -100,7 +101,10 @@ def retry_stale(retries: int, on_stale: Callable[[FrozenTrial, bool], None] | No
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
         retry(study, trial)
         if on_stale is not None:
-            on_stale(trial, len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) < retries)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                earlier = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+            on_stale(trial, len(earlier) < retries)
 
     return callback
 
@@ -124,13 +128,14 @@ def open_storage(
                     JournalFileBackend(str(path)), spec.heartbeat_s, spec.grace_s, callback
                 )
             else:
-                storage = RDBStorage(
-                    url,
-                    engine_kwargs=_engine_options(url),
-                    heartbeat_interval=spec.heartbeat_s,
-                    grace_period=spec.grace_s,
-                    heartbeat_stale_trial_callback=callback,
-                )
+                with creating(sqlite_file(url)):  # workers starting together on a new file
+                    storage = RDBStorage(
+                        url,
+                        engine_kwargs=_engine_options(url),
+                        heartbeat_interval=spec.heartbeat_s,
+                        grace_period=spec.grace_s,
+                        heartbeat_stale_trial_callback=callback,
+                    )
         except Exception as exc:
             detail = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
             raise SweepError(f"storage {shown(url)}: cannot be opened ({detail})") from None

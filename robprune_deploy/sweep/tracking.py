@@ -10,43 +10,17 @@ sweep > trial > stage.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; start the first worker alone there
-    fcntl = None  # type: ignore[assignment]
-
 from robprune_deploy.errors import TrackingError
+from robprune_deploy.sweep.locks import creating
 from robprune_deploy.tracking.mlflow_tracker import flatten, param_text
 from robprune_deploy.tracking.preflight import bound_http_waits, check_server, check_store, local_store_path
 
 STUDY_TAG = "robprune.sweep.study"
 TRIAL_TAG = "robprune.sweep.trial"
 PARENT_TAG = "mlflow.parentRunId"
-
-
-@contextlib.contextmanager
-def _store_creation_lock(uri: str) -> Iterator[None]:
-    """Workers starting together on a new local sqlite store would each create MLflow's tables,
-    and all but one fail ("table ... already exists"): the first creates them while holding a lock
-    (in the temporary folder, named after the database), the others then find them made."""
-    local = local_store_path(uri)
-    if local is None or local[0] != "sqlite" or fcntl is None:
-        yield
-        return
-    key = hashlib.sha256(str(local[1].expanduser().resolve()).encode()).hexdigest()[:16]
-    lock = Path(tempfile.gettempdir()) / f"robprune-mlflow-{key}.lock"
-    with open(lock, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class SweepTracking:
@@ -63,7 +37,8 @@ class SweepTracking:
 
         self.uri, self.experiment = uri, experiment
         try:
-            with _store_creation_lock(uri):
+            local = local_store_path(uri)
+            with creating(local[1] if local is not None and local[0] == "sqlite" else None):
                 self.client = MlflowClient(uri)
                 self.experiment_id = self._experiment_id(experiment)
         except Exception as exc:
