@@ -188,6 +188,14 @@ class Worker:
 
     # --- the loop ---------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        try:
+            return self._work()
+        except KeyboardInterrupt:
+            with contextlib.suppress(Exception):  # the interrupted trial is recorded FAIL by now
+                self._write(complete=False)
+            raise
+
+    def _work(self) -> dict[str, Any]:
         self._requeue_failed()
         waiting_for: set[int] = set()
         while True:
@@ -286,9 +294,13 @@ class Worker:
         overrides = [*self.spec.fixed_overrides(), *(override_text(k, v) for k, v in sorted(params.items()))]
         argv = runner.command(self.spec.recipe, folder, overrides, self.uri, resume)
         log = self.spec.out / LOGS_DIR / f"{folder.name}.log"
-        outcome = runner.execute(
-            argv, log, runner.child_environment(run_id), lambda pid: trial.set_user_attr(CHILD_PID_ATTR, pid)
-        )
+        try:
+            outcome = runner.execute(
+                argv, log, runner.child_environment(run_id), lambda pid: trial.set_user_attr(CHILD_PID_ATTR, pid)
+            )
+        except KeyboardInterrupt as exc:  # the run was stopped first; the next run of the command retries it
+            trial.set_user_attr(ERROR_ATTR, f"interrupted ({exc or 'Ctrl-C'})")
+            raise
         trial.set_user_attr(SECONDS_ATTR, round(outcome.seconds, 1))
         if outcome.code != 0:
             trial.set_user_attr(ERROR_ATTR, f"exit {outcome.code}: {outcome.error}")
