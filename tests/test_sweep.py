@@ -83,7 +83,7 @@ class Worker:
 
     def __init__(self, sweep: Path, tag: str, *extra: str) -> None:
         self.stdout, self.stderr = sweep.parent / f"{tag}.out", sweep.parent / f"{tag}.err"
-        command = [sys.executable, "-m", "robprune_deploy.cli.main", "--quiet", "sweep", str(sweep), *extra]
+        command = [sys.executable, "-m", "robprune_deploy.cli.main", "sweep", str(sweep), *extra]
         with open(self.stdout, "w") as out, open(self.stderr, "w") as err:
             self.proc = subprocess.Popen(command, env=subprocess_env(processes=2), stdout=out, stderr=err)
 
@@ -361,10 +361,10 @@ def test_workers_starting_together_on_a_new_sqlite_study_all_open_it(tmp_path: P
     assert optuna.get_all_study_summaries(f"sqlite:///{tmp_path / 'out' / 'optuna.db'}") == []
 
 
-def test_building_the_cli_imports_neither_optuna_nor_mlflow() -> None:
+def test_the_cli_names_the_sweep_command_without_importing_optuna_torch_or_mlflow() -> None:
     code = (
-        "import sys; from robprune_deploy.cli.main import build_parser; build_parser();"
-        "print(sorted(m for m in ('optuna', 'mlflow', 'robprune_deploy.sweep.worker') if m in sys.modules))"
+        "import sys; from robprune_deploy.cli.main import build_parser; build_parser().parse_args(['sweep', 's.yaml']);"
+        "print(sorted(m for m in ('optuna', 'torch', 'mlflow', 'robprune_deploy.sweep.spec') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

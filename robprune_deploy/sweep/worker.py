@@ -36,6 +36,7 @@ from robprune_deploy.atomic import write_json
 from robprune_deploy.errors import RobPruneError, SweepError
 from robprune_deploy.pipeline.ownership import check_output_path, make_output_folder, recipe_fingerprint
 from robprune_deploy.pipeline.run import SUMMARY
+from robprune_deploy.progress import lines_enabled
 from robprune_deploy.recipe import Recipe, load_recipe
 from robprune_deploy.sweep import claims, runner
 from robprune_deploy.sweep.report import (
@@ -64,8 +65,9 @@ class TrialFailed(Exception):
 
 
 def say(text: str) -> None:
-    """One progress line on stderr (stdout keeps the final table)."""
-    print(f"[{datetime.datetime.now():%H:%M:%S}] {text}", file=sys.stderr, flush=True)
+    """One progress line on stderr (stdout keeps the final table); none with ``--quiet``."""
+    if lines_enabled():
+        print(f"[{datetime.datetime.now():%H:%M:%S}] {text}", file=sys.stderr, flush=True)
 
 
 def grid_points(spec: SweepSpec) -> list[dict[str, Any]]:
