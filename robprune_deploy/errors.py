@@ -86,6 +86,11 @@ class NumericalError(RobPruneError, FloatingPointError):
     """
 
 
+class SweepError(RobPruneError):
+    """A sweep file (``robprune sweep``) is malformed, or its study cannot be used: the message names
+    the file and the field, or the study and its storage."""
+
+
 class OutputError(RobPruneError):
     """An output folder or file cannot be used: it is a file, not writable, the disk is full, it
     holds another recipe's results, or another process holds its lock."""

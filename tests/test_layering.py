@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
     {"tracking"},
     {"gate"},
     {"pipeline"},
+    {"sweep"},
     {"environment", "api", "cli", "__init__"},
     {"reference"},  # the docs' generated pages: reads the recipe schema, the CLI parsers and the registry
 ]

@@ -3,7 +3,8 @@
 ``robprune --help`` (and every ``robprune COMMAND --help``) must answer at once: a subcommand names
 its handler as ``"module:function"``, and :func:`load_handler` imports that module only when the
 command runs. The handlers live in :mod:`~robprune_deploy.cli.commands`,
-:mod:`~robprune_deploy.cli.deploy_commands` and :mod:`~robprune_deploy.cli.doctor_command`.
+:mod:`~robprune_deploy.cli.deploy_commands`, :mod:`~robprune_deploy.cli.doctor_command` and
+:mod:`~robprune_deploy.cli.sweep_command`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ QUIET_HELP = "no progress output (neither bars on a terminal nor the per-stage a
 _COMMANDS = "robprune_deploy.cli.commands"
 _DEPLOY = "robprune_deploy.cli.deploy_commands"
 _DOCTOR = "robprune_deploy.cli.doctor_command"
+_SWEEP = "robprune_deploy.cli.sweep_command"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,6 +167,23 @@ def _add_doctor(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print the findings as JSON")
 
 
+def _add_sweep(sub: Any) -> None:
+    p = _command(
+        sub,
+        "sweep",
+        "run a recipe's trials (a grid, or a sampler) on an Optuna study, each one `robprune run`; rerun the "
+        "command to resume, start it again (here or on another machine) to share the trials",
+        f"{_SWEEP}:handle_sweep",
+    )
+    p.add_argument("sweep", type=Path, help="sweep YAML file: base recipe, search space, objective, storage")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI of every trial (default: the recipe's, MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
+    add_quiet_argument(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The module docstrings are reStructuredText for the API docs; --help gets plain text.
     parser = _Parser(
@@ -172,6 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_run, _add_algorithms, _add_stages, _add_gate, _add_doctor):
+    for add in (_add_run, _add_algorithms, _add_stages, _add_gate, _add_doctor, _add_sweep):
         add(sub)
     return parser
