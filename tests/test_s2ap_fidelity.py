@@ -174,13 +174,13 @@ def test_swap_fraction_calibrates_the_radius_to_the_target(digits, robust_cnn) -
 def test_gamma_and_swap_fraction_are_exclusive(tmp_path, capsys) -> None:
     assert S2APConfig().swap_fraction == 0.02 and S2APConfig().gamma is None  # calibrated by default
     assert S2APConfig(gamma=0.01).swap_fraction is None
-    overrides = sets("tracking.enabled=false", "compression.config.swap_fraction=0.05")
+    overrides = sets("tracking.enabled=false", "compression.config.gamma=0.05")  # the recipe sets swap_fraction
     code, err = cli(capsys, "run", RECIPES / "digits_s2ap.yaml", "--out", tmp_path / "out", *overrides)
     assert code == 2
     one_error(
         err,
         "compression.config.swap_fraction: Value error, set either gamma (a fixed radius) "
-        "or swap_fraction (a calibrated one), not both (got 0.05)",
+        "or swap_fraction (a calibrated one), not both (got 0.02)",
     )
     assert not (tmp_path / "out").exists()
 
