@@ -141,17 +141,6 @@ def tables(results: dict[str, Any]) -> dict[str, Any]:
     return {"radius": table(columns, rows)}
 
 
-def render(results: dict[str, Any]) -> str:
-    from result_tables import render_table
-
-    setup = results.get("setup", {})
-    caption = (
-        f"Digits CNN ({setup.get('pretrain_epochs')} pretraining epochs), mask search {setup.get('search_epochs')} "
-        f"epochs ({setup.get('warmup_epochs')} warm-up), {setup.get('eval_examples')} test images."
-    )
-    return caption + "\n\n" + render_table(tables(results)["radius"]) + "\n"
-
-
 def main() -> None:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.95, 0.99])
@@ -162,12 +151,12 @@ def main() -> None:
     parser.add_argument("--train-batches", type=int, default=None, help="batches of 32 per epoch (default: all)")
     parser.add_argument("--eval-examples", type=int, default=450)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--report", action="store_true", help="only render the table of --out (to stdout and .md)")
+    parser.add_argument("--report", action="store_true", help="only print the table of --out, as the docs show it")
     args = parser.parse_args()
     if args.report:
-        table = render(json.loads(args.out.read_text()))
-        args.out.with_suffix(".md").write_text(table)
-        print(table, end="")
+        from result_tables import render
+
+        print(render(args.out))
         return
     data, base = prepare(args)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.is_file() else {}

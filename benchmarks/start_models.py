@@ -62,6 +62,11 @@ def _run_dir(name: str, runs: Path) -> Path:
     return runs / "start_models" / name
 
 
+def _tracking_uri(runs: Path) -> str:
+    """The MLflow store every start model's training logs to (``ship`` reads the curves from it)."""
+    return f"sqlite:///{(runs / 'start_models' / 'mlflow.db').resolve()}"
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     sets = [f"runtime.threads={args.threads}", *args.set]
     if args.fmnist_root is not None:
@@ -74,7 +79,7 @@ def train(args: argparse.Namespace) -> None:
     resume = ["--resume"] if (out / "state.json").is_file() else []
     command = [
         sys.executable, "-m", "robprune_deploy.cli.main", "pretrain", str(SHIPPED / f"{args.model}.yaml"),
-        "--out", str(out), "--tracking-uri", f"sqlite:///{(args.runs / 'start_models' / 'mlflow.db').resolve()}",
+        "--out", str(out), "--tracking-uri", _tracking_uri(args.runs),
         *_overrides(args), *resume,
     ]  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -88,7 +93,7 @@ def _curve(out: Path, runs: Path) -> dict[str, list[float]]:
 
     state = json.loads((out / "state.json").read_text())
     run_id = state["stages"]["pretrain"]["mlflow.pretrained_uri"].split("/")[1]
-    client = MlflowClient(f"sqlite:///{(runs / 'start_models' / 'mlflow.db').resolve()}")
+    client = MlflowClient(_tracking_uri(runs))
     return {
         key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
         for key in ("val_pgd_acc", "val_clean_acc", "train_adv_acc", "loss", "lr")
