@@ -47,10 +47,14 @@ def test_quantize_gates_and_reports_like_run(int8_out) -> None:
     verdict = json.loads((int8_out / "gate_int8" / "gate.json").read_text())
     assert summary["int8.gate.passed"] == verdict["passed"]
     assert summary["int8.gate.failures"] == verdict["failures"]
-    assert summary["int8.pgd_acc"] == pytest.approx(verdict["checks"][0]["measured"]) or verdict["checks"]
+    drop = next(c for c in verdict["checks"] if c["name"] == "int8.max_pgd_drop")
+    assert drop["measured"] == pytest.approx(summary["int8.pgd_drop"])
     assert "onnx.pgd_acc" in summary  # the FP32 figures are kept beside the INT8 ones
     report = (int8_out / "report.md").read_text()
     assert "INT8" in report and f"{100 * summary['int8.pgd_acc']:.1f}" in report
+    # The run's FP32 gate section survives the rewrite, every check of its gate.json listed.
+    fp32 = json.loads((int8_out / "gate.json").read_text())
+    assert "## Gate: " in report and all(f"| {c['name']} |" in report for c in fp32["checks"])
 
 
 def test_the_int8_graph_holds_int8_weights_and_qdq_nodes(int8_out) -> None:

@@ -11,12 +11,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from robprune_deploy.atomic import write_json
 from robprune_deploy.cli.common import context_of, recipe_of
 from robprune_deploy.cli.report_folder import report_folder
 from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, TrackingError, printable
 from robprune_deploy.gate import staging
 from robprune_deploy.gate.run import (
+    GATE_JSON,
     SHA256_DETAILS,
     GateVerdict,
     baseline_path,
@@ -27,8 +27,14 @@ from robprune_deploy.gate.run import (
 )
 from robprune_deploy.pipeline import RunContext, deploy, stages
 from robprune_deploy.pipeline.ownership import owned_output
-from robprune_deploy.pipeline.report import write_report
-from robprune_deploy.pipeline.run import INT8_GATE_DIR, REPORT, SUMMARY, record_verdict, release_int8, verdict_line
+from robprune_deploy.pipeline.run import (
+    INT8_GATE_DIR,
+    SUMMARY,
+    record_verdict,
+    release_int8,
+    verdict_line,
+    write_summary_and_report,
+)
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.termination import raise_if_terminated
@@ -108,10 +114,9 @@ def handle_quantize(args: argparse.Namespace) -> int:
         for figures in ctx.completed().values():
             ctx.summary.update(figures)
         verdict = release_int8(ctx, deployable, None)
-        write_json(summary_file, ctx.summary)
-        write_report(ctx.out_dir / REPORT, ctx.summary, result.statistics().layer_table())
-        for file in (summary_file, ctx.out_dir / REPORT):
-            ctx.tracker.log_artifact(file)
+        fp32_gate = ctx.out_dir / GATE_JSON  # the run's FP32 verdict keeps its section in report.md
+        gate = json.loads(fp32_gate.read_text()) if fp32_gate.is_file() else None
+        write_summary_and_report(ctx, result.statistics().layer_table(), gate)
     print(json.dumps({k: v for k, v in ctx.summary.items() if k.startswith(("int8.", "mlflow.int8"))}, indent=2))
     print(verdict_line(verdict.passed, verdict.failures, ctx.out_dir / INT8_GATE_DIR / "gate.md"))
     return EXIT_PASS if verdict.passed else EXIT_FAIL

@@ -137,14 +137,20 @@ def _run_stages(ctx: RunContext) -> None:
     ctx.summary["mlflow.run_id"] = ctx.tracker.run_id or ""
     stats = result.statistics()
     plots = [plot_layers(stats, ctx.out_dir / "layers.png"), plot_training(ctx.history, ctx.out_dir / "training.png")]
-    write_json(ctx.out_dir / SUMMARY, ctx.summary)
-    write_report(ctx.out_dir / REPORT, ctx.summary, stats.layer_table(), gate=verdict.to_dict())
     for plot in plots:
         if plot is not None:
             ctx.tracker.log_artifact(plot, "plots")
-    for file in (ctx.out_dir / SUMMARY, ctx.out_dir / REPORT):
-        ctx.tracker.log_artifact(file)
+    write_summary_and_report(ctx, stats.layer_table(), verdict.to_dict())
     ctx.tracker.log_metrics({k: v for k, v in ctx.summary.items() if deploy.is_number(v)})
+
+
+def write_summary_and_report(ctx: RunContext, layer_table: str, gate: dict[str, Any] | None) -> None:
+    """``summary.json`` and ``report.md`` from ``ctx.summary`` (``gate``: the FP32 verdict, ``gate.json``'s
+    contents), both logged to the run. ``robprune run`` and ``robprune quantize`` end here."""
+    summary = write_json(ctx.out_dir / SUMMARY, ctx.summary)
+    report = write_report(ctx.out_dir / REPORT, ctx.summary, layer_table, gate=gate)
+    for file in (summary, report):
+        ctx.tracker.log_artifact(file)
 
 
 def release_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any | None) -> GateVerdict:
