@@ -34,8 +34,9 @@ channels-last layout; then clean and PGD-10 accuracy on a fixed validation subse
 training split as the pipeline does). The bf16 check attacks the PGD-7 model with PGD-10 under bf16
 autocast and in fp32 and reports both accuracies.
 
-Results go to ``--json`` (default benchmarks/results/at_throughput.json) with the command, commit,
-date, hardware and package versions.
+Results go to ``--json`` (default benchmarks/results/at_throughput.json): the project's results
+format (provenance: command, commit, date, hardware and package versions; the docs' tables), with
+every measurement beside it.
 """
 
 from __future__ import annotations
@@ -50,11 +51,8 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="at_thr
 import argparse
 import contextlib
 import copy
-import datetime
 import json
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -62,9 +60,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from provenance import provenance
+from result_tables import column, results_file, table, text_column
 from torch import nn
 from torch.utils.data import Subset
 
@@ -406,32 +405,69 @@ def bf16_attack_check(
     return results
 
 
-def environment() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain"], capture_output=True, text=True).stdout
-        )
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", False
-    return {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "commit": commit + ("-dirty" if dirty else ""),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hardware": {
-            "cpu_model": model or platform.processor(),
-            "logical_cores": os.cpu_count(),
-            "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "bf16_instructions": bf16_native(),
-            "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        },
-        "packages": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
-        "platform": platform.platform(),
-    }
+def measurement_provenance() -> dict[str, Any]:
+    """The project's provenance record, with what bears on these figures: bf16 instructions, the load."""
+    record = provenance()
+    record["hardware"]["bf16_instructions"] = bf16_native()
+    record["hardware"]["load_average_at_start"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return record
+
+
+LABELS = {
+    "today": "the step before (PGD-7)",
+    "library": "library step (the same weights bit for bit)",
+    "channels_last": "`channels_last: true`",
+    "compile": "`torch.compile` of the model",
+    "bf16": "bf16 autocast",
+    "eval_bn_attack": "attack in eval mode (not adopted)",
+    "fgsm_rs": "`pretrain.loss: fgsm_rs`",
+    "fgsm_rs+channels_last": "`fgsm_rs` and `channels_last`",
+}
+
+
+def results_tables(report: dict[str, Any]) -> dict[str, Any]:
+    """The docs' tables: throughput per variant and model, and the pretraining comparison."""
+    tables: dict[str, Any] = {}
+    models = list(report["throughput"])
+    if models:
+        columns = [text_column("variant")]
+        for model in models:
+            columns += [column(f"`{model}` images/CPU-s", "{:.0f}"), column(f"`{model}` x before", "{:.2f}")]
+        variants = [v for v in VARIANTS if any(v in report["throughput"][m]["variants"] for m in models)]
+        rows = []
+        for variant in variants:
+            row: list[Any] = [LABELS[variant]]
+            for model in models:
+                figures = report["throughput"][model]["variants"].get(variant, {})
+                row += [figures.get("images_per_cpu_second"), figures.get("ratio_to_today")]
+            rows.append(row)
+        tables["throughput"] = table(columns, rows)
+    if report.get("pretraining"):
+        summary = report["pretraining"]["summary"]
+        names = {"pgd7": "PGD-7", "fgsm_rs": "FGSM-RS (guarded)", "fgsm_rs+channels_last": "FGSM-RS, `channels_last`"}
+        columns = [
+            text_column("pretraining"),
+            column("images/CPU-s", "{:.1f}"),
+            column("x PGD-7", "{:.2f}"),
+            column("val clean", "{:.1f}"),
+            column("val PGD-10", "{:.1f}"),
+            column("points vs PGD-7", "{:+.1f}"),
+            column("guard's CPU share", "{:.0f}%"),
+        ]
+        rows = [
+            [
+                names[name],
+                row["images_per_cpu_second"],
+                row["speed_ratio_to_pgd7"],
+                100 * row["val_clean_acc"],
+                100 * row["val_pgd10_acc"],
+                row["pgd10_points_vs_pgd7"],
+                100 * row["guard_share_of_cpu"],
+            ]
+            for name, row in summary.items()
+        ]
+        tables["pretraining"] = table(columns, rows)
+    return tables
 
 
 def print_tables(report: dict[str, Any]) -> None:
@@ -451,7 +487,7 @@ def print_tables(report: dict[str, Any]) -> None:
                 notes.append(f"compile {row['compile_cpu_seconds']:.1f} CPU-s")
             if "max_weight_difference_to_library" in row:
                 notes.append(f"max |w - library w| {row['max_weight_difference_to_library']:.1e}")
-            if variant == "bf16" and not report["hardware"]["bf16_instructions"]:
+            if variant == "bf16" and not report["provenance"]["hardware"]["bf16_instructions"]:
                 notes.append("no bf16 instructions: emulated")
             ratio = f"{row['ratio_to_today']:.2f}" if row["ratio_to_today"] else "-"
             print(f"  {variant:<24}{row['images_per_cpu_second']:>11.1f}{row['images_per_wall_second']:>12.1f}"
@@ -519,7 +555,7 @@ def main() -> None:
         # Not quick: compiling takes minutes, and emulated bf16 runs about 10x slower than fp32.
         args.variants = [v for v in args.variants if v != "compile" and (v != "bf16" or bf16_native())]
     torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {**environment(), "mode": "quick" if args.quick else "full"}
+    report: dict[str, Any] = {"provenance": measurement_provenance(), "mode": "quick" if args.quick else "full"}
     report["arguments"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"}
     report["threads"] = torch.get_num_threads()
     started = time.perf_counter()
@@ -531,6 +567,7 @@ def main() -> None:
         print("pretraining fmnist_cnn ...", flush=True)
         report["pretraining"] = pretraining(args)
     report["wall_seconds"] = time.perf_counter() - started
+    report = results_file(report.pop("provenance"), results_tables(report), **report)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print_tables(report)

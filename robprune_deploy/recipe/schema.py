@@ -185,8 +185,9 @@ class PretrainSection(TrainingSection):
     # Fast adversarial training (FGSM-RS; Wong, Rice and Kolter 2020) and its catastrophic-overfitting guard.
     loss: RobustLoss | Literal["fgsm_rs"] = Field(  # type: ignore[assignment]  # the base's values plus fgsm_rs
         RobustLoss.PGD_AT,
-        description="pgd_at | trades | mart, or fgsm_rs: PGD-AT's loss on FGSM-with-random-start examples "
-        "(one attack pass instead of attack.train_steps), watched by a guard against catastrophic overfitting",
+        description="pgd_at (Madry et al.: cross-entropy on PGD examples), trades (Zhang et al.), mart "
+        "(Wang et al. 2020), or fgsm_rs (Wong et al. 2020): PGD-AT's loss on FGSM-with-random-start examples, one "
+        "attack pass instead of attack.train_steps, watched by a guard against catastrophic overfitting",
     )
     fgsm_alpha: float = Field(
         FGSM_ALPHA, gt=0, le=4, description="loss: fgsm_rs only: the FGSM step in units of attack.eps (paper: 1.25)"
