@@ -187,3 +187,23 @@ def test_ascent_every_reuses_the_direction_between_fresh_gradients(digits, robus
     assert reused["ascent_steps"] == 6 and reused["fresh_ascent_steps"] == 2  # steps 0 and 3
     assert reused["min_ascent_gain"] >= 0.0  # on fresh steps the perturbed loss is still the larger
     assert any(not torch.equal(a, b) for a, b in zip(exact.masks().values(), cheap.masks().values(), strict=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_top_k_mask_is_a_stable_sorts_first_k_ties_included(dtype: torch.dtype) -> None:
+    from robprune_s2ap.scores import kth_smallest, top_k_mask
+
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        size = int(torch.randint(1, 400, (1,), generator=generator))
+        # Few distinct magnitudes (and both signs) in half the trials: many ties at the threshold.
+        values = torch.randn(size, generator=generator, dtype=dtype)
+        if trial % 2:
+            values = torch.round(values * 2) / 2
+        keep = int(torch.randint(1, size + 1, (1,), generator=generator))
+        order = torch.sort(values.abs(), descending=True, stable=True).indices
+        expected = torch.zeros(size, dtype=torch.bool)
+        expected[order[:keep]] = True
+        assert torch.equal(top_k_mask(values.view(1, -1), keep).flatten(), expected), (trial, size, keep)
+        k = int(torch.randint(1, size + 1, (1,), generator=generator))
+        assert torch.equal(kth_smallest(values, k), torch.kthvalue(values, k).values)

@@ -10,12 +10,15 @@ With ``gamma = 0`` (HYDRA) and during the warm-up epochs, steps 2-4 are skipped 
 optimizer steps with ``grad_s L_rob(w * M(s, k); x')``: the same code path minus the ascent.
 
 Cost: crafting ``x'`` (``steps`` forward/input-backward passes) dominates a step and is shared by
-both loss evaluations, so the ascent adds one forward/backward pass and one top-k per step
-(measured on CPU with ``benchmarks/s2ap_step_cost.py``: 1.12-1.21x a HYDRA step for ResNet18
-with PGD-10). With ``ascent_every = k > 1`` step 2 runs on every k-th step of an epoch only; the
-steps in between perturb along the last ``g`` (rescaled to the current ``||s_l||``), as in SAM
-variants that reuse the ascent direction (LookSAM, Liu et al. 2022), and cost about what a HYDRA
-step costs (k = 2: 1.10x for ResNet18). ``k = 1`` is the paper's step and the default.
+both loss evaluations, so the ascent adds one evaluation of the robust loss with its backward pass
+and one top-k per step. That pass is the step's limit: with the default TRADES search loss it is
+two forward passes and their backward (``benchmarks/s2ap_step_cost.py`` measures it alone, and the
+S2AP/HYDRA step ratio beside it: on ResNet18 with PGD-10 the pass alone makes 1.24-1.26, and the
+step measured 1.33 at batch 8 on a busy 2-core machine). With ``ascent_every = k > 1`` step 2 runs on
+every k-th step of an epoch only; the steps in between perturb along the last ``g`` (rescaled to the
+current ``||s_l||``), as in SAM variants that reuse the ascent direction (LookSAM, Liu et al. 2022),
+and cost about what a HYDRA step costs (the perturbed pass takes the place of HYDRA's). ``k = 1`` is
+the paper's step and the default.
 
 The search's robust loss is its own (``search_loss``, TRADES with beta 6 by default, as HYDRA's
 ``trainer/adv.py``), independent of the fine-tuning's loss.
@@ -212,6 +215,7 @@ def search_masks(
             ("loss", "loss_steps", "perturbed_loss", "ascent_steps", "fresh_ascents", "gain", "swapped"), 0.0
         )
         step_times: list[float] = []
+        step_cpu_times: list[float] = []
         min_gain = float("inf")
         grads: list[torch.Tensor] | None = None  # the last ascent gradient (reset every epoch: resume stays exact)
         # Per-layer radii of this epoch: fixed, or solved at its first ascent (also reset every epoch).
@@ -220,7 +224,7 @@ def search_masks(
             for step, (x, y) in enumerate(context.epoch_batches(epoch)):
                 if probe is None:
                     probe = (x.detach().clone(), y.detach().clone())
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 # The scores do not move while x' is crafted: compute each w * M(s, k) once, not per attack step.
                 with parametrize.cached():
                     x_adv = craft_adversarial(model, x, y, context.threat, settings.search_loss)
@@ -270,6 +274,7 @@ def search_masks(
                             "(lower compression.config.lr?)"
                         )
                 step_times.append(time.perf_counter() - start)
+                step_cpu_times.append(time.process_time() - cpu_start)
                 if loss_value is not None:
                     totals["loss"] += loss_value
                     totals["loss_steps"] += 1
@@ -294,6 +299,8 @@ def search_masks(
             "step_seconds": statistics.fmean(step_times) if step_times else 0.0,
             # The median resists the stalls of a shared machine; compare algorithms' step costs with it.
             "step_seconds_median": statistics.median(step_times) if step_times else 0.0,
+            # This process's CPU time (all its threads): what a busy machine's other jobs do not inflate.
+            "step_cpu_seconds": statistics.fmean(step_cpu_times) if step_cpu_times else 0.0,
             "score_lr": optimizer.param_groups[0]["lr"],
             "ascent_steps": totals["ascent_steps"],
             "fresh_ascent_steps": totals["fresh_ascents"],

@@ -4,6 +4,7 @@ from robprune_deploy.attacks.pgd import ThreatModel, fgsm, pgd
 from robprune_deploy.attacks.robust_loss import (
     RobustLoss,
     craft_adversarial,
+    loss_and_adversarial_logits,
     loss_on_adversarial,
     mart_loss,
     mart_objective,
@@ -16,6 +17,7 @@ __all__ = [
     "ThreatModel",
     "craft_adversarial",
     "fgsm",
+    "loss_and_adversarial_logits",
     "loss_on_adversarial",
     "mart_loss",
     "mart_objective",

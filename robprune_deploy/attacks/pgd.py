@@ -75,22 +75,30 @@ def pgd(
     for p in params:
         p.requires_grad_(False)
     try:
-        if threat.random_start:
-            delta = torch.empty_like(x).uniform_(-threat.eps, threat.eps)
-            x_adv = (x + delta).clamp(0.0, 1.0)
-        else:
-            x_adv = x.clone()
+        with torch.no_grad():
+            # The ball intersected with [0, 1], once: clamping the projection to it is the same
+            # selection as the textbook min(max(x', x - eps), x + eps).clamp(0, 1) (x is in [0, 1],
+            # so the two intervals overlap), and each step then updates one buffer in place.
+            low = (x - threat.eps).clamp_(0.0, 1.0)
+            high = (x + threat.eps).clamp_(0.0, 1.0)
+            if threat.random_start:
+                x_adv = torch.empty_like(x).uniform_(-threat.eps, threat.eps).add_(x).clamp_(0.0, 1.0)
+            else:
+                x_adv = x.clone()
         for _ in range(threat.steps):
-            x_adv.requires_grad_(True)
+            # Only the input needs a gradient: a leaf view of the buffer, freed with the graph.
+            leaf = x_adv.detach().requires_grad_(True)
             with _autocast(x, threat.bf16):
-                loss = loss_fn(model(x_adv).float(), y)
-            (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = x_adv.detach() + threat.step_size * grad.sign()
-            x_adv = torch.min(torch.max(x_adv, x - threat.eps), x + threat.eps).clamp(0.0, 1.0)
+                loss = loss_fn(model(leaf).float(), y)
+            (grad,) = torch.autograd.grad(loss, leaf)
+            with torch.no_grad():
+                x_adv.add_(grad.sign_(), alpha=threat.step_size)
+                torch.maximum(x_adv, low, out=x_adv)
+                torch.minimum(x_adv, high, out=x_adv)
     finally:
         for p in params:
             p.requires_grad_(True)
-    return x_adv.detach()
+    return x_adv
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:

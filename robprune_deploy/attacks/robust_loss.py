@@ -71,14 +71,28 @@ def loss_on_adversarial(
     mart_beta: float = 6.0,
 ) -> torch.Tensor:
     """The outer loss of ``kind`` given the crafted batch ``x_adv``."""
+    return loss_and_adversarial_logits(model, x, y, x_adv, kind, trades_beta, mart_beta)[0]
+
+
+def loss_and_adversarial_logits(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_adv: torch.Tensor,
+    kind: RobustLoss,
+    trades_beta: float = 6.0,
+    mart_beta: float = 6.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(outer loss of kind, model(x_adv))``: the logits the loss was computed from, so a trainer
+    reads its robust training accuracy off them instead of running the network again."""
     logits_adv = model(x_adv)
     if kind is RobustLoss.PGD_AT:
-        return F.cross_entropy(logits_adv, y)
+        return F.cross_entropy(logits_adv, y), logits_adv
     logits_clean = model(x)
     if kind is RobustLoss.MART:
-        return mart_objective(logits_clean, logits_adv, y, mart_beta)
+        return mart_objective(logits_clean, logits_adv, y, mart_beta), logits_adv
     robust = F.kl_div(F.log_softmax(logits_adv, dim=1), F.softmax(logits_clean, dim=1), reduction="batchmean")
-    return F.cross_entropy(logits_clean, y) + trades_beta * robust
+    return F.cross_entropy(logits_clean, y) + trades_beta * robust, logits_adv
 
 
 def mart_objective(

@@ -13,13 +13,16 @@ from robprune_deploy.algorithms.plugin_guard import plugin_code
 from robprune_deploy.algorithms.verification import verify_masks, verify_result
 from robprune_deploy.atomic import write_json
 from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
+from robprune_deploy.data import make_loader, seeded_subset
 from robprune_deploy.pipeline.artifacts import load_pruned, save_pruned
 from robprune_deploy.pipeline.context import RunContext
-from robprune_deploy.recipe import FinetuneSection, TrainingSection, validate_algorithm_config
+from robprune_deploy.recipe import FinetuneSection, PretrainSection, TrainingSection, validate_algorithm_config
 from robprune_deploy.surgery import count_model
 from robprune_deploy.training import (
     AWPPlan,
+    CollapseGuard,
     EpochSelection,
+    FastATPlan,
     TrainingPlan,
     adversarial_train,
     check_finite_state,
@@ -35,18 +38,23 @@ STATISTICS = "statistics.json"
 
 def plan_of(section: TrainingSection) -> TrainingPlan:
     finetune = section if isinstance(section, FinetuneSection) else None
+    pretrain = section if isinstance(section, PretrainSection) else None
     awp = AWPPlan(finetune.awp_gamma, finetune.awp_warmup) if finetune and finetune.uses_awp else None
+    fast = FastATPlan(pretrain.fgsm_alpha) if pretrain and pretrain.uses_fgsm_rs else None
+    loss = finetune.robust_loss if finetune else pretrain.robust_loss if pretrain else section.loss
     return TrainingPlan(
         section.epochs,
         section.lr,
         section.momentum,
         section.weight_decay,
-        finetune.robust_loss if finetune else section.loss,
+        loss,
         section.trades_beta,
         section.eps_warmup_epochs,
         section.mart_beta,
         section.optimizer,
         awp=awp,
+        fast=fast,
+        channels_last=section.channels_last,
     )
 
 
@@ -65,6 +73,27 @@ def validation(ctx: RunContext, model: nn.Module) -> dict[str, float]:
     return {f"val_{k}": v for k, v in metrics.items()}
 
 
+def collapse_guard(ctx: RunContext, section: TrainingSection) -> CollapseGuard | None:
+    """The catastrophic-overfitting guard of FGSM-RS pretraining, or ``None`` (another loss, or turned off).
+
+    Its batch is fixed whatever the run seed: ``fgsm_guard_examples`` validation images, or training
+    images without augmentation when the recipe has no validation split. PGD is ``attack.val_steps`` steps.
+    """
+    if not isinstance(section, PretrainSection) or not section.uses_fgsm_rs or section.fgsm_guard_examples == 0:
+        return None
+    source = ctx.val_set if ctx.val_set is not None else ctx.data.unaugmented_train
+    subset = seeded_subset(source, section.fgsm_guard_examples, ctx.recipe.evaluate.subset_seed)
+    x, y = next(iter(make_loader(subset, section.fgsm_guard_examples, shuffle=False)))
+    return CollapseGuard(
+        (x, y),
+        ctx.recipe.attack.threat(ctx.recipe.attack.val_steps),
+        drop=section.fgsm_guard_drop,
+        gap=section.fgsm_guard_gap,
+        on_collapse=section.fgsm_on_collapse,
+        seed=ctx.recipe.evaluate.subset_seed,
+    )
+
+
 def _epoch_logger(ctx: RunContext, stage: str) -> Callable[[int, dict[str, float]], None]:
     return lambda epoch, metrics: ctx.record_epoch(stage, epoch, metrics)
 
@@ -79,6 +108,7 @@ def _train(ctx: RunContext, model: nn.Module, stage: Literal["pretrain", "finetu
     ctx.tracker.log_params(section.model_dump(mode="json"))
     validate = ctx.val_set is not None
     select = EpochSelection("val_pgd_acc") if section.select == "best_val_pgd" else None
+    guard = collapse_guard(ctx, section)
     adversarial_train(
         model,
         plan_of(section),
@@ -93,11 +123,17 @@ def _train(ctx: RunContext, model: nn.Module, stage: Literal["pretrain", "finetu
         evaluate=(lambda m: validation(ctx, m)) if validate else None,
         select=select,
         show_progress=ctx.show_progress,
+        guard=guard,
     )
+    figures: dict[str, Any] = {}
+    if guard is not None:
+        # -1: no collapse. Zero-based epochs, as selected_epoch.
+        figures[f"{stage}.fast_collapsed_epoch"] = guard.collapsed_epoch
+        ctx.tracker.log_metrics({"fast_collapsed_epoch": float(guard.collapsed_epoch)})
     if select is None or select.epoch < 0:
-        return {}
+        return figures
     ctx.tracker.log_metrics({"selected_epoch": float(select.epoch)})
-    return {f"{stage}.selected_epoch": select.epoch, f"{stage}.selected_val_pgd_acc": select.value}
+    return {**figures, f"{stage}.selected_epoch": select.epoch, f"{stage}.selected_val_pgd_acc": select.value}
 
 
 def pretrain(ctx: RunContext) -> nn.Module:

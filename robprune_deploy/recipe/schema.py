@@ -21,6 +21,7 @@ from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.errors import control_character
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.runtime.threads import MAX_THREADS
+from robprune_deploy.training.fast_at import FGSM_ALPHA, GUARD_DROP, GUARD_GAP, OnCollapse
 
 MAX_SEED = 2**32 - 1
 """Seeds are 32-bit unsigned (numpy's range; torch's generators accept them and the data order's
@@ -170,12 +171,76 @@ class TrainingSection(Section):
         description="weights kept: the last epoch's, or the epoch with the best validation PGD accuracy "
         "(early stopping against robust overfitting, Rice et al. 2020; needs data.val_size > 0)",
     )
+    channels_last: bool = Field(
+        False,
+        description="train in the channels-last (NHWC) memory layout: faster convolutions on CPU "
+        "(benchmarks/at_throughput.py); the last bits of the results change, not the algorithm",
+    )
 
 
 class PretrainSection(TrainingSection):
     epochs: int = Field(20, ge=0, le=MAX_EPOCHS, description="adversarial pretraining epochs")
     lr: float = Field(0.05, gt=0, description="learning rate (cosine schedule)")
     enabled: bool = Field(True, description="skipped anyway when model.checkpoint is given")
+    # Fast adversarial training (FGSM-RS; Wong, Rice and Kolter 2020) and its catastrophic-overfitting guard.
+    loss: RobustLoss | Literal["fgsm_rs"] = Field(  # type: ignore[assignment]  # the base's values plus fgsm_rs
+        RobustLoss.PGD_AT,
+        description="pgd_at (Madry et al.: cross-entropy on PGD examples), trades (Zhang et al.), mart "
+        "(Wang et al. 2020), or fgsm_rs (Wong et al. 2020): PGD-AT's loss on FGSM-with-random-start examples, one "
+        "attack pass instead of attack.train_steps, watched by a guard against catastrophic overfitting",
+    )
+    fgsm_alpha: float = Field(
+        FGSM_ALPHA, gt=0, le=4, description="loss: fgsm_rs only: the FGSM step in units of attack.eps (paper: 1.25)"
+    )
+    fgsm_guard_examples: int = Field(
+        256,
+        ge=0,
+        le=MAX_BATCH,
+        description="loss: fgsm_rs only: size of the fixed batch the guard attacks after every epoch (validation "
+        "images when data.val_size > 0, else training images); 0: no guard",
+    )
+    fgsm_guard_drop: float | None = Field(
+        GUARD_DROP,
+        gt=0,
+        le=1,
+        description="loss: fgsm_rs only: collapse when the batch's PGD accuracy falls this far below its best "
+        "(Wong et al.: 0.2); null: off",
+    )
+    fgsm_guard_gap: float | None = Field(
+        GUARD_GAP,
+        gt=0,
+        le=1,
+        description="loss: fgsm_rs only: collapse when the batch's PGD accuracy is this far below its FGSM "
+        "accuracy; null: off",
+    )
+    fgsm_on_collapse: OnCollapse = Field(
+        OnCollapse.STOP,
+        description="loss: fgsm_rs only: after a collapse, restore the best epoch's weights and stop, or "
+        "(pgd) go on from them with PGD-AT",
+    )
+
+    @field_validator("loss", mode="plain")
+    @classmethod
+    def _robust_loss_or_fgsm_rs(cls, value: Any) -> RobustLoss | str:
+        if value == "fgsm_rs":
+            return "fgsm_rs"
+        try:
+            return RobustLoss(value)
+        except (ValueError, TypeError):
+            raise PydanticCustomError("enum", "Input should be 'pgd_at', 'trades', 'mart' or 'fgsm_rs'") from None
+
+    @field_serializer("loss")
+    def _loss_name(self, value: RobustLoss | str) -> str:
+        return value.value if isinstance(value, RobustLoss) else value
+
+    @property
+    def uses_fgsm_rs(self) -> bool:
+        return self.loss == "fgsm_rs"
+
+    @property
+    def robust_loss(self) -> RobustLoss:
+        """The outer loss minimized: PGD-AT's cross-entropy under FGSM-RS."""
+        return RobustLoss.PGD_AT if self.uses_fgsm_rs else RobustLoss(self.loss)
 
 
 class FinetuneSection(TrainingSection):
