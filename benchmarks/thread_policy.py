@@ -2,11 +2,13 @@
 on an idle machine and beside busy processes.
 
     python benchmarks/thread_policy.py --fmnist-root /work/shared/datasets/fashion-mnist   # the README's figures
-    python benchmarks/thread_policy.py --workloads digits --conditions idle \\
+    python benchmarks/thread_policy.py --workloads quick_start --conditions idle \\
         --digits-command pretrain --set pretrain.epochs=1 --repeats 1                    # a smoke run
 
-Workloads: ``digits``, the quick start (``robprune run recipes/digits_s2ap.yaml``), and ``fmnist``,
-one adversarial pretraining epoch of ``recipes/fmnist/s2ap_u90.yaml`` (55,000 images, PGD-10).
+Workloads: ``quick_start``, the README's first run (``robprune run recipes/digits_s2ap_channel.yaml``),
+``digits_s2ap``, the unstructured digits run (``recipes/digits_s2ap.yaml``), and ``fmnist``, one
+adversarial pretraining epoch of ``recipes/fmnist/s2ap_u90.yaml`` (55,000 images, PGD-10;
+``--fmnist-train-images`` takes a fixed subset of them).
 Conditions: ``idle``, and ``busy``: beside ``--busy`` processes that each keep one core busy (a
 pure-Python loop, as a colleague's single-threaded job would). Threads: ``default`` gives torch and
 onnxruntime torch's default count (the machine's cores; what a run got before the policy; onnxruntime's
@@ -21,10 +23,8 @@ every measurement, so an interrupted benchmark keeps what it measured.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -35,9 +35,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from provenance import provenance
+from result_tables import column, results_file, table, text_column
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "thread_policy.json"
 BUSY_LOOP = "while True: pass"
+DIGITS_RECIPES = {"quick_start": "digits_s2ap_channel.yaml", "digits_s2ap": "digits_s2ap.yaml"}
 
 
 def _children_cpu() -> float:
@@ -69,12 +73,17 @@ def workload_command(name: str, args: argparse.Namespace, out: Path) -> list[str
     robprune = [sys.executable, "-m", "robprune_deploy.cli.main"]
     sets = [item for text in args.overrides for item in ("--set", text)]
     common = ["--out", str(out), "--quiet", "--set", "tracking.enabled=false"]
-    if name == "digits":
-        return [*robprune, args.digits_command, str(ROOT / "recipes" / "digits_s2ap.yaml"), *common, *sets]
+    if name in DIGITS_RECIPES:
+        return [*robprune, args.digits_command, str(ROOT / "recipes" / DIGITS_RECIPES[name]), *common, *sets]
+    fmnist = [item for text in fmnist_overrides(args) for item in ("--set", text)]
+    return [*robprune, "pretrain", str(ROOT / "recipes" / "fmnist" / "s2ap_u90.yaml"), *common, *fmnist, *sets]
+
+
+def fmnist_overrides(args: argparse.Namespace) -> list[str]:
     if args.fmnist_root is None:
         raise SystemExit("error: --fmnist-root: the fmnist workload needs the folder of the four IDX files")
-    fmnist = ["--set", "pretrain.epochs=1", "--set", f"data.root={args.fmnist_root}"]
-    return [*robprune, "pretrain", str(ROOT / "recipes" / "fmnist" / "s2ap_u90.yaml"), *common, *fmnist, *sets]
+    subset = [f"data.train_subset={args.fmnist_train_images}"] if args.fmnist_train_images else []
+    return ["pretrain.epochs=1", f"data.root={args.fmnist_root}", *subset]
 
 
 def measure(command: list[str], threads: str, default_threads: int) -> dict[str, Any]:
@@ -97,21 +106,26 @@ def policy_prediction(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from robprune_deploy.recipe import load_recipe
     from robprune_deploy.runtime import choose_threads
 
-    recipe_file = ROOT / "recipes" / ("digits_s2ap.yaml" if name == "digits" else "fmnist/s2ap_u90.yaml")
-    extra = [f"data.root={args.fmnist_root}"] if name == "fmnist" else []
+    recipe_file = ROOT / "recipes" / DIGITS_RECIPES.get(name, "fmnist/s2ap_u90.yaml")
+    extra = fmnist_overrides(args) if name == "fmnist" else []
     recipe = load_recipe(recipe_file, [*extra, *args.overrides])
     return choose_threads("auto", work_macs=auto_work_macs(recipe)).to_dict()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", nargs="+", choices=["digits", "fmnist"], default=["digits", "fmnist"])
+    parser.add_argument(
+        "--workloads", nargs="+", choices=["quick_start", "digits_s2ap", "fmnist"], default=["quick_start", "fmnist"]
+    )
     parser.add_argument("--conditions", nargs="+", choices=["idle", "busy"], default=["idle", "busy"])
     parser.add_argument("--threads", nargs="+", choices=["default", "policy"], default=["default", "policy"])
     parser.add_argument("--busy", type=int, default=2, help="busy processes of the busy condition (default 2)")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each combination (default 2)")
     parser.add_argument("--digits-command", choices=["run", "pretrain"], default="run", help="default run")
     parser.add_argument("--fmnist-root", type=Path, default=None, help="folder of the Fashion-MNIST IDX files")
+    parser.add_argument(
+        "--fmnist-train-images", type=int, default=None, help="fmnist: a fixed subset of the training images"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     args = parser.parse_args()
@@ -119,17 +133,17 @@ def main() -> None:
     os.environ.pop("OMP_NUM_THREADS", None)
 
     default_threads = torch_default_threads()
-    report: dict[str, Any] = {
-        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
+    report = results_file(
+        provenance(),
+        renderer="thread_policy:tables",
+        machine={
             "cpu_count": os.cpu_count(),
             "affinity": len(os.sched_getaffinity(0)),
             "torch_default_threads": default_threads,
         },
-        "arguments": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
-        "measurements": [],
-    }
+        arguments={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
+        measurements=[],
+    )
     args.json.parent.mkdir(parents=True, exist_ok=True)
     for name in args.workloads:
         for condition in args.conditions:
@@ -154,6 +168,45 @@ def main() -> None:
                             flush=True,
                         )
     print(f"written: {args.json}")
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One row per workload, condition and threads: mean wall and CPU seconds over the repeats, and
+    the CPU time against the same workload's idle run under the policy (the goal: at most 1.2 busy)."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in document["measurements"]:
+        groups.setdefault((row["workload"], row["condition"], row["threads"]), []).append(row)
+    rows = []
+    for (workload, condition, threads), runs in groups.items():
+        idle = groups.get((workload, "idle", "policy"))
+        cpu = _mean([r["cpu_s"] for r in runs])
+        rows.append(
+            [
+                workload,
+                condition,
+                f"{threads} ({runs[0]['runtime.threads']})",
+                len(runs),
+                _mean([r["wall_s"] for r in runs]),
+                cpu,
+                cpu / _mean([r["cpu_s"] for r in idle]) if idle else None,
+                _mean([r["load_at_start"] for r in runs]),
+            ]
+        )
+    columns = [
+        text_column("workload"),
+        text_column("machine"),
+        text_column("threads (runtime.threads)"),
+        column("runs"),
+        column("wall s", "{:.0f}"),
+        column("CPU s", "{:.0f}"),
+        column("CPU x idle policy", "{:.2f}"),
+        column("load at start", "{:.1f}"),
+    ]
+    return {"main": table(columns, rows)}
 
 
 if __name__ == "__main__":
