@@ -174,6 +174,13 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _threads_cell(threads: str, run: dict[str, Any]) -> str:
+    """``default (2)``, or ``policy (auto: 1)`` with what ``auto`` chose."""
+    if threads == "policy" and "policy_choice" in run:
+        return f"policy (auto: {run['policy_choice']['threads']})"
+    return f"{threads} ({run['runtime.threads']})"
+
+
 def tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """One row per workload, condition and threads: mean wall and CPU seconds over the repeats, and
     the CPU time against the same workload's idle run under the policy (the goal: at most 1.2 busy)."""
@@ -188,7 +195,7 @@ def tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
             [
                 workload,
                 condition,
-                f"{threads} ({runs[0]['runtime.threads']})",
+                _threads_cell(threads, runs[0]),
                 len(runs),
                 _mean([r["wall_s"] for r in runs]),
                 cpu,
@@ -199,12 +206,12 @@ def tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     columns = [
         text_column("workload"),
         text_column("machine"),
-        text_column("threads (runtime.threads)"),
+        text_column("threads"),
         column("runs"),
         column("wall s", "{:.0f}"),
         column("CPU s", "{:.0f}"),
         column("CPU x idle policy", "{:.2f}"),
-        column("load at start", "{:.1f}"),
+        column("1-min load average at start", "{:.1f}"),
     ]
     return {"main": table(columns, rows)}
 
