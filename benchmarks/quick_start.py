@@ -3,7 +3,7 @@
     python benchmarks/quick_start.py                  # writes benchmarks/results/quick_start.json
     python benchmarks/quick_start.py --busy 2         # the same beside two busy processes (its own file)
 
-One ``robprune run recipes/digits_s2ap_channel.yaml`` child process (the thread policy as a user gets
+One ``robprune run recipes/digits_hydra_channel.yaml`` child process (the thread policy as a user gets
 it: no ``OMP_NUM_THREADS``), its MLflow store inside the output folder. Recorded: wall and CPU time
 (user + system of the child and its children), the time of each stage from the run's progress lines,
 the load when it started, and the accuracies of the shipped and the dense model from ``summary.json``.
@@ -28,7 +28,7 @@ from result_tables import column, results_file, table, text_column
 from thread_policy import busy_processes
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPE = REPO / "recipes" / "digits_s2ap_channel.yaml"
+RECIPE = REPO / "recipes" / "digits_hydra_channel.yaml"
 RESULTS = REPO / "benchmarks" / "results" / "quick_start.json"
 STAGE_DONE = re.compile(r"^progress: (\w[\w-]*): done in ([\d.]+) (s|min)")
 
@@ -71,7 +71,7 @@ def _kb(path: Path) -> float:
     return path.stat().st_size / 1024
 
 
-def figures_table(summary: dict[str, Any]) -> dict[str, Any]:
+def figures_table(summary: dict[str, Any], pruned: str) -> dict[str, Any]:
     def row(name: str, prefix: str) -> list[Any]:
         keys = ("clean_acc", "pgd_acc", "apgd_ce_acc", "apgd_t_acc", "autoattack_acc")
         values = [summary.get(f"{prefix}{k}") for k in keys]
@@ -88,13 +88,14 @@ def figures_table(summary: dict[str, Any]) -> dict[str, Any]:
     ]
     rows = [
         row("dense (onnxruntime)", "onnx.dense_"),
-        row("S2AP 50% channels, physically removed (onnxruntime)", "onnx."),
+        row(f"{pruned}, physically removed (onnxruntime)", "onnx."),
     ]
     return table(columns, rows)
 
 
 def time_table(timing: dict[str, Any], busy: int) -> dict[str, Any]:
-    machine = "idle" if busy == 0 else f"beside {busy} busy processes"
+    machine = "no busy processes added" if busy == 0 else f"beside {busy} busy processes"
+    machine += f", 1-min load average {timing['load_at_start']:.1f} at start"
     stages = ", ".join(f"{name} {seconds:.0f}" for name, seconds in timing["stages_s"].items())
     columns = [text_column("machine"), column("wall s", "{:.0f}"), column("CPU s", "{:.0f}"), text_column("stages, s")]
     return table(columns, [[machine, timing["wall_s"], timing["cpu_s"], stages]])
@@ -114,7 +115,10 @@ def main() -> None:
         timing = run_quick_start(args.recipe, args.out)
     summary = json.loads((args.out / "summary.json").read_text())
     sizes = {"model.onnx": _kb(args.out / "model.onnx"), "dense.onnx": _kb(args.out / "dense.onnx")}
-    eps = yaml.safe_load((args.out / "recipe.yaml").read_text())["attack"]["eps"]  # the recipe as the run saved it
+    recipe = yaml.safe_load((args.out / "recipe.yaml").read_text())  # the recipe as the run saved it
+    eps, compression = recipe["attack"]["eps"], recipe["compression"]
+    granularity = "channels" if compression["config"].get("granularity") == "channel" else "sparsity"
+    pruned = f"{compression['algorithm'].upper()} {100 * compression['ratio']:.0f}% {granularity}"
     setup = (
         f"{summary.get('onnx.examples')} fixed test images, eps {eps}; clean / robust "
         "accuracy in %; AutoAttack-fast on the pruned and the dense model, the security curve and the "
@@ -122,7 +126,7 @@ def main() -> None:
     )
     document = results_file(
         provenance(),
-        {"main": figures_table(summary), "time": time_table(timing, args.busy)},
+        {"main": figures_table(summary, pruned), "time": time_table(timing, args.busy)},
         setup=setup,
         timing=timing,
         sizes_kb=sizes,
