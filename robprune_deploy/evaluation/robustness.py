@@ -150,6 +150,83 @@ def _worst_case_pgd(
     return robust, {name: float(mask.mean()) if len(mask) else 0.0 for name, mask in alone.items()}
 
 
+@dataclass
+class _Measured:
+    """What :func:`evaluate_artifact` has measured so far, step by step."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    clean: np.ndarray
+    figures: dict[str, Any] = field(default_factory=dict)
+    ensemble: EnsembleResult | None = None
+
+
+def _white_box(
+    m: _Measured, twins: Mapping[str, nn.Module], predictor: Predictor, batches: Batches, p: EvaluationProtocol
+) -> None:
+    """Parity with the artifact's own twin, and PGD from every twin (worst case per example)."""
+    twin = next(iter(twins.values()))
+    check = parity(twin, predictor, batches)
+    m.figures.update(max_abs_diff=check.max_abs_diff, argmax_agreement=check.argmax_agreement)
+    if p.threat is not None:
+        robust, alone = _worst_case_pgd(twins, predictor, batches, p.threat, p.seed)
+        m.figures.update(pgd_acc=float(robust.sum()) / max(len(m.y), 1), pgd_sources=alone if len(alone) > 1 else {})
+
+
+def _black_box_or_ensemble(
+    m: _Measured, twin: nn.Module | None, predictor: Predictor, p: EvaluationProtocol, show_progress: bool
+) -> None:
+    """The PGD protocol's independent Square run, or the ensemble (AutoAttack) on the twin."""
+    threat = p.threat
+    if threat is not None and not p.ensemble and p.square_queries > 0:
+        n = len(m.y) if p.square_examples is None else min(p.square_examples, len(m.y))
+        x, y = m.x[:n].numpy(), m.y[:n].numpy()
+        result = square_attack(predictor.predict, x, y, threat.eps, p.square_queries, p.square_p_init, p.seed)
+        m.figures.update(square_acc=result.accuracy, square_examples=n)
+    elif threat is not None and p.ensemble and twin is not None:
+        m.ensemble = ensemble = run_ensemble(
+            p.attacks, twin, predictor, m.x, m.y, threat.eps, budget=p.budget, batch_size=p.batch_size, seed=p.seed,
+            bf16=threat.bf16, show_progress=show_progress,
+        )  # fmt: skip
+        member_acc = {r.name: r.accuracy_after for r in ensemble.records}
+        m.figures.update(
+            square_acc=member_acc.get("square"), square_examples=len(m.y), autoattack_acc=ensemble.accuracy,
+            whitebox_acc=ensemble.whitebox_accuracy, member_acc=member_acc, budget=ensemble.description,
+            members=[r.to_dict() for r in ensemble.records],
+        )  # fmt: skip
+
+
+def _curve(m: _Measured, twin: nn.Module, predictor: Predictor, p: EvaluationProtocol, show_progress: bool) -> None:
+    """The FMN security curve, merged with the ensemble's points."""
+    n = len(m.y) if p.curve_examples is None else min(p.curve_examples, len(m.y))
+    curve = security_curve(
+        twin, predictor, m.x[:n], m.y[:n], steps=p.curve_steps, batch_size=p.batch_size, show_progress=show_progress
+    )
+    if m.ensemble is not None and p.threat is not None:
+        # FMN alone can miss points the ensemble found; with them the curve at eps is the
+        # ensemble's verdict on these examples (and FMN's own figure stays in fmn_distances).
+        known = _adversarial_distances(m.x[:n].numpy(), m.ensemble.x_adv[:n], m.ensemble.robust[:n], p.threat.eps)
+        curve = curve.merged(known)
+    m.figures["curve"] = curve
+
+
+def _indicators(
+    m: _Measured, twin: nn.Module, predictor: Predictor, p: EvaluationProtocol, show_progress: bool
+) -> None:
+    """The attack-failure indicators on correctly classified examples."""
+    assert p.threat is not None
+    chosen = np.flatnonzero(m.clean)[: p.indicator_examples]
+    if m.ensemble is not None:
+        gain: float | None = m.ensemble.whitebox_accuracy - m.ensemble.accuracy
+    else:
+        pgd_acc, square_acc = m.figures.get("pgd_acc"), m.figures.get("square_acc")
+        gain = None if square_acc is None or pgd_acc is None else pgd_acc - square_acc
+    m.figures["indicators"] = measure_indicators(
+        twin, predictor, m.x[chosen], m.y[chosen], p.threat.eps, blackbox_gain=gain, steps=p.budget.apgd_steps,
+        seed=p.seed, limits=dict(p.indicator_limits), show_progress=show_progress,
+    )  # fmt: skip
+
+
 def evaluate_artifact(
     artifact: Artifact,
     protocol: EvaluationProtocol,
@@ -170,77 +247,26 @@ def evaluate_artifact(
     """
     batches = check_batch_list(batches, "evaluate_artifact")  # RobPruneError for empty or non-image data
     predictor = artifact.open()
-    x = torch.cat([b[0] for b in batches])
-    y = torch.cat([b[1] for b in batches])
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     logits = predictor.predict(x.numpy())
-    clean = logits.argmax(1) == y.numpy()
-    total = max(len(y), 1)
-    agreement = None
+    m = _Measured(x, y, logits.argmax(1) == y.numpy())
     if reference is not None:
-        agreement = float((logits.argmax(1) == reference.open().predict(x.numpy()).argmax(1)).mean())
+        m.figures["agreement"] = float((logits.argmax(1) == reference.open().predict(x.numpy()).argmax(1)).mean())
     sources = {name: twin.eval().cpu() for name, twin in (twins or {}).items()}
     twin = next(iter(sources.values()), None)
-    threat, p = protocol.threat, protocol
-    pgd_acc = max_diff = twin_agreement = None
-    pgd_sources: dict[str, float] = {}
     if twin is not None:
-        check = parity(twin, predictor, batches)
-        max_diff, twin_agreement = check.max_abs_diff, check.argmax_agreement
-        if threat is not None:
-            robust, pgd_sources = _worst_case_pgd(sources, predictor, batches, threat, p.seed)
-            pgd_acc = float(robust.sum()) / total
-    square_acc, square_n = None, 0
-    ensemble: EnsembleResult | None = None
-    if threat is not None and not p.ensemble and p.square_queries > 0:
-        n = len(y) if p.square_examples is None else min(p.square_examples, len(y))
-        result = square_attack(
-            predictor.predict, x[:n].numpy(), y[:n].numpy(), threat.eps, p.square_queries, p.square_p_init, p.seed
-        )
-        square_acc, square_n = result.accuracy, n
-    elif threat is not None and p.ensemble and twin is not None:
-        ensemble = run_ensemble(
-            p.attacks, twin, predictor, x, y, threat.eps, budget=p.budget, batch_size=p.batch_size, seed=p.seed,
-            bf16=threat.bf16, show_progress=show_progress,
-        )  # fmt: skip
-        square_n = len(y)
-    curve = None
-    if twin is not None and p.curve_steps > 0:
-        n = len(y) if p.curve_examples is None else min(p.curve_examples, len(y))
-        curve = security_curve(
-            twin, predictor, x[:n], y[:n], steps=p.curve_steps, batch_size=p.batch_size, show_progress=show_progress
-        )
-        if ensemble is not None and threat is not None:
-            # FMN alone can miss points the ensemble found; with them the curve at eps is the
-            # ensemble's verdict on these examples (and FMN's own figure stays in fmn_distances).
-            known = _adversarial_distances(x[:n].numpy(), ensemble.x_adv[:n], ensemble.robust[:n], threat.eps)
-            curve = curve.merged(known)
-    indicators: dict[str, Indicator] = {}
-    if twin is not None and threat is not None and p.indicator_examples > 0:
-        chosen = np.flatnonzero(clean)[: p.indicator_examples]
-        if ensemble is not None:
-            gain: float | None = ensemble.whitebox_accuracy - ensemble.accuracy
-        else:
-            gain = None if square_acc is None or pgd_acc is None else pgd_acc - square_acc
-        indicators = measure_indicators(
-            twin, predictor, x[chosen], y[chosen], threat.eps, blackbox_gain=gain, steps=p.budget.apgd_steps,
-            seed=p.seed, limits=dict(p.indicator_limits), show_progress=show_progress,
-        )  # fmt: skip
-    figures: dict[str, Any] = {}
-    if ensemble is not None:
-        member_acc = {r.name: r.accuracy_after for r in ensemble.records}
-        square_acc = member_acc.get("square")
-        figures = {
-            "autoattack_acc": ensemble.accuracy,
-            "whitebox_acc": ensemble.whitebox_accuracy,
-            "member_acc": member_acc,
-            "budget": ensemble.description,
-            "members": [r.to_dict() for r in ensemble.records],
-        }
+        _white_box(m, sources, predictor, batches, protocol)
+    _black_box_or_ensemble(m, twin, predictor, protocol, show_progress)
+    if twin is not None and protocol.curve_steps > 0:
+        _curve(m, twin, predictor, protocol, show_progress)
+    if twin is not None and protocol.threat is not None and protocol.indicator_examples > 0:
+        _indicators(m, twin, predictor, protocol, show_progress)
+    figures: dict[str, Any] = {"pgd_acc": None, "square_acc": None, "square_examples": 0, "max_abs_diff": None}
+    figures.update(m.figures)
     return Robustness(
-        predictor.provider, len(y), float(clean.sum()) / total, pgd_acc, square_acc, square_n, max_diff,
-        twin_agreement, p.attacks, curve=curve, indicators=indicators, eps=threat.eps if threat else None,
-        runtime=artifact.runtime, precision=artifact.precision,
-        pgd_sources=pgd_sources if len(pgd_sources) > 1 else {}, agreement=agreement, **figures,
+        provider=predictor.provider, examples=len(y), clean_acc=float(m.clean.sum()) / max(len(y), 1),
+        argmax_agreement=figures.pop("argmax_agreement", None), attacks=protocol.attacks, runtime=artifact.runtime,
+        precision=artifact.precision, eps=protocol.threat.eps if protocol.threat else None, **figures,
     )  # fmt: skip
 
 

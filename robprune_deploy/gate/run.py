@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -146,32 +146,44 @@ def evaluate_gate(
     providers = tuple(recipe.evaluate.providers)
     runtimes = list(dict.fromkeys(recipe.evaluate.runtimes))
     candidates = {r: Artifact(model, precision, r, providers) for r in runtimes}
-    references = {r: Artifact(baseline_file, "fp32", r, providers) for r in runtimes if baseline_file is not None}
+    references: dict[str, Artifact] = {}
+    if baseline_file is not None:
+        references = {r: Artifact(baseline_file, "fp32", r, providers) for r in runtimes}
     for r in runtimes:
         inputs.model(candidates[r], "candidate")
         if r in references:
             inputs.model(references[r], "baseline")
+    twins = _Twins(candidates[runtimes[0]], baseline_file, torch_model, reference_model)
     known, known_reference = _by_runtime(candidate), _by_runtime(reference)
-    twins: dict[str, dict[str, nn.Module]] = {}
-
-    def twins_of(role: str) -> dict[str, nn.Module]:
-        """Built once, on first need, for every runtime: the torch side does not depend on it."""
-        if role not in twins:
-            if role == "baseline":
-                assert baseline_file is not None
-                own = reference_model.cpu() if reference_model is not None else twin_of(baseline_file, role)
-                twins[role] = {"twin": own}
-            else:
-                source = twins_of("baseline")["twin"] if precision != "fp32" else None
-                twins[role] = twins_for(candidates[runtimes[0]], torch_model, source)
-        return twins[role]
-
     verdicts = {
         r: _gate_on(recipe, data, inputs, candidates[r], references.get(r), known.get(r), known_reference.get(r),
-                    twins_of, show_progress)
+                    twins.of, show_progress)
         for r in runtimes
     }  # fmt: skip
     return combine(verdicts)
+
+
+@dataclass
+class _Twins:
+    """The torch models the attacks on the candidate and its reference are crafted on, built once,
+    on first need, for every runtime (the torch side does not depend on the runtime)."""
+
+    candidate: Artifact
+    reference_file: Path | None
+    model: nn.Module | None
+    reference_model: nn.Module | None
+    built: dict[str, dict[str, nn.Module]] = field(default_factory=dict)
+
+    def of(self, role: str) -> dict[str, nn.Module]:
+        if role not in self.built:
+            if role == "baseline":
+                assert self.reference_file is not None
+                model = self.reference_model
+                self.built[role] = {"twin": model.cpu() if model is not None else twin_of(self.reference_file, role)}
+            else:  # a quantized candidate is attacked by transfer from its reference (FP32) model too
+                source = self.of("baseline")["twin"] if self.candidate.precision != "fp32" else None
+                self.built[role] = twins_for(self.candidate, self.model, source)
+        return self.built[role]
 
 
 def _gate_on(

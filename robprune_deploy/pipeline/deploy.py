@@ -170,7 +170,7 @@ def _drops(spec: Deployable, summary: dict[str, Any], reference: dict[str, Any],
     keys = DEPLOYABLES[spec.reference or "fp32"].keys
     attacks = reference.get(f"{runtime_prefix}{keys}attacks")
     compared = ("clean_acc", "pgd_acc", "square_acc") if attacks == "pgd" else ("clean_acc", "pgd_acc")
-    drops = {}
+    drops: dict[str, Any] = {}
     for key in compared:
         own, theirs = summary.get(f"{spec.keys}{key}"), reference.get(f"{runtime_prefix}{keys}{key}")
         if is_number(own) and is_number(theirs):
@@ -193,14 +193,17 @@ def evaluate(
     spec = DEPLOYABLES[precision]
     providers = tuple(ctx.recipe.evaluate.providers)
     with ctx.stage(spec.stage) as lines:
-        batches, summary, records = ctx.eval_subset_batches(), {}, {}
+        batches = ctx.eval_subset_batches()
+        summary: dict[str, Any] = {}
+        records: dict[str, Robustness] = {}
         model = deployable.cpu()
+        # fp32: the torch model itself; int8: its straight-through twin, and PGD transferred from the model
+        twins = twins_for(Artifact(ctx.out_dir / spec.file, precision), model, model)
         for index, runtime in enumerate(ctx.recipe.evaluate.runtimes):
             artifact = Artifact(ctx.out_dir / spec.file, precision, runtime, providers)
             compared = None
             if spec.reference is not None:
                 compared = Artifact(ctx.out_dir / DEPLOYABLES[spec.reference].file, spec.reference, runtime, providers)
-            twins = twins_for(artifact, model, model)
             records[runtime] = measure(
                 ctx.recipe, artifact, batches, twins, reference=compared, show_progress=ctx.show_progress
             )
