@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from robprune_deploy.evaluation.runtimes import RUNTIMES, Predictor, Runtime
+from robprune_deploy.evaluation.runtimes.artifact import RUNTIMES, Predictor, Runtime
 from robprune_deploy.evaluation.sessions import PROVIDERS, OnnxClassifier
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from robprune_deploy.errors import OnnxModelError, ProviderError
-from robprune_deploy.evaluation.runtimes import RUNTIMES, Predictor, Runtime
+from robprune_deploy.evaluation.runtimes.artifact import RUNTIMES, Predictor, Runtime
 from robprune_deploy.evaluation.sessions import PROVIDERS, check_input_shape
 from robprune_deploy.export import load_onnx
 from robprune_deploy.runtime import openvino_config
