@@ -37,7 +37,9 @@ class GateVerdict:
         """Each runtime's own verdict (this one alone when one runtime was gated)."""
         return self.runtimes or {self.runtime: self}
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, details: bool = True) -> dict[str, Any]:
+        """``gate.json``. Each runtime's own verdict (``runtimes``) is written without the details,
+        which are the combined verdict's (model, baseline, registration)."""
         data = {
             "passed": self.passed,
             "failures": self.failures,
@@ -47,10 +49,10 @@ class GateVerdict:
             "provider": self.provider,
             "runtime": self.runtime,
             "robustness": {label: r.to_dict() for label, r in self.robustness.items()},
-            **self.details,
+            **(self.details if details else {}),
         }
         if self.runtimes:
-            data["runtimes"] = {name: v.to_dict() for name, v in self.runtimes.items()}
+            data["runtimes"] = {name: v.to_dict(details=False) for name, v in self.runtimes.items()}
         return data
 
 
