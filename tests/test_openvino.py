@@ -87,26 +87,31 @@ def test_the_gate_measures_and_reports_both_runtimes_for_fp32_and_int8(files, tm
     assert {f"{r}.int8.min_agreement" for r in ("onnxruntime", "openvino")} <= {c.name for c in quantized.checks}
 
 
-def test_a_run_evaluates_and_gates_fp32_and_int8_on_both_runtimes(tmp_path) -> None:
+def test_a_run_evaluates_and_gates_fp32_and_int8_on_both_runtimes(robust_cnn_state, tmp_path) -> None:
+    import torch
     from conftest import FAST_RUN, LIGHT_EVAL, overrides  # type: ignore[import-not-found]
 
     from robprune_deploy.cli.main import main
 
+    checkpoint = tmp_path / "robust_cnn.pt"  # the suite's adversarially trained CNN: no pretraining here
+    torch.save(robust_cnn_state, checkpoint)
     out = tmp_path / "run"
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "digits_hydra.yaml"
+    fast = [item for item in FAST_RUN if not item.startswith("compression.config.")]  # HYDRA's options
     sets = (
-        *FAST_RUN, *LIGHT_EVAL, "evaluate.runtimes=[onnxruntime,openvino]", "tracking.enabled=false",
-        "quantize.enabled=true", "quantize.calibration_size=100", "gate.int8.max_clean_drop=0.1",
-        "gate.int8.max_pgd_drop=0.2", "gate.indicators=[]",
+        *fast, *LIGHT_EVAL, f"model.checkpoint={checkpoint}", "compression.algorithm=l1_filter",
+        "compression.ratio=0.5", "finetune.epochs=0", "evaluate.num_examples=100", "evaluate.attacks=pgd",
+        "evaluate.indicator_examples=0", "evaluate.runtimes=[onnxruntime,openvino]", "tracking.enabled=false",
+        "quantize.enabled=true", "quantize.calibration_size=100", "gate.indicators=[]",
     )  # fmt: skip
     assert main(["run", str(recipe), "--out", str(out), "--quiet", *overrides(*sets)]) in (0, 1)  # passed or failed
     summary = json.loads((out / "summary.json").read_text())
     for prefix in ("", "openvino."):  # the first runtime's keys as before, the other's prefixed by its name
-        assert 0 < summary[f"{prefix}onnx.pgd_acc"] <= summary[f"{prefix}onnx.clean_acc"]
+        assert 0 <= summary[f"{prefix}onnx.pgd_acc"] <= summary[f"{prefix}onnx.clean_acc"]
         assert summary[f"{prefix}onnx.provider"] == "cpu" and summary[f"{prefix}latency.speedup"] > 0
         assert summary[f"{prefix}int8.pgd_acc"] <= summary[f"{prefix}int8.transfer_pgd_acc"]
         assert summary[f"{prefix}int8.agreement"] >= 0.9 and summary[f"{prefix}int8.latency.speedup_vs_pruned"] > 0
-    assert abs(summary["openvino.onnx.clean_acc"] - summary["onnx.clean_acc"]) <= 1 / 200
+    assert abs(summary["openvino.onnx.clean_acc"] - summary["onnx.clean_acc"]) <= 1 / 100
     for folder in (out, out / "gate_int8"):
         verdict = json.loads((folder / "gate.json").read_text())
         assert set(verdict["runtimes"]) == {"onnxruntime", "openvino"}
