@@ -21,7 +21,9 @@ An ``OMP_NUM_THREADS`` in the environment wins over all three: it is how torchru
 and users say how many threads a process gets. A number (``runtime.threads: 4``) is taken as given.
 
 onnxruntime's pool spins between operators by default; spinning is turned off whenever the chosen
-threads exceed the free cores, where a spinning thread takes a core from a thread with work.
+threads exceed the free cores, where a spinning thread takes a core from a thread with work. OpenVINO
+has no spinning setting; it pins its threads to cores by default, which is turned off under the same
+condition (a thread pinned to a busy core cannot move to an idle one).
 """
 
 from __future__ import annotations
@@ -322,3 +324,26 @@ def configure_session_options(options: Any, choice: ThreadChoice | None = None, 
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
+
+
+def openvino_config(choice: ThreadChoice | None = None, threads: int = 0) -> dict[str, Any]:
+    """OpenVINO ``compile_model`` properties for the thread policy (default: this process's).
+
+    One stream and the latency hint: one request at a time, as the evaluation and the latency
+    benchmark run it. ``INFERENCE_PRECISION_HINT`` is ``f32`` because OpenVINO would otherwise run an
+    FP32 model in bf16 on CPUs that have it, and the gate measures the model as exported.
+
+    :param threads: intra-op threads instead of the policy's (0: the policy's); pinning is off
+        whenever they exceed the free cores.
+    """
+    choice = choice or ensure_thread_policy()
+    count = threads or choice.threads
+    config: dict[str, Any] = {
+        "INFERENCE_NUM_THREADS": count,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    if count > choice.free_cores:
+        config["ENABLE_CPU_PINNING"] = False
+    return config
