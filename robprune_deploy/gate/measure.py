@@ -118,9 +118,7 @@ def measure(
     """:func:`~robprune_deploy.evaluation.evaluate_artifact` of ``artifact`` under the recipe's
     protocol for its precision (see :func:`protocol_of` and :func:`twins_for`)."""
     protocol = protocol_of(recipe, artifact.precision, indicators=indicators)
-    return evaluate_artifact(
-        artifact, protocol, batches, twins=twins, reference=reference, show_progress=show_progress
-    )
+    return evaluate_artifact(artifact, protocol, batches, twins=twins, reference=reference, show_progress=show_progress)
 
 
 def sparsity_audit(proto: onnx.ModelProto) -> tuple[float, float | None]:

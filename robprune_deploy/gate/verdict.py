@@ -67,5 +67,3 @@ def combine(verdicts: dict[str, GateVerdict]) -> GateVerdict:
         all(v.passed for v in verdicts.values()), checks, first.candidate, first.baseline, first.provider,
         dict(first.details), dict(first.robustness), first.runtime, dict(verdicts),
     )  # fmt: skip
-
-
