@@ -6,9 +6,10 @@ is loaded the first time a name is looked up, so third-party packages register a
 declaring ``[project.entry-points."robprune_deploy.algorithms"]``.
 
 A name is never taken by install order. An entry point that reuses the name of one declared by one
-of the registry's own distributions (a built-in: the core and its plugins) is ignored, and two other distributions declaring the same
-name are both refused; each case is one warning naming both distributions (:meth:`Registry.conflicts`),
-which the CLI prints in ``robprune algorithms`` and before a run.
+of the registry's own distributions (a built-in: the core and its plugins) is ignored, and two other
+distributions declaring the same name are both refused; each case is one warning naming both
+distributions (:meth:`Registry.conflicts`), which the CLI prints in ``robprune algorithms`` and
+before a run.
 """
 
 from __future__ import annotations
