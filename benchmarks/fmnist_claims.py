@@ -8,7 +8,7 @@ Per claim (a method against its baseline at one setting, e.g. S2AP - HYDRA at 95
 - the paired difference over seeds of the headline robust accuracy, with its 95% t interval;
 - exact McNemar and Newcombe's interval on the pooled per-example PGD outcomes (every seed's test
   examples, method and baseline paired on the same example), where the grid stored them;
-- the verdict (holds / does not hold / inconclusive) of :func:`robprune_deploy.statistics.verdict`
+- the verdict (holds / does not hold / inconclusive) of :func:`robprune_deploy.statistics.claim_verdict`
   on the seed interval: seeds are the unit of replication, the examples of one seed are not.
 
 Every seed is measured on the same evaluated examples, so the seed interval treats them as fixed: it
@@ -194,7 +194,7 @@ def render_claims(claims: Sequence[Claim], label: str, outcome_label: str = OUTC
         f"interval; exact McNemar on the pooled per-example {outcome_label} outcomes, with the pooled "
         "difference and its Newcombe (1998, method 10) 95% interval. The verdict reads the seed interval: "
         "inconclusive when its half-width exceeds the claimed effect, does not hold when it ends short of "
-        "the claim, holds when it excludes 0 and reaches the claim (robprune_deploy.statistics.verdict). "
+        "the claim, holds when it excludes 0 and reaches the claim (robprune_deploy.statistics.claim_verdict). "
         "Every seed is measured on the same examples: on a subset of the test split, read the seed interval "
         "together with the per-example one, which carries the subset's own sampling error.",
         "",

@@ -11,7 +11,8 @@ The public API::
     verdict = rp.gate_onnx("model.onnx", baseline="dense.onnx", recipe={"gate": {"min_pgd_acc": 0.3}})
 
 Algorithms live in :data:`ALGORITHMS`, filled from the ``robprune_deploy.algorithms`` entry points.
-What a plugin's ``apply`` builds its result with is exported here too: :func:`prunable_layers`,
+A plugin subclasses :class:`CompressionAlgorithm` and implements its ``search`` (a :class:`SearchScope`
+in, a :class:`Decision` out); what a search works with is exported here too: :func:`prunable_layers`,
 :func:`ignored_layer_names`, :func:`apply_masks`, :func:`count_model`, :class:`ChannelGroups`.
 
 Names are imported on first use (PEP 562), so ``import robprune_deploy`` and the ``robprune``
@@ -45,10 +46,12 @@ if TYPE_CHECKING:
         AlgorithmConfig,
         CompressionAlgorithm,
         CompressionStage,
+        Decision,
         Granularity,
         PruningContext,
         PruningResult,
         PruningStatistics,
+        SearchScope,
     )
     from robprune_deploy.api import DEFAULT_THREAT, adversarial_train, gate_onnx, prune
     from robprune_deploy.attacks import RobustLoss, ThreatModel
@@ -66,10 +69,12 @@ _LAZY = {
         "AlgorithmConfig",
         "CompressionAlgorithm",
         "CompressionStage",
+        "Decision",
         "Granularity",
         "PruningContext",
         "PruningResult",
         "PruningStatistics",
+        "SearchScope",
     ),
     "robprune_deploy.api": ("DEFAULT_THREAT", "adversarial_train", "gate_onnx", "prune"),
     "robprune_deploy.attacks": ("RobustLoss", "ThreatModel"),
@@ -105,6 +110,7 @@ __all__ = [
     "CompressionAlgorithm",
     "CompressionStage",
     "DatasetError",
+    "Decision",
     "Granularity",
     "ModelCount",
     "NormalizedClassifier",
@@ -119,6 +125,7 @@ __all__ = [
     "RecipeError",
     "RobPruneError",
     "RobustLoss",
+    "SearchScope",
     "ShapeError",
     "ThreatModel",
     "TrackingError",

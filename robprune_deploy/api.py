@@ -20,7 +20,7 @@ from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.errors import ArgumentError, RecipeError
 
 if TYPE_CHECKING:
-    from robprune_deploy.gate.run import GateVerdict
+    from robprune_deploy.gate.gating import GateVerdict
     from robprune_deploy.recipe import Precision, Recipe
 
 DEFAULT_THREAT = ThreatModel(eps=8 / 255, step_size=2 / 255, steps=10)
@@ -29,7 +29,7 @@ DEFAULT_THREAT = ThreatModel(eps=8 / 255, step_size=2 / 255, steps=10)
 
 def _ensure_threads(model: nn.Module, first_inputs: Callable[[], torch.Tensor]) -> None:
     """``runtime.threads: auto`` for this process, sized by ``model`` on the first batch, unless a
-    command or an earlier call already chose (see :mod:`robprune_deploy.runtime.threads`)."""
+    command or an earlier call already chose (see :mod:`robprune_deploy.runtime.thread_policy`)."""
     from robprune_deploy.pipeline.threads import forward_macs
     from robprune_deploy.runtime import current_thread_choice, ensure_thread_policy
 
@@ -223,7 +223,7 @@ def gate_onnx(
     :returns: the verdict: ``passed``, ``failures`` (names of the failed checks) and ``checks``;
         ``per_runtime`` holds each runtime's own verdict.
     """
-    from robprune_deploy.gate.run import baseline_path, declared, evaluate_gate, write_gate_report
+    from robprune_deploy.gate.gating import baseline_path, declared, evaluate_gate, write_gate_report
     from robprune_deploy.pipeline import RunContext
     from robprune_deploy.recipe import Recipe, apply_overrides, load_recipe, recipe_to_dict, validate_recipe
     from robprune_deploy.tracking.models import resolve_onnx

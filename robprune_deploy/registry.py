@@ -5,10 +5,11 @@ plugin system: membership is tested on *names*, and a registry may be bound to a
 is loaded the first time a name is looked up, so third-party packages register algorithms simply by
 declaring ``[project.entry-points."robprune_deploy.algorithms"]``.
 
-A name is never taken by install order. An entry point that reuses the name of one declared by the
-registry's own distribution (a built-in) is ignored, and two other distributions declaring the same
-name are both refused; each case is one warning naming both distributions (:meth:`Registry.conflicts`),
-which the CLI prints in ``robprune algorithms`` and before a run.
+A name is never taken by install order. An entry point that reuses the name of one declared by one
+of the registry's own distributions (a built-in: the core and its plugins) is ignored, and two other
+distributions declaring the same name are both refused; each case is one warning naming both
+distributions (:meth:`Registry.conflicts`), which the CLI prints in ``robprune algorithms`` and
+before a run.
 """
 
 from __future__ import annotations
@@ -29,14 +30,17 @@ class Registry(Generic[T]):
 
     :param kind: what the registry holds, used in error messages (``"algorithm"``, ``"model"``).
     :param entry_point_group: optional entry-point group loaded on first lookup.
-    :param home_distribution: the distribution whose entry points are the built-ins; they win every
-        name collision with another distribution.
+    :param home_distributions: the distributions whose entry points are the built-ins (the core and
+        the plugins released with it); they win every name collision with another distribution, the
+        first listed when several of them declare a name.
     """
 
-    def __init__(self, kind: str, entry_point_group: str | None = None, home_distribution: str | None = None) -> None:
+    def __init__(
+        self, kind: str, entry_point_group: str | None = None, home_distributions: tuple[str, ...] = ()
+    ) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
-        self.home_distribution = home_distribution
+        self.home_distributions = home_distributions
         self._items: dict[str, T] = {}
         self._providers: dict[str, str] = {}
         self._entry_points_loaded = entry_point_group is None
@@ -139,7 +143,8 @@ class Registry(Generic[T]):
     def _choose(self, name: str, entry_points: list[metadata.EntryPoint]) -> metadata.EntryPoint | None:
         """The one entry point that may register ``name``, or none (a conflict is recorded)."""
         by_distribution = {_distribution(ep): ep for ep in entry_points}
-        home = next((d for d in by_distribution if _same_distribution(d, self.home_distribution)), None)
+        homes = [d for h in self.home_distributions for d in by_distribution if _same_distribution(d, h)]
+        home = homes[0] if homes else None
         others = sorted(d for d in by_distribution if d != home)
         if name in self._items:  # registered in code by the core: it stays
             owner = self._providers[name]

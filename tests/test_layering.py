@@ -2,12 +2,17 @@
 
 Every import of the package (function-level ones included) is read from the source, and a
 package may import only its own layer or the layers below it; the core never imports a plugin.
+No module imports itself back through others (a function-level import does not hide a cycle),
+and no two modules of the core share a file name.
 """
 
 from __future__ import annotations
 
 import ast
+from collections import Counter
 from pathlib import Path
+
+from robprune_deploy import _MODULE_OF
 
 PACKAGE = Path(__file__).resolve().parents[1] / "robprune_deploy"
 
@@ -29,12 +34,14 @@ LAYERS: list[set[str]] = [
     {"attacks", "masking", "surgery", "data", "models"},
     {"training"},
     {"algorithms"},
-    {"recipe"},
     {"export"},
     {"quantization"},
     {"evaluation"},
     {"reporting"},
     {"tracking"},
+    # The recipe is read by the gate and above; the layers below take plain values (thresholds,
+    # names, URIs), so they can be used without a recipe.
+    {"recipe"},
     {"gate"},
     {"pipeline"},
     {"sweep"},
@@ -96,3 +103,134 @@ def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
     ((line, module),) = _imports(fake)
     assert (line, module) == (2, "robprune_deploy.pipeline.artifacts")
     assert LAYER[module.split(".")[1]] > LAYER["gate"]
+
+
+# --- cycles ---------------------------------------------------------------------------------------
+def _module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = [package.name, *path.relative_to(package).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _run_time_imports(path: Path) -> list[str]:
+    """Every absolute import in ``path`` that runs (not those under ``if TYPE_CHECKING:``), as
+    ``module.name`` for ``from module import name``."""
+    tree = ast.parse(path.read_text(), str(path))
+    never_run = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in never_run:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+    return found
+
+
+def _graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """``{module: modules it imports when it runs}``, function-level imports included.
+
+    ``from package import name`` points at the submodule ``package.name`` when there is one, else
+    at ``package`` (its ``__init__``); a name ``robprune_deploy`` exports lazily points at the
+    module it comes from.
+    """
+    modules = {_module_name(p, package): p for p in sorted(package.rglob("*.py"))}
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    for name, path in modules.items():
+        for imported in _run_time_imports(path):
+            head, _, attribute = imported.rpartition(".")
+            if imported not in modules and head == package.name and attribute in _MODULE_OF:
+                imported = _MODULE_OF[attribute]
+            while imported not in modules and "." in imported:  # ``from a.b import function``: a.b
+                imported = imported.rpartition(".")[0]
+            if imported in modules and imported != name:
+                graph[name].add(imported)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = [stack.pop()]
+            while component[-1] != node:
+                component.append(stack.pop())
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+# The pipeline package is being split (stages, RunContext, renamed modules) on its own branch; its
+# context <-> threads cycle goes with that split. Nothing outside it may form a cycle.
+PIPELINE_IN_PROGRESS = "robprune_deploy.pipeline."
+
+
+def test_no_import_cycles_not_even_through_function_level_imports() -> None:
+    cycles = [c for c in _cycles(_graph()) if not all(m.startswith(PIPELINE_IN_PROGRESS) for m in c)]
+    assert cycles == []
+
+
+def test_the_cycle_check_sees_a_function_level_import(tmp_path: Path) -> None:
+    # tracking.models -> mlflow_tracker -> uris -> models once hid behind function-level imports.
+    package = tmp_path / "robprune_deploy"
+    (package / "tracking").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "tracking" / "__init__.py").write_text("")
+    (package / "tracking" / "models.py").write_text("def f():\n    from robprune_deploy.tracking.tracker import g\n")
+    (package / "tracking" / "tracker.py").write_text("from robprune_deploy.tracking.uris import h\n")
+    (package / "tracking" / "uris.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from robprune_deploy.gate import x\n"
+        "def h():\n    from robprune_deploy.tracking import models\n"
+    )
+    names = ["robprune_deploy.tracking.models", "robprune_deploy.tracking.tracker", "robprune_deploy.tracking.uris"]
+    assert _cycles(_graph(package)) == [names]
+
+
+# --- file names -----------------------------------------------------------------------------------
+# Each plugin under plugins/ is a distribution of its own with the same layout (algorithm.py,
+# report.py, ...): a template a new plugin copies, so file names repeat across plugins on purpose and
+# only the core's are checked here.
+def test_no_two_modules_of_the_core_share_a_file_name() -> None:
+    names = Counter(p.name for p in SOURCES if p.name != "__init__.py")
+    repeated = {
+        name: sorted(str(p.relative_to(PACKAGE)) for p in SOURCES if p.name == name)
+        for name, n in names.items()
+        if n > 1
+    }
+    assert repeated == {}
+
+
+# --- values the recipe passes down ----------------------------------------------------------------
+def test_the_layers_below_the_recipe_agree_with_its_names_and_defaults() -> None:
+    """Evaluation keeps its own copies of what the recipe validates (it may not import the recipe)."""
+    from typing import get_args
+
+    from robprune_deploy.evaluation.indicators import INDICATORS
+    from robprune_deploy.evaluation.memory_bound import DEFAULT_MAX_SESSION_MEMORY_MB
+    from robprune_deploy.recipe.schema import EvaluateSection, IndicatorName
+
+    assert get_args(IndicatorName) == INDICATORS
+    assert EvaluateSection().max_session_memory_mb == DEFAULT_MAX_SESSION_MEMORY_MB

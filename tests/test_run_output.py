@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import LIGHT_EVAL, overrides, subprocess_env  # type: ignore[import-not-found]
 
-from robprune_deploy.gate.run import GATE_JSON, GATE_MD, baseline_path, evaluate_gate, write_gate_report
+from robprune_deploy.gate.gating import GATE_JSON, GATE_MD, baseline_path, evaluate_gate, write_gate_report
 from robprune_deploy.pipeline import RunContext
 from robprune_deploy.progress import LINE_PREFIX
 from robprune_deploy.recipe import load_recipe

@@ -20,7 +20,7 @@ from robprune_deploy.pipeline import RunContext
 from robprune_deploy.pipeline.ownership import recipe_fingerprint
 from robprune_deploy.recipe import validate_recipe
 from robprune_deploy.runtime import choose_threads
-from robprune_deploy.runtime.threads import Machine, busy_cores, cgroup_cpu_quota, measure_machine
+from robprune_deploy.runtime.thread_policy import Machine, busy_cores, cgroup_cpu_quota, measure_machine
 
 SPIN = "session.intra_op.allow_spinning"
 

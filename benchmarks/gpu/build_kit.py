@@ -4,11 +4,11 @@ plus Fashion-MNIST, packed into checksummed parts of a size you choose.
 Run it where pip reaches a package index. The target machine is described by its Python version,
 its platform tags and its installed packages: a ``pip list`` or ``pip freeze`` file taken on it
 (``--target-list``; without one, the example CUDA image of ``targets/cuda_image.txt``).
-robprune-deploy's wheel is built from this checkout; it and onnxruntime-gpu are closed over their
-requirements for that target (``pip download --no-deps`` for each wheel, in the version installed
-where this script runs, the tested one, unless ``--unpinned``). What the target already has is
-left out, and torch, torchvision, triton and the ``nvidia-*`` CUDA libraries never travel (the
-target's CUDA torch is reused).
+The wheels of robprune-deploy and its two plugins are built from this checkout; they and
+onnxruntime-gpu are closed over their requirements for that target (``pip download --no-deps`` for
+each wheel, in the version installed where this script runs, the tested one, unless ``--unpinned``).
+What the target already has is left out, and torch, torchvision, triton and the ``nvidia-*`` CUDA
+libraries never travel (the target's CUDA torch is reused).
 
     python benchmarks/gpu/build_kit.py --target-list box_freeze.txt       # -> .kit/parts/ + .kit/manifest.json
     python benchmarks/gpu/build_kit.py --target-list box.txt --python-version 3.11 --part-size 1G
@@ -278,23 +278,33 @@ def tested_versions() -> dict[str, str]:
     return {n: v for n, v in found.items() if n and not NEVER.match(n) and n != "robprune-deploy"}
 
 
-def build_project_wheel(folder: Path, work: Path) -> Path:
-    """robprune-deploy's wheel, built from this checkout's tracked files (no build isolation: offline-safe)."""
+PROJECTS = {".": "robprune_deploy", "plugins/robprune_s2ap": "robprune_s2ap", "plugins/robprune_mrpf": "robprune_mrpf"}
+"""The distributions of this checkout (the core and each plugin, with its own pyproject.toml) and the
+prefix of each one's wheel file."""
+
+
+def build_project_wheels(folder: Path, work: Path) -> list[Path]:
+    """The wheels of robprune-deploy and its plugins, built from this checkout's tracked files (no
+    build isolation: offline-safe)."""
     source = work / "source"
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     for name in filter(None, files.decode().split("\0")):
         if (REPO / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, source / name)
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(folder), "."],
-        cwd=source,
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise KitError(f"building the robprune-deploy wheel failed:\n{done.stderr.strip()[-2000:]}")
-    return next(folder.glob("robprune_deploy-*.whl"))
+    built = []
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(folder)]
+    for project, prefix in PROJECTS.items():
+        done = subprocess.run(
+            [*command, "."],
+            cwd=source / project,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise KitError(f"building the wheel of {project} failed:\n{done.stderr.strip()[-2000:]}")
+        built.append(next(folder.glob(f"{prefix}-*.whl")))
+    return built
 
 
 def pack(payload: Path, out: Path, part_size: int) -> dict:
@@ -400,7 +410,7 @@ def build(args: argparse.Namespace) -> dict:
         requirements = list(args.requirements)
         pins = {n: v for n, v in present.items() if v}
         if not args.no_project:
-            requirements += [str(build_project_wheel(wheels, work)), "onnxruntime-gpu"]
+            requirements += [*map(str, build_project_wheels(wheels, work)), "onnxruntime-gpu"]
             if not args.unpinned:  # the versions this checkout is tested with, where the target has none
                 pins = tested_versions() | pins
         closure = pip.close(requirements, present, pins, wheels)

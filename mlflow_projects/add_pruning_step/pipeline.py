@@ -17,8 +17,8 @@ from typing import Any
 import mlflow
 
 from robprune_deploy.recipe import load_recipe
-from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
 from robprune_deploy.tracking.project import choose_parent, link_runs
+from robprune_deploy.tracking.store_checks import default_tracking_uri
 
 HERE = Path(__file__).resolve().parent
 PRUNING_PROJECT = HERE.parent / "robust_pruning"

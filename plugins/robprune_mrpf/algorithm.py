@@ -5,22 +5,23 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field
 from torch import nn
 
 from robprune_deploy import (
     AlgorithmConfig,
+    ChannelGroups,
     CompressionAlgorithm,
+    Decision,
     Granularity,
     NumericalError,
     PruningContext,
     PruningResult,
+    SearchScope,
     distributed,
 )
-from robprune_deploy.masking import apply_masks
-from robprune_deploy.surgery import ChannelGroups, count_model
 from robprune_mrpf.allocation import allocate, inverse_sensitivity_weights, refine_to_target
 from robprune_mrpf.cost import CostModel
 from robprune_mrpf.report import plot_allocation
@@ -62,26 +63,23 @@ class MRPFConfig(L1FilterConfig):
     eps: float = Field(1e-3, gt=0, description="added to MRS before inversion")
 
 
-class L1Filter(CompressionAlgorithm):
-    """Uniform L1-filter structured pruning (Li et al. 2017) on coupled groups, matched to a MACs target."""
+AllocationConfigT = TypeVar("AllocationConfigT", bound=L1FilterConfig)
 
-    Config: ClassVar[type[AlgorithmConfig]] = L1FilterConfig
+
+class GroupAllocation(CompressionAlgorithm[AllocationConfigT]):
+    """Per-group ratios matched to a MACs (or params) target; the lowest-L1 channels of each group go.
+
+    Subclasses weight the groups by :meth:`sensitivities` (none: one ratio everywhere).
+    """
+
     granularities = (Granularity.CHANNEL,)
-    description = "uniform per-group ratio, lowest-L1 channels removed (structured baseline)"
-    name: ClassVar[str] = "l1_filter"
 
     def sensitivities(self, model: nn.Module, groups: ChannelGroups, context: PruningContext) -> dict[str, float]:
         return {}
 
-    def apply(self, model: nn.Module, context: PruningContext) -> PruningResult:
-        config = self.config
-        assert isinstance(config, L1FilterConfig)
-        model = model.to(context.device)
-        example = context.example_inputs.to(context.device)
-        dense = count_model(model, example)
-        groups = ChannelGroups(model, example, context.ignored_scope)
-        for name, reason in groups.skipped.items():
-            logger.warning("%s: group %s left unpruned: %s", self.name, name, reason)
+    def search(self, scope: SearchScope) -> Decision:
+        config, context, model, example = self.config, scope.context, scope.model, scope.example_inputs
+        groups = scope.channel_groups()
         mrs = self.sensitivities(model, groups, context)
         broken = [name for name, value in mrs.items() if not math.isfinite(value)]
         if broken:
@@ -99,32 +97,24 @@ class L1Filter(CompressionAlgorithm):
         planned = cost.reduction(channel_ratios)
         importance = groups.l1_importance()
         keep = {name: probe_keep(importance[name], ratio, config.round_to) for name, ratio in channel_ratios.items()}
-        apply_masks(model, groups.parameter_masks(keep))
-        result = PruningResult(
-            model,
-            algorithm=self.name,
-            granularity=Granularity.CHANNEL,
-            ratio=context.ratio,
-            example_inputs=example,
-            dense_count=dense,
-            channel_keep=keep,
-            ignored_scope=context.ignored_scope,
-            extra={
-                "unit": config.unit,
-                "mrs": mrs,
-                "ratios": ratios,
-                "channel_ratios": channel_ratios,
-                "weights": weights,
-                "planned_reduction": planned,
-                "kept_channels": {n: int(k.sum()) for n, k in keep.items()},
-                "channels": {g.name: g.num_channels for g in groups},
-                "units": {g.name: g.unit for g in groups},
-                "skipped_groups": dict(groups.skipped),
-            },
-        )
+        extra = {
+            "unit": config.unit,
+            "mrs": mrs,
+            "ratios": ratios,
+            "channel_ratios": channel_ratios,
+            "weights": weights,
+            "planned_reduction": planned,
+            "kept_channels": {n: int(k.sum()) for n, k in keep.items()},
+            "channels": {g.name: g.num_channels for g in groups},
+            "units": {g.name: g.unit for g in groups},
+        }
+        return Decision(channel_keep=keep, extra=extra)
+
+    def finish(self, result: PruningResult) -> None:
         stats = result.statistics()
-        result.extra["achieved_reduction"] = stats.macs_reduction if config.unit == "macs" else stats.params_reduction
-        return result
+        result.extra["achieved_reduction"] = (
+            stats.macs_reduction if self.config.unit == "macs" else stats.params_reduction
+        )
 
     def achieved_ratio(self, result: PruningResult) -> float:
         """The MACs (or params) reduction, the unit of ``compression.ratio`` here."""
@@ -134,7 +124,14 @@ class L1Filter(CompressionAlgorithm):
         return plot_allocation(result, directory)
 
 
-class MRPF(L1Filter):
+class L1Filter(GroupAllocation[L1FilterConfig]):
+    """Uniform L1-filter structured pruning (Li et al. 2017) on coupled groups, matched to a MACs target."""
+
+    description = "uniform per-group ratio, lowest-L1 channels removed (structured baseline)"
+    name = "l1_filter"
+
+
+class MRPF(GroupAllocation[MRPFConfig]):
     """Module Robust Pruning and Fine-tuning (Bai et al.): MRS-adaptive structured pruning.
 
     MRS estimators: :mod:`robprune_mrpf.sensitivity` (the paper's own equation was not available;
@@ -143,13 +140,11 @@ class MRPF(L1Filter):
     Fine-tuning (PGD-AT or TRADES) and BatchNorm recalibration run in the pipeline's finetune stage.
     """
 
-    Config: ClassVar[type[AlgorithmConfig]] = MRPFConfig
     description = "module robustness sensitivity sets per-group ratios; channels removed physically"
-    name: ClassVar[str] = "mrpf"
+    name = "mrpf"
 
     def sensitivities(self, model: nn.Module, groups: ChannelGroups, context: PruningContext) -> dict[str, float]:
         config = self.config
-        assert isinstance(config, MRPFConfig)
         batches = calibration_batches(context, config.calibration_size)
         was_training = model.training
         try:

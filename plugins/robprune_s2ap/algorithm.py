@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal, TypeVar
 
-import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
-from torch import nn
 
-from robprune_deploy import AlgorithmConfig, CompressionAlgorithm, Granularity, PruningContext, PruningResult
+from robprune_deploy import AlgorithmConfig, CompressionAlgorithm, Decision, Granularity, PruningResult, SearchScope
 from robprune_deploy.attacks import RobustLoss
-from robprune_deploy.masking import apply_masks
-from robprune_deploy.surgery import ChannelGroups, count_model
 from robprune_s2ap.report import plot_history
 from robprune_s2ap.search import SearchSettings, search_masks
 from robprune_s2ap.setup_scores import ScoreInit, attach_channel, attach_unstructured
@@ -60,7 +56,9 @@ class HydraConfig(AlgorithmConfig):
 
 DEFAULT_SWAP_FRACTION = 0.02
 """The radius when neither ``gamma`` nor ``swap_fraction`` is set [defined here]: one ascent swaps 2%
-of the kept entries (ALGORITHMS.md: about 1-3%; choose it on validation)."""
+of the kept entries; 2% lies between the fixed radii that barely move the mask and those that wreck it
+(docs/concepts/algorithms.md, "Where each option comes from" and "S2AP's radius"); choose it on
+validation (``recipes/sweeps/digits_s2ap_radius.yaml``)."""
 
 
 class S2APConfig(HydraConfig):
@@ -106,32 +104,21 @@ class S2APConfig(HydraConfig):
         return value
 
 
-class S2AP(CompressionAlgorithm):
-    """Score-space sharpness-aware adversarial pruning (Piras et al. 2025) on HYDRA's scores."""
+HydraConfigT = TypeVar("HydraConfigT", bound=HydraConfig)
 
-    Config: ClassVar[type[AlgorithmConfig]] = S2APConfig
+
+class ScoreSearch(CompressionAlgorithm[HydraConfigT]):
+    """HYDRA's importance-score mask search, with S2AP's ascent when the subclass asks for one."""
+
     granularities = (Granularity.UNSTRUCTURED, Granularity.CHANNEL)
-    description = "score-space sharpness-aware adversarial pruning (HYDRA scores + SAM in score space)"
-    name: ClassVar[str] = "s2ap"
 
     def _ascent(self) -> tuple[float, float | None, int, int]:
         """``(gamma, swap_fraction, warmup_epochs, ascent_every)`` of the search; HYDRA's takes no ascent."""
-        config = self.config
-        assert isinstance(config, S2APConfig)
-        warmup = min(config.warmup_epochs, config.epochs)
-        gamma = config.gamma if config.gamma is not None else 0.0
-        if (gamma > 0 or config.swap_fraction is not None) and warmup == config.epochs:
-            logger.warning(
-                "s2ap: warmup_epochs (%d) >= epochs (%d): no epoch takes the ascent, this run is HYDRA",
-                config.warmup_epochs,
-                config.epochs,
-            )
-        return gamma, config.swap_fraction, warmup, config.ascent_every
+        return 0.0, None, 0, 1
 
     def search_settings(self) -> SearchSettings:
         """The mask search this configuration asks for (HYDRA's: no ascent)."""
         config = self.config
-        assert isinstance(config, HydraConfig)
         gamma, swap_fraction, warmup, ascent_every = self._ascent()
         return SearchSettings(
             epochs=config.epochs,
@@ -151,8 +138,8 @@ class S2AP(CompressionAlgorithm):
             train_bn=config.train_bn,
         )
 
-    def apply(self, model: nn.Module, context: PruningContext) -> PruningResult:
-        """Search masks on ``model`` in place; returns it with frozen masks (scores removed).
+    def search(self, scope: SearchScope) -> Decision:
+        """Search masks on ``scope.model``; the scores are removed again afterwards.
 
         ``result.extra`` holds ``gamma`` (the fixed radius, 0 when calibrated), ``swap_fraction``
         (the calibration's target, or None), ``search_loss``, ``train_bn``, ``warmup_epochs``,
@@ -161,17 +148,11 @@ class S2AP(CompressionAlgorithm):
         step time), ``layer_sparsity_per_epoch``, ``layer_gamma_per_epoch``, the final
         ``sparsity_per_layer`` and ``final_mask_sha256`` (equal digests: the same final mask).
         """
-        config = self.config
-        assert isinstance(config, HydraConfig)
-        model = model.to(context.device)
-        example = context.example_inputs.to(context.device)
-        dense = count_model(model, example)
-        groups = None
-        if config.granularity is Granularity.CHANNEL:
-            groups = ChannelGroups(model, example, context.ignored_scope)
-            for name, reason in groups.skipped.items():
-                logger.warning("%s: group %s left unpruned: %s", self.name, name, reason)
-            score_set = attach_channel(model, groups, context.ratio, config.scope, config.score_init, context.seed)
+        config, context, model = self.config, scope.context, scope.model
+        if scope.groups is not None:
+            score_set = attach_channel(
+                model, scope.groups, context.ratio, config.scope, config.score_init, context.seed
+            )
         else:
             score_set = attach_unstructured(
                 model, context.ratio, config.scope, context.ignored_scope, config.score_init, context.seed
@@ -182,33 +163,20 @@ class S2AP(CompressionAlgorithm):
         final = score_set.masks()
         _, history.sparsity_per_layer = score_set.sparsity()
         score_set.detach_from_model()
-        keep: dict[str, torch.Tensor] | None = None
-        if groups is not None:
-            keep = {name: mask.cpu() for name, mask in final.items()}
-            apply_masks(model, groups.parameter_masks(keep))
-        else:
-            apply_masks(model, {f"{name}.weight": mask for name, mask in final.items()})
-        result = PruningResult(
-            model,
-            algorithm=self.name,
-            granularity=config.granularity,
-            ratio=context.ratio,
-            example_inputs=example,
-            dense_count=dense,
-            channel_keep=keep,
-            ignored_scope=context.ignored_scope,
-            extra={
-                "gamma": settings.gamma,
-                "swap_fraction": settings.swap_fraction,
-                "search_loss": settings.search_loss.value,
-                "train_bn": settings.train_bn,
-                "warmup_epochs": settings.warmup_epochs,
-                **history.to_dict(),
-                **({"skipped_groups": dict(groups.skipped)} if groups is not None else {}),
-            },
-        )
+        extra = {
+            "gamma": settings.gamma,
+            "swap_fraction": settings.swap_fraction,
+            "search_loss": settings.search_loss.value,
+            "train_bn": settings.train_bn,
+            "warmup_epochs": settings.warmup_epochs,
+            **history.to_dict(),
+        }
+        if scope.groups is not None:
+            return Decision(channel_keep=final, extra=extra)
+        return Decision(masks={f"{name}.weight": mask for name, mask in final.items()}, extra=extra)
+
+    def finish(self, result: PruningResult) -> None:
         result.extra["final_mask_sha256"] = mask_sha256(final_masks(result))
-        return result
 
     def report(self, result: PruningResult, directory: Path) -> list[Path]:
         """The search's plots and ``<algorithm>_final_mask.npz``, the final mask for comparing runs
@@ -217,12 +185,27 @@ class S2AP(CompressionAlgorithm):
         return [*plot_history(result, directory), mask_file]
 
 
-class HYDRA(S2AP):
+class HYDRA(ScoreSearch[HydraConfig]):
     """HYDRA (Sehwag et al. 2020): S2AP with ``gamma = 0``, the same code path minus the ascent."""
 
-    Config: ClassVar[type[AlgorithmConfig]] = HydraConfig
     description = "HYDRA importance-score mask search under a robust loss (S2AP with gamma = 0)"
-    name: ClassVar[str] = "hydra"
+    name = "hydra"
+
+
+class S2AP(ScoreSearch[S2APConfig]):
+    """Score-space sharpness-aware adversarial pruning (Piras et al. 2025) on HYDRA's scores."""
+
+    description = "score-space sharpness-aware adversarial pruning (HYDRA scores + SAM in score space)"
+    name = "s2ap"
 
     def _ascent(self) -> tuple[float, float | None, int, int]:
-        return 0.0, None, 0, 1
+        config = self.config
+        warmup = min(config.warmup_epochs, config.epochs)
+        gamma = config.gamma if config.gamma is not None else 0.0
+        if (gamma > 0 or config.swap_fraction is not None) and warmup == config.epochs:
+            logger.warning(
+                "s2ap: warmup_epochs (%d) >= epochs (%d): no epoch takes the ascent, this run is HYDRA",
+                config.warmup_epochs,
+                config.epochs,
+            )
+        return gamma, config.swap_fraction, warmup, config.ascent_every

@@ -1,6 +1,6 @@
 """The mask search: HYDRA's score optimization with S2AP's score-space sharpness minimization.
 
-One step (ALGORITHMS.md):
+One step (Piras et al. 2025; the options: docs/concepts/algorithms.md):
 1. craft ``x'`` at the current mask (PGD or TRADES, weights frozen);
 2. ``g = grad_s L_rob(w * M(s, k); x')``;
 3. ``z_l = gamma * ||s_l|| * g_l / (||g_l|| + 1e-12)`` for every layer;

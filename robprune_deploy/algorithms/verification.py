@@ -8,8 +8,8 @@ import math
 
 import torch
 
-from robprune_deploy.algorithms.base import CompressionAlgorithm
 from robprune_deploy.algorithms.result import PruningResult
+from robprune_deploy.algorithms.template import CompressionAlgorithm
 from robprune_deploy.errors import MaskShapeError, NumericalError, PruningError
 from robprune_deploy.masking import FixedMask
 

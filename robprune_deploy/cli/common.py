@@ -14,7 +14,7 @@ from robprune_deploy.errors import RecipeError
 from robprune_deploy.pipeline import RunContext
 from robprune_deploy.pipeline.ownership import check_output_path
 from robprune_deploy.recipe import Recipe, load_recipe
-from robprune_deploy.tracking.preflight import bound_http_waits
+from robprune_deploy.tracking.store_checks import bound_http_waits
 from robprune_deploy.tracking.uris import localize_checkpoint
 
 

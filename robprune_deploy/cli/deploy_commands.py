@@ -15,7 +15,7 @@ from robprune_deploy.cli.common import context_of, recipe_of
 from robprune_deploy.cli.report_folder import report_folder
 from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, TrackingError, printable
 from robprune_deploy.gate import staging
-from robprune_deploy.gate.run import (
+from robprune_deploy.gate.gating import (
     GATE_JSON,
     SHA256_DETAILS,
     GateVerdict,
@@ -39,8 +39,7 @@ from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.termination import raise_if_terminated
 from robprune_deploy.tracking import models as registry
-from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
-from robprune_deploy.tracking.preflight import check_store
+from robprune_deploy.tracking.store_checks import check_store, default_tracking_uri
 
 EXIT_PASS, EXIT_FAIL = 0, 1
 
@@ -192,7 +191,7 @@ def _track(
     from mlflow.exceptions import MlflowException
 
     from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
-    from robprune_deploy.tracking.preflight import check_server
+    from robprune_deploy.tracking.store_checks import check_server
 
     t = recipe.tracking
     hashes = {

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from robprune_deploy.atomic import write_json
-from robprune_deploy.gate.run import GATE_JSON
+from robprune_deploy.gate.gating import GATE_JSON
 from robprune_deploy.pipeline.ownership import owned_report
 from robprune_deploy.recipe import Recipe
 

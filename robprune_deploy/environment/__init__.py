@@ -6,7 +6,7 @@
 from robprune_deploy.environment.diagnosis import Check, Diagnosis, Status, diagnose
 from robprune_deploy.environment.packages import OnnxruntimeBuilds, installed, onnxruntime_builds
 from robprune_deploy.environment.providers import OnnxruntimeProbe, probe_onnxruntime
-from robprune_deploy.environment.tracking import TrackingProbe, probe_tracking_uri
+from robprune_deploy.environment.tracking_probe import TrackingProbe, probe_tracking_uri
 
 __all__ = [
     "Check",

@@ -19,7 +19,7 @@ from typing import Any
 from robprune_deploy.environment.accelerators import TorchProbe, probe_torch
 from robprune_deploy.environment.packages import Installed, OnnxruntimeBuilds, installed, onnxruntime_builds
 from robprune_deploy.environment.providers import OnnxruntimeProbe, probe_onnxruntime
-from robprune_deploy.environment.tracking import TrackingProbe, probe_tracking_uri
+from robprune_deploy.environment.tracking_probe import TrackingProbe, probe_tracking_uri
 from robprune_deploy.evaluation.runtimes import RUNTIMES
 from robprune_deploy.evaluation.sessions import PROVIDERS
 from robprune_deploy.pipeline.threads import apply_recipe_threads
@@ -185,7 +185,7 @@ def diagnose(recipe: Recipe | None = None, timeout: float = 3.0) -> Diagnosis:
 
     :param timeout: seconds the tracking-store probe waits for an answer.
     """
-    from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
+    from robprune_deploy.tracking.store_checks import default_tracking_uri
 
     recipe = recipe or Recipe()
     threads = apply_recipe_threads(recipe, announce=False)  # before the probes open their sessions

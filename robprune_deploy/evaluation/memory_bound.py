@@ -17,11 +17,11 @@ import logging
 import re
 from typing import Any
 
-from robprune_deploy.recipe.schema import EvaluateSection
-
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_SESSION_MEMORY_MB: int = EvaluateSection.model_fields["max_session_memory_mb"].default
+DEFAULT_MAX_SESSION_MEMORY_MB = 8192
+"""The bound before a recipe sets one: the default of ``evaluate.max_session_memory_mb`` (the recipe
+sits above this layer and passes its value; tests/test_layering.py checks that the two agree)."""
 MIB = 1 << 20
 
 _requested_mb = DEFAULT_MAX_SESSION_MEMORY_MB

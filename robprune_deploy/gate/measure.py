@@ -22,7 +22,7 @@ from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import audit_onnx, load_onnx
 from robprune_deploy.gate.checks import NOT_MEASURED, Measurements, indicator_limits
 from robprune_deploy.quantization.fake_quant import fold_weight_dequantize
-from robprune_deploy.quantization.quantize import QDQ_OPS
+from robprune_deploy.quantization.onnx_int8 import QDQ_OPS
 from robprune_deploy.recipe import EvaluateSection, Recipe
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]

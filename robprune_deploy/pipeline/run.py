@@ -12,7 +12,7 @@ import yaml
 
 from robprune_deploy import distributed
 from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.gate.run import (
+from robprune_deploy.gate.gating import (
     GateVerdict,
     baseline_path,
     declared,

@@ -1,6 +1,6 @@
 """``runtime.threads`` of a recipe, applied at the start of every command and sized by its model.
 
-The policy itself (cores allowed, load, spinning) is :mod:`robprune_deploy.runtime.threads`; this
+The policy itself (cores allowed, load, spinning) is :mod:`robprune_deploy.runtime.thread_policy`; this
 module measures what ``auto`` needs from the recipe: the forward multiply-accumulates of one
 training batch of its model, counted on the meta device (no weights allocated, nothing computed).
 """
@@ -15,7 +15,7 @@ from torch import nn
 from robprune_deploy.data import DatasetBundle, build_dataset
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.runtime import ThreadChoice, apply_thread_policy
-from robprune_deploy.runtime.threads import omp_num_threads
+from robprune_deploy.runtime.thread_policy import omp_num_threads
 from robprune_deploy.surgery.counting import dense_macs, traced_forward
 
 

@@ -20,7 +20,7 @@ from pydantic_core import PydanticCustomError
 from robprune_deploy.attacks import RobustLoss, ThreatModel
 from robprune_deploy.errors import control_character
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
-from robprune_deploy.runtime.threads import MAX_THREADS
+from robprune_deploy.runtime.thread_policy import MAX_THREADS
 from robprune_deploy.training.fast_at import FGSM_ALPHA, GUARD_DROP, GUARD_GAP, OnCollapse
 
 MAX_SEED = 2**32 - 1

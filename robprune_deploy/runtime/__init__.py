@@ -1,6 +1,6 @@
 """How this process uses the machine: the thread policy of torch, onnxruntime and OpenVINO."""
 
-from robprune_deploy.runtime.threads import (
+from robprune_deploy.runtime.thread_policy import (
     ThreadChoice,
     apply_thread_policy,
     choose_threads,

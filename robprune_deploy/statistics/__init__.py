@@ -7,6 +7,7 @@ benchmarks and the gate share one implementation. Differences are ``method - bas
 """
 
 from robprune_deploy.statistics.choice import SweepChoice, choose_variant
+from robprune_deploy.statistics.claim_verdict import VERDICTS, Verdict, verdict
 from robprune_deploy.statistics.outcomes import pack_outcomes, unpack_outcomes
 from robprune_deploy.statistics.paired import PairedDifference, paired_difference
 from robprune_deploy.statistics.power import (
@@ -23,7 +24,6 @@ from robprune_deploy.statistics.proportions import (
     newcombe_paired_interval,
     paired_proportions,
 )
-from robprune_deploy.statistics.verdict import VERDICTS, Verdict, verdict
 
 __all__ = [
     "POWER",

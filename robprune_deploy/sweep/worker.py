@@ -39,7 +39,8 @@ from robprune_deploy.pipeline.run import SUMMARY
 from robprune_deploy.progress import lines_enabled
 from robprune_deploy.recipe import Recipe, load_recipe
 from robprune_deploy.sweep import claims, runner
-from robprune_deploy.sweep.report import (
+from robprune_deploy.sweep.mlflow_runs import SweepTracking
+from robprune_deploy.sweep.ranking import (
     ERROR_ATTR,
     FOLDER_ATTR,
     RUN_ID_ATTR,
@@ -52,7 +53,6 @@ from robprune_deploy.sweep.report import (
 from robprune_deploy.sweep.spec import SamplerSection, SweepSpec, override_text
 from robprune_deploy.sweep.storage import open_storage
 from robprune_deploy.sweep.study import join_study
-from robprune_deploy.sweep.tracking import SweepTracking
 
 TRIALS_DIR = "trials"
 LOGS_DIR = "logs"
@@ -104,7 +104,7 @@ def tracking_uri(recipe: Recipe, given: str | None) -> str | None:
     recipe's, else ``MLFLOW_TRACKING_URI``, else ``./mlflow.db``), so every trial uses the same."""
     if not recipe.tracking.enabled:
         return None
-    from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
+    from robprune_deploy.tracking.store_checks import default_tracking_uri
 
     return given or recipe.tracking.tracking_uri or default_tracking_uri()
 

@@ -1,5 +1,5 @@
 """Experiment tracking: the :class:`Tracker` protocol the pipeline logs through."""
 
-from robprune_deploy.tracking.base import NullTracker, Tracker
+from robprune_deploy.tracking.tracker import NullTracker, Tracker
 
 __all__ = ["NullTracker", "Tracker"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -17,18 +16,15 @@ from torch import nn
 
 from robprune_deploy.errors import TrackingError
 from robprune_deploy.runtime import configure_session_options, current_thread_choice
+from robprune_deploy.tracking.models import WEIGHTS_FILE
 from robprune_deploy.tracking.project import choose_parent, link_runs
+from robprune_deploy.tracking.store_checks import default_tracking_uri
 
 _METRIC_NAME = re.compile(r"[^0-9A-Za-z_\-. /]")
 
 
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else MLflow's sqlite store ``./mlflow.db`` (supports the registry)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-
-
 def thread_tags() -> dict[str, str]:
-    """The threads this process chose (:mod:`robprune_deploy.runtime.threads`) and why.
+    """The threads this process chose (:mod:`robprune_deploy.runtime.thread_policy`) and why.
 
     Tags, not params: the recipe's ``runtime.threads`` (``auto`` or a number) is the param, and a
     resumed run reuses its MLflow run, where a param may not change but ``auto`` may choose anew.
@@ -103,15 +99,16 @@ class _ExactOnnxFlavor:
 class MlflowTracker:
     """Records a pipeline into MLflow.
 
-    :param tracking_uri: any MLflow tracking URI (default: :func:`default_tracking_uri`).
+    :param tracking_uri: any MLflow tracking URI (default:
+        :func:`~robprune_deploy.tracking.store_checks.default_tracking_uri`).
     :param experiment: experiment name (created when missing).
     :param timeout_s: seconds a tracking server has to answer one request.
-    :param retries: retries of an unanswered request (see :mod:`robprune_deploy.tracking.preflight`).
+    :param retries: retries of an unanswered request (see :mod:`robprune_deploy.tracking.store_checks`).
     :raises TrackingError: naming the URI when the store cannot be used or the server does not answer.
     """
 
     def __init__(self, tracking_uri: str | None, experiment: str, *, timeout_s: float = 4.0, retries: int = 2) -> None:
-        from robprune_deploy.tracking.preflight import bound_http_waits, check_server, check_store
+        from robprune_deploy.tracking.store_checks import bound_http_waits, check_server, check_store
 
         self.tracking_uri = tracking_uri or default_tracking_uri()
         bound_http_waits(timeout_s, retries)
@@ -227,7 +224,6 @@ class MlflowTracker:
         from mlflow.models import infer_signature
 
         from robprune_deploy.checkpoints import save_checkpoint
-        from robprune_deploy.tracking.uris import WEIGHTS_FILE
 
         model = model.eval().cpu()
         with torch.no_grad():

@@ -19,6 +19,8 @@ BASELINE_TAG = "robprune.baseline_uri"
 """Tag of a logged run and registered version: the ``runs:/`` URI of the dense ONNX model logged beside it."""
 FP32_TAG = "robprune.fp32_uri"
 """Tag of a registered INT8 version: the model URI of the FP32 model it was quantized from."""
+WEIGHTS_FILE = "weights.pt"
+"""Name of the state-dict file stored inside every torch model the tracker logs."""
 
 
 def _download_folder() -> str:
@@ -45,8 +47,7 @@ def download_artifact(uri: str, field: str, tracking_uri: str | None = None) -> 
     """
     import mlflow
 
-    from robprune_deploy.tracking.mlflow_tracker import default_tracking_uri
-    from robprune_deploy.tracking.preflight import check_server
+    from robprune_deploy.tracking.store_checks import check_server, default_tracking_uri
 
     store = tracking_uri or default_tracking_uri()
     check_server(store)

@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
 from robprune_deploy.errors import CheckpointError
-from robprune_deploy.recipe import Recipe
-from robprune_deploy.tracking.models import download_artifact, is_mlflow_uri
-
-WEIGHTS_FILE = "weights.pt"
-"""Name of the state-dict file stored inside every torch model the tracker logs."""
+from robprune_deploy.tracking.models import WEIGHTS_FILE, download_artifact, is_mlflow_uri
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
@@ -74,7 +71,27 @@ def resolve_checkpoint(spec: str | os.PathLike[str], tracking_uri: str | None = 
     return files[0]
 
 
-def localize_checkpoint(recipe: Recipe) -> str | None:
+class _ModelSection(Protocol):
+    checkpoint: Path | None
+
+
+class _TrackingSection(Protocol):
+    @property
+    def tracking_uri(self) -> str | None: ...
+
+
+class CheckpointSource(Protocol):
+    """What :func:`localize_checkpoint` reads and writes of a recipe (the recipe sits a layer above
+    tracking: its values come in, its type is not imported)."""
+
+    @property
+    def model(self) -> _ModelSection: ...
+
+    @property
+    def tracking(self) -> _TrackingSection: ...
+
+
+def localize_checkpoint(recipe: CheckpointSource) -> str | None:
     """Replace an MLflow URI in ``recipe.model.checkpoint`` by the downloaded local weights file.
 
     Every later reader of the recipe (preflight, the pretrain stage) then sees a plain file.

@@ -47,7 +47,7 @@ class Runtime:
 
 
 RUNTIMES: Registry[type[Runtime]] = Registry(
-    "runtime", entry_point_group=ENTRY_POINT_GROUP, home_distribution="robprune-deploy"
+    "runtime", entry_point_group=ENTRY_POINT_GROUP, home_distributions=("robprune-deploy",)
 )
 """Every registered runtime class by name."""
 

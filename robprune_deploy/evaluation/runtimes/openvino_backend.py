@@ -2,7 +2,7 @@
 
 OpenVINO's ONNX front end converts the graph when the file is opened; the compiled model runs on the
 CPU device with the thread policy (``INFERENCE_NUM_THREADS``, see
-:func:`~robprune_deploy.runtime.threads.openvino_config`); an FP32 model runs in FP32 arithmetic (not
+:func:`~robprune_deploy.runtime.thread_policy.openvino_config`); an FP32 model runs in FP32 arithmetic (not
 bf16), a QDQ model with OpenVINO's INT8 kernels, so a figure measured here differs from onnxruntime's
 only by what the two runtimes' kernels compute. OpenVINO has no CUDA
 device: ``cuda`` in ``evaluate.providers`` is skipped (said once), the CPU serves.

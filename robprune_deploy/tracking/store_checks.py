@@ -29,6 +29,11 @@ _SET_BY_US: dict[str, str] = {}
 _budget = (4.0, 2)
 
 
+def default_tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else MLflow's sqlite store ``./mlflow.db`` (supports the registry)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
 def _set_default(name: str, value: str) -> None:
     """Set ``name`` unless the user exported it (a value this process set earlier is replaced)."""
     if name in os.environ and os.environ[name] != _SET_BY_US.get(name):

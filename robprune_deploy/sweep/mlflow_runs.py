@@ -16,7 +16,7 @@ from typing import Any
 from robprune_deploy.errors import TrackingError
 from robprune_deploy.sweep.locks import creating
 from robprune_deploy.tracking.mlflow_tracker import flatten, param_text
-from robprune_deploy.tracking.preflight import bound_http_waits, check_server, check_store, local_store_path
+from robprune_deploy.tracking.store_checks import bound_http_waits, check_server, check_store, local_store_path
 
 STUDY_TAG = "robprune.sweep.study"
 TRIAL_TAG = "robprune.sweep.trial"
