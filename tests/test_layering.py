@@ -36,6 +36,7 @@ LAYERS: list[set[str]] = [
     {"reporting"},
     {"tracking"},
     {"gate"},
+    {"release"},
     {"pipeline"},
     {"sweep"},
     {"environment", "api", "cli", "__init__"},
