@@ -237,3 +237,30 @@ def test_remeasure_finds_every_figure_inside_its_interval(released, capsys) -> N
     assert any(".candidate.clean_acc" in line for line in figures)
     assert any(".baseline.pgd_acc" in line for line in figures)
     assert "ok examples:" in out and "ok baseline:" in out
+
+
+def test_an_unsigned_record_passes_without_a_key_and_fails_with_one(released, capsys, tmp_path) -> None:
+    record = json.loads((released["report"] / "release.json").read_text())
+    del record["signature"]
+    unsigned = tmp_path / "release.json"
+    unsigned.write_text(json.dumps(record))
+    code, out = _verify(capsys, released, released["model"], record=unsigned)
+    assert code == 0 and "signature" not in out
+    code, out = _verify(capsys, released, released["model"], "--public-key", released["public"], record=unsigned)
+    assert code == 1 and "MISMATCH signature: the record is not signed" in out
+    # Unsigned, a recipe changed inside the record no longer matches the recorded hash.
+    record["recipe"]["resolved"]["attack"]["eps"] = 0.3
+    unsigned.write_text(json.dumps(record))
+    code, out = _verify(capsys, released, released["model"], record=unsigned)
+    assert code == 1 and "MISMATCH recipe (in the record):" in out
+
+
+def test_the_wilson_interval_is_the_textbook_one() -> None:
+    from robprune_deploy.errors import ArgumentError
+    from robprune_deploy.statistics import wilson_interval
+
+    low, high = wilson_interval(8, 10)  # Newcombe (1998), Table I: 0.4902 - 0.9433
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    with pytest.raises(ArgumentError, match="successes"):
+        wilson_interval(11, 10)

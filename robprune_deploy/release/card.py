@@ -35,10 +35,15 @@ def _model_name(record: dict[str, Any]) -> str:
 def _front_matter(record: dict[str, Any], first: dict[str, Any]) -> str:
     recipe = record["recipe"]["resolved"]
     dataset = recipe.get("data", {}).get("name", "unknown")
+    candidate = first.get("candidate", {})
     metrics = [
-        {"type": "accuracy" if name == "clean_acc" else name, "name": _NAMES[name], "value": round(f["value"], 4)}
-        for name, f in first.get("candidate", {}).items()
-        if name in _NAMES
+        {
+            "type": "accuracy" if name == "clean_acc" else name,
+            "name": _NAMES[name],
+            "value": round(candidate[name]["value"], 4),
+        }
+        for name in _NAMES
+        if name in candidate
     ]
     meta = {
         "library_name": "onnx",
@@ -64,9 +69,8 @@ def _figure_rows(figures: dict[str, dict[str, Any]]) -> list[str]:
     rows = ["| model | runtime | figure | value | 95% interval | examples |", "|---|---|---|---:|---|---:|"]
     for runtime, roles in figures.items():
         for role, named in roles.items():
-            for name, f in named.items():
-                if name not in _NAMES:
-                    continue
+            for name in (n for n in _NAMES if n in named):
+                f = named[name]
                 i = f.get("interval")
                 interval = f"{_pct(i['low'])} - {_pct(i['high'])} ({i['method']})" if i else "exact"
                 cells = [role, runtime, _NAMES[name], _pct(f["value"]), interval, str(f.get("examples", ""))]
@@ -100,7 +104,7 @@ def render_card(record: dict[str, Any]) -> str:
         "## Model details",
         "",
         f"- Architecture: `{recipe.get('model', {}).get('name')}`, {record.get('precision', 'fp32')} ONNX graph",
-        f"- Compression: `{compression.get('algorithm')}` at ratio {compression.get('ratio')}",
+        f"- Compression (the recipe's): `{compression.get('algorithm')}` at ratio {compression.get('ratio')}",
         f"- Model SHA-256: `{record['model']['sha256']}`",
         f"- Baseline: `{baseline['source']}` (SHA-256 `{baseline['sha256']}`)" if baseline else "- Baseline: none",
         f"- Recipe SHA-256: `{record['recipe']['sha256']}`",

@@ -87,7 +87,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     if n == 0 or successes > n:
         raise ArgumentError(f"successes: {successes} correct out of {n} examples is not a proportion")
     low, high = _wilson(successes, n, float(norm.ppf(0.5 + confidence / 2)))
-    return max(0.0, low), min(1.0, high)
+    # Exactly 0 and 1 at the ends (rounding leaves 1 - 1e-16 where every example is correct).
+    return (0.0 if successes == 0 else max(0.0, low)), (1.0 if successes == n else min(1.0, high))
 
 
 def newcombe_paired_interval(
