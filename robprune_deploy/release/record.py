@@ -111,7 +111,8 @@ def build_record(inputs: ReleaseInputs, verdict: GateVerdict) -> dict[str, Any]:
     details = verdict.details
     recipe = hashed_recipe(inputs.recipe)
     model = _model(inputs.model, inputs.model_source)
-    if inputs.registered_name and details.get("registered_version"):
+    registered = inputs.registered_name and details.get("registered_version")
+    if registered and not details.get("registration_error"):  # a version whose bytes did not match is not ours
         model["registered"] = {"name": inputs.registered_name, "version": str(details["registered_version"])}
     if details.get("registration_error"):
         model["registration_error"] = details["registration_error"]
