@@ -104,6 +104,10 @@ class QuantizationError(RobPruneError):
     """INT8 quantization cannot run: no exported model, or a calibration set the data cannot fill."""
 
 
+class ReleaseError(RobPruneError):
+    """A release record, signing key or public key cannot be used: missing, unreadable, or not one."""
+
+
 # --- text that reaches a terminal ------------------------------------------------------------------
 _LINE_BREAKS = frozenset("\u2028\u2029")
 
@@ -159,8 +163,10 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "verdict fail",
         "`gate`: the verdict is fail (also when registering the verdict in MLflow failed afterwards: that is "
         "said on stderr and in `gate.json`); `quantize`: the INT8 gate failed; `doctor`: what the recipe asks "
-        "for is not usable. No other command returns 1",
-        "gate or quantize: the verdict is fail (doctor: not usable); no other command returns 1",
+        "for is not usable; `verify`: a hash or the signature of the release record does not match (the "
+        "output names which). No other command returns 1",
+        "gate or quantize: the verdict is fail (doctor: not usable; verify: a hash or signature does not match); "
+        "no other command returns 1",
     ),
     ExitCode(
         2,

@@ -49,7 +49,9 @@ def _help(*args: str) -> tuple[str, dict[str, object], float]:
     return done.stdout, json.loads(done.stderr.strip().splitlines()[-1]), time.perf_counter() - start
 
 
-@pytest.mark.parametrize("args", [("--help",), ("run", "--help"), ("gate", "--help"), ("doctor", "--help")])
+@pytest.mark.parametrize(
+    "args", [("--help",), ("run", "--help"), ("gate", "--help"), ("verify", "--help"), ("doctor", "--help")]
+)
 def test_help_imports_no_torch_mlflow_or_onnxruntime(args: tuple[str, ...]) -> None:
     text, probe, seconds = _help(*args)
     assert probe == {"code": 0, "heavy": []}, probe

@@ -43,6 +43,7 @@ LAYERS: list[set[str]] = [
     # names, URIs), so they can be used without a recipe.
     {"recipe"},
     {"gate"},
+    {"release"},
     {"pipeline"},
     {"sweep"},
     {"environment", "api", "cli", "__init__"},

@@ -37,6 +37,9 @@ from robprune_deploy.pipeline.run import (
 )
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
+from robprune_deploy.release.examples import examples_of
+from robprune_deploy.release.record import ReleaseInputs
+from robprune_deploy.release.signing import load_private_key
 from robprune_deploy.termination import raise_if_terminated
 from robprune_deploy.tracking import models as registry
 from robprune_deploy.tracking.store_checks import check_store, default_tracking_uri
@@ -136,6 +139,7 @@ def _check_registration_arguments(args: argparse.Namespace) -> None:
 def _gate(args: argparse.Namespace, recipe: Recipe) -> int:
     """The gate, inside its owned ``--report`` folder (checked there, like ``--out``)."""
     _check_registration_arguments(args)
+    sign_key = load_private_key(args.sign_key) if args.sign_key else None  # a bad key is said before measuring
     if args.register:  # the verdict is recorded there: a store that cannot take it is said before measuring
         check_store(recipe.tracking.tracking_uri or default_tracking_uri())
     source = registry.resolve_onnx(args.model, recipe.tracking.tracking_uri)
@@ -150,10 +154,11 @@ def _gate(args: argparse.Namespace, recipe: Recipe) -> int:
             if baseline_source is not None:
                 staged.append(staging.stage_model(baseline_source, Path(work) / "staging" / "baseline"))
             ctx = RunContext(recipe, Path(work), show_progress=not args.quiet)
+            data = ctx.evaluation_data()
             verdict = evaluate_gate(
                 recipe,
                 staged[0].path,
-                ctx.evaluation_data(),
+                data,
                 baseline_file=staged[1].path if len(staged) > 1 else None,
                 show_progress=ctx.show_progress,
             )
@@ -164,12 +169,16 @@ def _gate(args: argparse.Namespace, recipe: Recipe) -> int:
         if len(staged) > 1:
             verdict.details["baseline_model"] = registry.origin_of(staged[1].source)
             verdict.details["baseline_sha256"] = staged[1].sha256
-        reports = write_gate_report(verdict, args.report)
+        release = ReleaseInputs(
+            recipe, staged[0], args.model, examples_of(ctx, data.name, data.batches),
+            staged[1] if len(staged) > 1 else None, verdict.details.get("baseline_model"), args.register, sign_key,
+        )  # fmt: skip
+        reports = write_gate_report(verdict, args.report) + release.write(verdict, args.report)
         raise_if_terminated()  # a SIGTERM lost in a plot's finalizer stops here, before registering
         # Recorded in MLflow when asked to promote a version (--register is explicit, whatever the recipe's
         # tracking.enabled says) and, with tracking enabled, inside an MLflow run (an MLproject step).
         if args.register or (recipe.tracking.enabled and os.environ.get("MLFLOW_RUN_ID")):
-            _track(args, recipe, staged[0], verdict, known[1] if known else None, reports)
+            _track(args, recipe, staged[0], verdict, known[1] if known else None, reports, release)
     print(verdict_line(verdict.passed, verdict.failures, args.report / "gate.md"))
     return EXIT_PASS if verdict.passed else EXIT_FAIL
 
@@ -181,6 +190,7 @@ def _track(
     verdict: GateVerdict,
     version: str | None,
     reports: list[Path],
+    release: ReleaseInputs,
 ) -> None:
     """Record the verdict in one MLflow ``gate`` run, and tag (on a pass, alias) the model version.
 
@@ -206,7 +216,7 @@ def _track(
                 verdict.details["registered_version"] = version
                 _check_registered_bytes(args.register, version, model, t.tracking_uri)
                 verdict.details["alias"] = promote(verdict, args.register, version, args.alias)
-                reports = write_gate_report(verdict, args.report)
+                reports = write_gate_report(verdict, args.report) + release.write(verdict, args.report)
             record_verdict(tracker, verdict, reports)
     except (RobPruneError, MlflowException, OSError) as exc:  # requests' errors are OSErrors
         detail = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
@@ -215,6 +225,7 @@ def _track(
         what = f"registration as {args.register!r}" if args.register else "recording the verdict in MLflow"
         print(f"error: {what} failed, the verdict stands ({state}): {printable(detail)}", file=sys.stderr)
         write_gate_report(verdict, args.report)
+        release.write(verdict, args.report)
 
 
 def _check_registered_bytes(name: str, version: str, model: staging.StagedModel, tracking_uri: str | None) -> None:

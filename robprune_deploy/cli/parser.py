@@ -31,6 +31,8 @@ _COMMANDS = "robprune_deploy.cli.commands"
 _DEPLOY = "robprune_deploy.cli.deploy_commands"
 _DOCTOR = "robprune_deploy.cli.doctor_command"
 _SWEEP = "robprune_deploy.cli.sweep_command"
+_VERIFY = "robprune_deploy.cli.verify_command"
+SIGN_KEY_HELP = "Ed25519 private key (unencrypted PEM) that signs release.json"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -150,6 +152,28 @@ def _add_gate(sub: Any) -> None:
     p.add_argument("--register", default=None, metavar="NAME", help="registered model to tag (and alias on pass)")
     p.add_argument("--alias", default=None, help="alias set on the version only when the gate passes")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    p.add_argument("--sign-key", type=Path, default=None, metavar="PEM", help=SIGN_KEY_HELP)
+    add_quiet_argument(p)
+
+
+def _add_verify(sub: Any) -> None:
+    p = _command(
+        sub,
+        "verify",
+        "check a gate's release.json against MODEL: the model's, recipe's and signature's hashes (exit 0 all "
+        "match, 1 one does not, naming which, 2 bad input)",
+        f"{_VERIFY}:handle_verify",
+    )
+    p.add_argument("record", type=Path, help="release.json written by `robprune gate`")
+    p.add_argument("model", type=Path, help="the ONNX file released")
+    p.add_argument("--public-key", type=Path, default=None, metavar="PEM", help="Ed25519 public key of the signer")
+    p.add_argument("--recipe", type=Path, default=None, help="recipe YAML file the gate was given, to check its hash")
+    add_set_argument(p)
+    p.add_argument(
+        "--remeasure",
+        action="store_true",
+        help="measure MODEL again under the recorded recipe; each accuracy must lie in its recorded 95%% interval",
+    )
     add_quiet_argument(p)
 
 
@@ -191,6 +215,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_run, _add_algorithms, _add_stages, _add_gate, _add_doctor, _add_sweep):
+    for add in (_add_run, _add_algorithms, _add_stages, _add_gate, _add_verify, _add_doctor, _add_sweep):
         add(sub)
     return parser

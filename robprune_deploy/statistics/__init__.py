@@ -23,6 +23,7 @@ from robprune_deploy.statistics.proportions import (
     exact_mcnemar_p,
     newcombe_paired_interval,
     paired_proportions,
+    wilson_interval,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "paired_t_power",
     "unpack_outcomes",
     "verdict",
+    "wilson_interval",
 ]

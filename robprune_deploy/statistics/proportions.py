@@ -78,6 +78,19 @@ def _wilson(successes: int, n: int, z: float) -> tuple[float, float]:
     return (centre - spread) / denominator, (centre + spread) / denominator
 
 
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval for one accuracy: ``successes`` correct out of ``n`` examples."""
+    from scipy.stats import norm
+
+    successes, n = check_count(successes, "successes"), check_count(n, "n")
+    confidence = check_fraction(confidence, "confidence", open_interval=True)
+    if n == 0 or successes > n:
+        raise ArgumentError(f"successes: {successes} correct out of {n} examples is not a proportion")
+    low, high = _wilson(successes, n, float(norm.ppf(0.5 + confidence / 2)))
+    # Exactly 0 and 1 at the ends (rounding leaves 1 - 1e-16 where every example is correct).
+    return (0.0 if successes == 0 else max(0.0, low)), (1.0 if successes == n else min(1.0, high))
+
+
 def newcombe_paired_interval(
     both: int, candidate_only: int, baseline_only: int, neither: int, confidence: float = 0.95
 ) -> tuple[float, float]:
