@@ -7,17 +7,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-HOME_DISTRIBUTION = "robprune-deploy"
-
-
 def builtin_algorithm_configs() -> dict[str, tuple[type[BaseModel], str]]:
-    """``{name: (Config, description)}`` of the algorithms this distribution declares (a plugin
-    installed beside it documents itself: the page must not depend on what else is installed)."""
-    from robprune_deploy.algorithms import ALGORITHMS
+    """``{name: (Config, description)}`` of the algorithms the core and its own plugins declare (a
+    third-party plugin installed beside them documents itself: the page must not depend on what else is
+    installed)."""
+    from robprune_deploy.algorithms import ALGORITHMS, BUILT_IN_DISTRIBUTIONS
 
     configs: dict[str, tuple[type[BaseModel], str]] = {}
     for name in ALGORITHMS.names():
-        if ALGORITHMS.provider(name) == HOME_DISTRIBUTION:
+        if ALGORITHMS.provider(name) in BUILT_IN_DISTRIBUTIONS:
             algorithm = ALGORITHMS.get(name)
             configs[name] = (algorithm.Config, algorithm.description)
     return configs
