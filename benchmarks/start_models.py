@@ -89,15 +89,31 @@ def train(args: argparse.Namespace) -> None:
 
 
 def _curve(out: Path, runs: Path) -> dict[str, list[float]]:
+    """The per-epoch curve of the whole training. Each resume logs to a new MLflow run, so the curve is
+    merged by epoch from every pretrain run whose pipeline run has the same parameters (the recipe) as
+    the one that finished; a later run's value wins an epoch both logged."""
     from mlflow.tracking import MlflowClient
 
     state = json.loads((out / "state.json").read_text())
-    run_id = state["stages"]["pretrain"]["mlflow.pretrained_uri"].split("/")[1]
+    final = state["stages"]["pretrain"]["mlflow.pretrained_uri"].split("/")[1]
     client = MlflowClient(_tracking_uri(runs))
-    return {
-        key: [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-        for key in ("val_pgd_acc", "val_clean_acc", "train_adv_acc", "loss", "lr")
-    }
+    final_run = client.get_run(final)
+    recipe_params = client.get_run(final_run.data.tags["mlflow.parentRunId"]).data.params
+    pieces = [
+        run
+        for run in client.search_runs(
+            [final_run.info.experiment_id], "tags.stage = 'pretrain'", order_by=["attributes.start_time ASC"]
+        )
+        if "mlflow.parentRunId" in run.data.tags
+        and client.get_run(run.data.tags["mlflow.parentRunId"]).data.params == recipe_params
+    ]
+    curve: dict[str, list[float]] = {}
+    for key in ("val_pgd_acc", "val_clean_acc", "train_adv_acc", "loss", "lr"):
+        by_epoch = {m.step: m.value for run in pieces for m in client.get_metric_history(run.info.run_id, key)}
+        if sorted(by_epoch) != list(range(1, len(by_epoch) + 1)):
+            raise SystemExit(f"{key}: the runs in {runs} log epochs {sorted(by_epoch)}, not 1..N")
+        curve[key] = [by_epoch[epoch] for epoch in sorted(by_epoch)]
+    return curve
 
 
 def check_figures(
