@@ -165,6 +165,127 @@ def batchnorm_affine_parameters(model: nn.Module, scores: list[nn.Parameter]) ->
     return found
 
 
+@dataclass
+class _EpochTotals:
+    """What one epoch of the search sums, step by step, for its logged means."""
+
+    loss: float = 0.0
+    loss_steps: int = 0
+    perturbed_loss: float = 0.0
+    ascent_steps: int = 0
+    fresh_ascents: int = 0
+    gain: float = 0.0
+    min_gain: float = math.inf
+    swapped: float = 0.0
+    step_seconds: list[float] = field(default_factory=list)
+    step_cpu_seconds: list[float] = field(default_factory=list)
+
+    def add(self, loss: float | None, perturbed: float | None) -> None:
+        if loss is not None:
+            self.loss += loss
+            self.loss_steps += 1
+        if perturbed is not None:
+            self.perturbed_loss += perturbed
+            self.ascent_steps += 1
+            if loss is not None:
+                self.min_gain = min(self.min_gain, perturbed - loss)
+                self.gain += perturbed - loss
+
+
+@dataclass
+class _Ascent:
+    """S2AP's ascent within one epoch: the last ascent gradient and the layers' radii. Both are reset
+    every epoch, so a resumed search stays exact."""
+
+    scores: list[nn.Parameter]
+    score_set: ScoreSet
+    settings: SearchSettings
+    grads: list[torch.Tensor] | None = None
+    gammas: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.settings.swap_fraction is None:  # fixed radius; calibrated ones are solved at the first ascent
+            self.gammas = [self.settings.gamma] * len(self.scores)
+
+    def step(
+        self,
+        model: nn.Module,
+        net: nn.Module,
+        batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        step: int,
+        totals: _EpochTotals,
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Steps 2-4 of the module docstring; returns the clean loss (when freshly computed) and the
+        perturbed loss, whose gradient is left on the scores for the optimizer."""
+        x, y, x_adv = batch
+        settings, scores, score_set = self.settings, self.scores, self.score_set
+        loss: torch.Tensor | None = None
+        if self.grads is None or step % settings.ascent_every == 0:
+            # The bare module: a gradient taken with autograd.grad must not go through DDP's
+            # reducer; the ranks average it explicitly so every rank perturbs by the same z.
+            loss = search_objective(model, x, y, x_adv, settings)
+            raw = torch.autograd.grad(loss, scores, allow_unused=True)
+            self.grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(raw, scores, strict=True)]
+            distributed.all_mean_(self.grads)
+            totals.fresh_ascents += 1
+        if self.gammas is None:
+            assert settings.swap_fraction is not None
+            self.gammas = calibrate_gammas(score_set, self.grads, settings.swap_fraction)
+        z = ascent_direction(scores, self.grads, self.gammas)  # radius from the current ||s_l||
+        saved = [s.detach().clone() for s in scores]
+        before = [v.hard_mask() for v in score_set.vectors.values()]
+        with torch.no_grad():
+            for s, dz in zip(scores, z, strict=True):
+                s.add_(dz)
+        score_set.refresh()
+        after = [v.hard_mask() for v in score_set.vectors.values()]
+        totals.swapped += swapped_entries(before, after) / max(kept_entries(before), 1)
+        # backward() inside: autograd saved the running statistics and checks their version.
+        with frozen_batchnorm_statistics(model):
+            perturbed = search_objective(net, x, y, x_adv, settings)
+            perturbed.backward()
+        with torch.no_grad():
+            for s, value in zip(scores, saved, strict=True):
+                s.copy_(value)  # exact restore (s + z - z is not s in floating point)
+        return loss, perturbed
+
+
+def _epoch_metrics(
+    totals: _EpochTotals, ascent: _Ascent, flips: int, masks: dict[str, torch.Tensor], sparsity: float, lr: float
+) -> dict[str, float]:
+    metrics = {
+        "robust_loss": totals.loss / max(totals.loss_steps, 1),
+        "mask_flips": float(flips),
+        "mask_flip_fraction": flips / max(sum(m.numel() for m in masks.values()), 1),
+        "sparsity": sparsity,
+        "step_seconds": statistics.fmean(totals.step_seconds) if totals.step_seconds else 0.0,
+        # The median resists the stalls of a shared machine; compare algorithms' step costs with it.
+        "step_seconds_median": statistics.median(totals.step_seconds) if totals.step_seconds else 0.0,
+        # This process's CPU time (all its threads): what a busy machine's other jobs do not inflate.
+        "step_cpu_seconds": statistics.fmean(totals.step_cpu_seconds) if totals.step_cpu_seconds else 0.0,
+        "score_lr": lr,
+        "ascent_steps": float(totals.ascent_steps),
+        "fresh_ascent_steps": float(totals.fresh_ascents),
+    }
+    if totals.ascent_steps:
+        assert ascent.gammas is not None
+        metrics["perturbed_loss"] = totals.perturbed_loss / totals.ascent_steps
+        metrics["min_ascent_gain"] = totals.min_gain
+        metrics["ascent_gain"] = totals.gain / max(totals.fresh_ascents, 1)
+        metrics["swap_fraction"] = totals.swapped / totals.ascent_steps
+        metrics["gamma"] = statistics.fmean(ascent.gammas)
+        metrics["gamma_min"], metrics["gamma_max"] = min(ascent.gammas), max(ascent.gammas)
+    return metrics
+
+
+def _check_finite(epoch: int, *losses: float | None) -> None:
+    for observed in losses:
+        if observed is not None and not math.isfinite(observed):
+            raise NumericalError(
+                f"prune: epoch {epoch + 1}: the mask-search loss became {observed} (lower compression.config.lr?)"
+            )
+
+
 def search_masks(
     model: nn.Module, score_set: ScoreSet, context: PruningContext, settings: SearchSettings
 ) -> SearchHistory:
@@ -182,13 +303,8 @@ def search_masks(
     optimizer = torch.optim.SGD(trained, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(settings.epochs, 1))
     history = SearchHistory()
-    previous = score_set.masks()
     probe: tuple[torch.Tensor, torch.Tensor] | None = None
     env = distributed.current()
-
-    def robust(module: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-        return search_objective(module, x, y, x_adv, settings)
-
     checkpoint = context.checkpoint_dir / SEARCH_CHECKPOINT if context.checkpoint_dir is not None else None
     fingerprint = _fingerprint(settings, context, score_set)
     first_epoch = 0
@@ -204,22 +320,15 @@ def search_masks(
             history.layer_gamma = list(state.get("layer_gamma", []))
             probe = (state["probe_x"].to(context.device), state["probe_y"].to(context.device))
             score_set.refresh()
-            previous = score_set.masks()
             first_epoch = int(state["epoch"]) + 1
+    previous = score_set.masks()
 
     for epoch in range(first_epoch, settings.epochs):
         torch.manual_seed(epoch_seed(context.seed, "prune", epoch))
         ascend = settings.ascends and epoch >= settings.warmup_epochs
         model.train()
-        totals = dict.fromkeys(
-            ("loss", "loss_steps", "perturbed_loss", "ascent_steps", "fresh_ascents", "gain", "swapped"), 0.0
-        )
-        step_times: list[float] = []
-        step_cpu_times: list[float] = []
-        min_gain = float("inf")
-        grads: list[torch.Tensor] | None = None  # the last ascent gradient (reset every epoch: resume stays exact)
-        # Per-layer radii of this epoch: fixed, or solved at its first ascent (also reset every epoch).
-        gammas: list[float] | None = None if settings.swap_fraction is not None else [settings.gamma] * len(scores)
+        totals = _EpochTotals()
+        ascent = _Ascent(scores, score_set, settings)
         with progress_bar(f"mask search {epoch + 1}/{settings.epochs}", None, context.show_progress) as bar:
             for step, (x, y) in enumerate(context.epoch_batches(epoch)):
                 if probe is None:
@@ -229,93 +338,31 @@ def search_masks(
                 with parametrize.cached():
                     x_adv = craft_adversarial(model, x, y, context.threat, settings.search_loss)
                 optimizer.zero_grad(set_to_none=True)
-                loss: torch.Tensor | None = None
                 perturbed: torch.Tensor | None = None
                 if ascend:
-                    if grads is None or step % settings.ascent_every == 0:
-                        # The bare module: a gradient taken with autograd.grad must not go through DDP's
-                        # reducer; the ranks average it explicitly so every rank perturbs by the same z.
-                        loss = robust(model, x, y, x_adv)
-                        raw = torch.autograd.grad(loss, scores, allow_unused=True)
-                        grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(raw, scores, strict=True)]
-                        distributed.all_mean_(grads)
-                        totals["fresh_ascents"] += 1
-                    if gammas is None:
-                        assert settings.swap_fraction is not None
-                        gammas = calibrate_gammas(score_set, grads, settings.swap_fraction)
-                    z = ascent_direction(scores, grads, gammas)  # radius from the current ||s_l||
-                    saved = [s.detach().clone() for s in scores]
-                    before = [v.hard_mask() for v in score_set.vectors.values()]
-                    with torch.no_grad():
-                        for s, dz in zip(scores, z, strict=True):
-                            s.add_(dz)
-                    score_set.refresh()
-                    after = [v.hard_mask() for v in score_set.vectors.values()]
-                    totals["swapped"] += swapped_entries(before, after) / max(kept_entries(before), 1)
-                    # backward() inside: autograd saved the running statistics and checks their version.
-                    with frozen_batchnorm_statistics(model):
-                        perturbed = robust(net, x, y, x_adv)
-                        perturbed.backward()
-                    with torch.no_grad():
-                        for s, value in zip(scores, saved, strict=True):
-                            s.copy_(value)  # exact restore (s + z - z is not s in floating point)
+                    loss, perturbed = ascent.step(model, net, (x, y, x_adv), step, totals)
                 else:
-                    loss = robust(net, x, y, x_adv)
+                    loss = search_objective(net, x, y, x_adv, settings)
                     loss.backward()
                 optimizer.step()
                 score_set.refresh()
                 # .item() also waits for an accelerator, so the step time is complete.
                 loss_value = loss.item() if loss is not None else None
                 perturbed_value = perturbed.item() if perturbed is not None else None
-                for observed in (loss_value, perturbed_value):
-                    if observed is not None and not math.isfinite(observed):
-                        raise NumericalError(
-                            f"prune: epoch {epoch + 1}: the mask-search loss became {observed} "
-                            "(lower compression.config.lr?)"
-                        )
-                step_times.append(time.perf_counter() - start)
-                step_cpu_times.append(time.process_time() - cpu_start)
-                if loss_value is not None:
-                    totals["loss"] += loss_value
-                    totals["loss_steps"] += 1
-                if perturbed_value is not None:
-                    totals["perturbed_loss"] += perturbed_value
-                    totals["ascent_steps"] += 1
-                    if loss_value is not None:
-                        min_gain = min(min_gain, perturbed_value - loss_value)
-                        totals["gain"] += perturbed_value - loss_value
-                bar.advance(status=f"loss {totals['loss'] / max(totals['loss_steps'], 1):.3f}")
+                _check_finite(epoch, loss_value, perturbed_value)
+                totals.step_seconds.append(time.perf_counter() - start)
+                totals.step_cpu_seconds.append(time.process_time() - cpu_start)
+                totals.add(loss_value, perturbed_value)
+                bar.advance(status=f"loss {totals.loss / max(totals.loss_steps, 1):.3f}")
         scheduler.step()
         current = score_set.masks()
         flips = _hamming(current, previous)
         previous = current
         sparsity, per_layer = score_set.sparsity()
         history.layer_sparsity.append(per_layer)
-        metrics = {
-            "robust_loss": totals["loss"] / max(totals["loss_steps"], 1),
-            "mask_flips": float(flips),
-            "mask_flip_fraction": flips / max(sum(m.numel() for m in current.values()), 1),
-            "sparsity": sparsity,
-            "step_seconds": statistics.fmean(step_times) if step_times else 0.0,
-            # The median resists the stalls of a shared machine; compare algorithms' step costs with it.
-            "step_seconds_median": statistics.median(step_times) if step_times else 0.0,
-            # This process's CPU time (all its threads): what a busy machine's other jobs do not inflate.
-            "step_cpu_seconds": statistics.fmean(step_cpu_times) if step_cpu_times else 0.0,
-            "score_lr": optimizer.param_groups[0]["lr"],
-            "ascent_steps": totals["ascent_steps"],
-            "fresh_ascent_steps": totals["fresh_ascents"],
-        }
-        if totals["ascent_steps"]:
-            assert gammas is not None
-            metrics["perturbed_loss"] = totals["perturbed_loss"] / totals["ascent_steps"]
-            metrics["min_ascent_gain"] = min_gain
-            metrics["ascent_gain"] = totals["gain"] / max(totals["fresh_ascents"], 1)
-            metrics["swap_fraction"] = totals["swapped"] / totals["ascent_steps"]
-            metrics["gamma"] = statistics.fmean(gammas)
-            metrics["gamma_min"], metrics["gamma_max"] = min(gammas), max(gammas)
-            history.layer_gamma.append(dict(zip(score_set.vectors, gammas, strict=True)))
-        else:
-            history.layer_gamma.append({})
+        metrics = _epoch_metrics(totals, ascent, flips, current, sparsity, optimizer.param_groups[0]["lr"])
+        gammas = ascent.gammas if totals.ascent_steps else None
+        history.layer_gamma.append(dict(zip(score_set.vectors, gammas, strict=True)) if gammas is not None else {})
         assert probe is not None
         metrics.update(_measure(model, score_set, context, settings, probe, epoch))
         history.epochs.append({"epoch": float(epoch), **metrics})
