@@ -147,7 +147,9 @@ def restored(name: str, enabled: bool = True) -> None:
         _say(f"{name}: completed earlier, its results are read from the output folder")
 
 
-class _Bar:
+class ProgressBar:
+    """What `progress_bar` yields: `advance()` moves the bar (and raises a pending SIGTERM)."""
+
     def __init__(self, progress: Any | None, task: int | None) -> None:
         self._progress, self._task = progress, task
 
@@ -158,10 +160,10 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None, enabled: bool = True) -> Iterator[_Bar]:
+def progress_bar(description: str, total: int | None, enabled: bool = True) -> Iterator[ProgressBar]:
     """A context manager yielding an object with ``advance()``; a no-op when disabled."""
     if not progress_enabled(enabled):
-        yield _Bar(None, None)
+        yield ProgressBar(None, None)
         return
     # Imported here: commands that show no bar (``--help``, a CI run) do not load rich's renderer.
     from rich.console import Console
@@ -185,4 +187,4 @@ def progress_bar(description: str, total: int | None, enabled: bool = True) -> I
     # On stderr, the terminal the check above is about: stdout may be a file (`run --json > x`).
     with Progress(*columns, transient=True, console=Console(stderr=True)) as progress:
         task = progress.add_task(description, total=total, status="")
-        yield _Bar(progress, task)
+        yield ProgressBar(progress, task)

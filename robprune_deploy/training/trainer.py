@@ -13,7 +13,7 @@ import copy
 import logging
 import math
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from robprune_deploy import distributed
 from robprune_deploy.attacks import RobustLoss, ThreatModel, craft_adversarial, loss_and_adversarial_logits
 from robprune_deploy.checkpoints import load_checkpoint, save_checkpoint
 from robprune_deploy.errors import NumericalError
-from robprune_deploy.progress import progress_bar
+from robprune_deploy.progress import ProgressBar, progress_bar
 from robprune_deploy.training.awp import AWPPlan, WeightPerturbation, perturb_weights
 from robprune_deploy.training.fast_at import CollapseGuard, FastATPlan, OnCollapse
 
@@ -157,6 +157,42 @@ def epoch_seed(seed: int, stage: str, epoch: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(stage.encode()) + epoch * 7919) % (2**31 - 1)
 
 
+def _length(batches: Iterable[object]) -> int | None:
+    return len(batches) if isinstance(batches, Sized) else None
+
+
+def _train_epoch(
+    model: nn.Module,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    plan: TrainingPlan,
+    attack_threat: ThreatModel,
+    epoch: int,
+    stage: str,
+    device: torch.device,
+    bar: ProgressBar,
+) -> tuple[float, float, float]:
+    """One epoch of training steps on this rank: the summed loss (per example), correct and seen."""
+    loss_sum, correct, seen = 0.0, 0.0, 0.0
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if plan.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        check_batch(x, stage, epoch)
+        step = train_step(model, net, optimizer, x, y, plan, attack_threat, epoch)
+        if not math.isfinite(step.loss):
+            raise NumericalError(
+                f"{stage}: epoch {epoch + 1}: the training loss became {step.loss} "
+                f"(lr {plan.lr:g}; a smaller {stage}.lr usually cures it)"
+            )
+        correct += step.correct
+        loss_sum += step.loss * len(y)
+        seen += len(y)
+        bar.advance(status=f"loss {loss_sum / seen:.3f}")
+    return loss_sum, correct, seen
+
+
 def adversarial_train(
     model: nn.Module,
     plan: TrainingPlan,
@@ -235,25 +271,11 @@ def adversarial_train(
         fast_epoch = plan.fast is not None and (watch is None or watch.collapsed_epoch < 0)
         attack_threat = plan.fast.threat(epoch_threat) if plan.fast is not None and fast_epoch else epoch_threat
         net.train()
-        loss_sum, correct, seen = 0.0, 0.0, 0.0
         batches = epoch_loader(epoch)
-        total = len(batches) if hasattr(batches, "__len__") else None  # type: ignore[arg-type]
-        with progress_bar(f"{stage} {epoch + 1}/{plan.epochs}", total, show_progress) as bar:
-            for x, y in batches:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if plan.channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                check_batch(x, stage, epoch)
-                step = train_step(model, net, optimizer, x, y, plan, attack_threat, epoch)
-                if not math.isfinite(step.loss):
-                    raise NumericalError(
-                        f"{stage}: epoch {epoch + 1}: the training loss became {step.loss} "
-                        f"(lr {plan.lr:g}; a smaller {stage}.lr usually cures it)"
-                    )
-                correct += step.correct
-                loss_sum += step.loss * len(y)
-                seen += len(y)
-                bar.advance(status=f"loss {loss_sum / seen:.3f}")
+        with progress_bar(f"{stage} {epoch + 1}/{plan.epochs}", _length(batches), show_progress) as bar:
+            loss_sum, correct, seen = _train_epoch(
+                model, net, optimizer, batches, plan, attack_threat, epoch, stage, device, bar
+            )
         scheduler.step()
         check_finite_state(model, f"{stage}: epoch {epoch + 1}")
         loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], device)
@@ -278,11 +300,9 @@ def adversarial_train(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
+                **({"selected_epoch": select.epoch, "selected_value": select.value} if select is not None else {}),
+                **({"fast_guard": watch.state(), "fast_stopped": stopped} if watch is not None else {}),
             }
-            if select is not None:
-                state.update(selected_epoch=select.epoch, selected_value=select.value)
-            if watch is not None:
-                state.update(fast_guard=watch.state(), fast_stopped=stopped)
             save_checkpoint(state, checkpoint)
         distributed.barrier()  # no rank runs ahead of the checkpoint it may have to resume from
         if on_epoch_end is not None and env.is_main:
