@@ -38,7 +38,10 @@ class OnnxRobustness:
 
     ``member_acc`` maps each ensemble member to the robust accuracy after it and every member
     before it; ``autoattack_acc`` is the accuracy after the whole ensemble (the per-example worst
-    case); ``whitebox_acc`` after its white-box members only.
+    case); ``whitebox_acc`` after its white-box members only. ``outcomes`` holds the per-example
+    verdicts behind the accuracies, in the subset's order (``clean`` and ``pgd`` on every example,
+    ``autoattack`` on the ones the ensemble attacked, the first ``square_examples``): paired tests
+    between two models need them, not only their means.
     """
 
     provider: str
@@ -58,6 +61,7 @@ class OnnxRobustness:
     curve: SecurityCurve | None = None
     indicators: dict[str, Indicator] = field(default_factory=dict)
     eps: float | None = None
+    outcomes: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def median_linf_distance(self) -> float | None:
@@ -137,6 +141,7 @@ def evaluate_onnx(
     indicator_limits: Mapping[str, float] | None = None,
     batch_size: int = 256,
     show_progress: bool = False,
+    ensemble_examples: int | None = None,
 ) -> OnnxRobustness:
     """Clean, white-box and black-box accuracy of the ONNX file at ``path`` under onnxruntime.
 
@@ -146,6 +151,8 @@ def evaluate_onnx(
     :param square_queries: ``pgd`` protocol: Square's query budget (0 skips it) on the first
         ``square_examples`` examples. The ensembles take their budgets from ``budget``.
     :param attacks: ``pgd``, ``autoattack-fast`` or ``autoattack``.
+    :param ensemble_examples: the ensembles attack the first this many examples (``None``: all),
+        so that PGD can cover a whole test split while the far costlier ensemble takes a part of it.
     :param curve_steps: FMN steps for the security curve on the first ``curve_examples`` (0: no curve).
     :param indicator_examples: correctly classified examples the failure indicators are measured on
         (0: none).
@@ -158,6 +165,7 @@ def evaluate_onnx(
     y = torch.cat([b[1] for b in batches]) if batches else torch.empty(0, dtype=torch.long)
     clean = session.predict(x.numpy()).argmax(1) == y.numpy() if len(y) else np.zeros(0, dtype=bool)
     total = max(len(y), 1)
+    outcomes = {"clean": clean}
     pgd_acc = max_diff = agreement = None
     twin = torch_model.eval().cpu() if torch_model is not None else None
     if twin is not None:
@@ -166,7 +174,8 @@ def evaluate_onnx(
         if threat is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                pgd_acc = float(pgd_outcomes(twin, session, batches, threat).sum()) / total
+                outcomes["pgd"] = pgd_outcomes(twin, session, batches, threat)
+            pgd_acc = float(outcomes["pgd"].sum()) / total
     square_acc, square_n = None, 0
     ensemble: EnsembleResult | None = None
     if threat is not None and attacks == "pgd" and square_queries > 0:
@@ -174,12 +183,13 @@ def evaluate_onnx(
         result = square_attack(session.predict, xs.numpy(), ys.numpy(), threat.eps, square_queries, square_p_init, seed)
         square_acc, square_n = result.accuracy, len(ys)
     elif threat is not None and attacks != "pgd" and twin is not None:
+        attacked = len(y) if ensemble_examples is None else min(ensemble_examples, len(y))
         ensemble = run_ensemble(
             attacks,
             twin,
             session,
-            x,
-            y,
+            x[:attacked],
+            y[:attacked],
             threat.eps,
             budget=budget or EnsembleBudget.of(attacks),
             batch_size=batch_size,
@@ -187,7 +197,8 @@ def evaluate_onnx(
             bf16=threat.bf16,
             show_progress=show_progress,
         )
-        square_n = len(y)
+        square_n = attacked
+        outcomes["autoattack"] = ensemble.robust
     curve = None
     if twin is not None and curve_steps > 0 and len(y):
         n = len(y) if curve_examples is None else min(curve_examples, len(y))
@@ -197,7 +208,9 @@ def evaluate_onnx(
         if ensemble is not None and threat is not None:
             # FMN alone can miss points the ensemble found; with them the curve at eps is the
             # ensemble's verdict on these examples (and FMN's own figure stays in fmn_distances).
-            known = _adversarial_distances(x[:n].numpy(), ensemble.x_adv[:n], ensemble.robust[:n], threat.eps)
+            known = np.full(n, np.inf)  # no ensemble point for the examples it did not attack
+            m = min(n, square_n)
+            known[:m] = _adversarial_distances(x[:m].numpy(), ensemble.x_adv[:m], ensemble.robust[:m], threat.eps)
             curve = curve.merged(known)
     indicators: dict[str, Indicator] = {}
     if twin is not None and threat is not None and indicator_examples > 0:
@@ -225,9 +238,9 @@ def evaluate_onnx(
             session.provider, len(y), float(clean.sum()) / total, pgd_acc, square_acc, square_n, max_diff, agreement,
             attacks, ensemble.accuracy, ensemble.whitebox_accuracy, member_acc,
             ensemble.description, [r.to_dict() for r in ensemble.records], curve, indicators,
-            threat.eps if threat else None,
+            threat.eps if threat else None, outcomes,
         )  # fmt: skip
     return OnnxRobustness(
         session.provider, len(y), float(clean.sum()) / total, pgd_acc, square_acc, square_n, max_diff, agreement,
-        attacks, curve=curve, indicators=indicators, eps=threat.eps if threat else None,
+        attacks, curve=curve, indicators=indicators, eps=threat.eps if threat else None, outcomes=outcomes,
     )  # fmt: skip

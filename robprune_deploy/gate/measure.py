@@ -64,6 +64,7 @@ def measure_onnx(
         curve_examples=ev.curve_examples,
         indicator_examples=ev.indicator_examples if indicators else 0,
         show_progress=show_progress,
+        ensemble_examples=ev.ensemble_examples,
     )
 
 

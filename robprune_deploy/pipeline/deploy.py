@@ -9,9 +9,11 @@ from typing import Any
 from torch import nn
 
 from robprune_deploy.algorithms import Granularity, PruningResult
+from robprune_deploy.atomic import write_json
 from robprune_deploy.errors import OnnxModelError
 from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness
 from robprune_deploy.evaluation.latency import compare_speed
+from robprune_deploy.evaluation.outcomes import OUTCOMES_FILE, outcome_record
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
 from robprune_deploy.export.onnx_export import onnx_opset
 from robprune_deploy.gate.measure import measure_onnx
@@ -107,6 +109,7 @@ def robustness_summary(result: OnnxRobustness, prefix: str = "onnx.") -> dict[st
         f"{prefix}argmax_agreement": result.argmax_agreement,
         f"{prefix}provider": result.provider,
         f"{prefix}examples": result.examples,
+        f"{prefix}autoattack_examples": result.square_examples if result.autoattack_acc is not None else None,
     }
     for member in result.members:
         key = member["name"].replace("-", "_")
@@ -118,19 +121,24 @@ def robustness_summary(result: OnnxRobustness, prefix: str = "onnx.") -> dict[st
 
 
 def evaluate(ctx: RunContext, deployable: nn.Module) -> tuple[dict[str, Any], OnnxRobustness]:
-    """Robustness of ``model.onnx`` under onnxruntime and latency of dense vs pruned ONNX.
+    """Robustness of ``model.onnx`` under onnxruntime and latency of dense vs pruned ONNX; the
+    per-example outcomes go to ``outcomes.json`` (:mod:`robprune_deploy.evaluation.outcomes`).
 
     :returns: the summary entries and the full measurement (the gate reuses it).
     """
     with ctx.stage("evaluate") as lines:
+        batches = ctx.eval_subset_batches()
         robustness = measure_onnx(
-            ctx.recipe,
-            ctx.out_dir / MODEL_ONNX,
-            ctx.eval_subset_batches(),
-            deployable.cpu(),
-            show_progress=ctx.show_progress,
+            ctx.recipe, ctx.out_dir / MODEL_ONNX, batches, deployable.cpu(), show_progress=ctx.show_progress
         )
         deployable.to(ctx.device)
+        context = {
+            "split": ctx.eval_split,
+            "subset_seed": ctx.recipe.evaluate.subset_seed,
+            "pgd_steps": ctx.recipe.attack.eval_steps,
+        }
+        outcomes = write_json(ctx.out_dir / OUTCOMES_FILE, outcome_record(robustness, batches, **context))
+        ctx.tracker.log_artifact(outcomes)
         summary = robustness_summary(robustness)
         summary.update(latency(ctx, ctx.out_dir / DENSE_ONNX, ctx.out_dir / MODEL_ONNX))
         ctx.tracker.log_metrics({k: float(v) for k, v in summary.items() if is_number(v)})

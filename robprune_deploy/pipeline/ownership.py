@@ -58,6 +58,7 @@ _TOP_LEVEL_FILES = frozenset(
         "dense.onnx",
         "model.int8.onnx",
         "summary.json",
+        "outcomes.json",
         "report.md",
         "recipe.yaml",
         "gate.json",
