@@ -85,10 +85,10 @@ def smoke_layout(verdict: Any, out: Path, fmnist_root: Path | None) -> Any:
         recipe = load_recipe(spec.recipe, [f"{k}={v}" for k, v in root.items()])
         model = recipe.model.name
         if model not in checkpoints:
-            shipped = START_MODELS / f"{model}.pt"
-            checkpoints[model] = str(
-                shipped if shipped.is_file() else stand_in(recipe, out / "start_models" / f"{model}.pt")
-            )
+            shipped, made = START_MODELS / f"{model}.pt", out / "start_models" / f"{model}.pt"
+            if not shipped.is_file() and not made.is_file():  # a rerun of the smoke keeps its stand-ins
+                stand_in(recipe, made)
+            checkpoints[model] = str(shipped if shipped.is_file() else made)
         grid = {key: values[:SEEDS] if key == "seed" else values for key, values in (spec.grid or {}).items()}
         if name != fmnist_verdict.VALIDATION:
             grid["compression.ratio"] = grid["compression.ratio"][:1]
