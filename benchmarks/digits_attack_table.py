@@ -27,16 +27,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _standard(recipe_file: Path, onnx_file: Path, scratch: Path) -> dict[str, float | None]:
     """Standard AutoAttack (and the indicators) on ``onnx_file``, on the recipe's fixed subset."""
-    from robprune_deploy.evaluation.twin import torch_twin
-    from robprune_deploy.export import load_onnx
-    from robprune_deploy.gate.measure import measure_onnx
+    from robprune_deploy.evaluation import Artifact
+    from robprune_deploy.gate.measure import measure, twin_of
     from robprune_deploy.pipeline import RunContext
     from robprune_deploy.recipe import load_recipe
 
     recipe = load_recipe(recipe_file, ["evaluate.attacks=autoattack", "evaluate.curve_steps=0"])
     ctx = RunContext(recipe, scratch, show_progress=False)
     start = time.perf_counter()
-    result = measure_onnx(recipe, onnx_file, ctx.eval_subset_batches(), torch_twin(load_onnx(onnx_file)))
+    artifact = Artifact.of(onnx_file, providers=recipe.evaluate.providers)
+    result = measure(recipe, artifact, ctx.eval_subset_batches(), {"twin": twin_of(onnx_file)})
     return {
         "clean": result.clean_acc,
         "pgd20": result.pgd_acc,

@@ -34,9 +34,9 @@ from torch.utils.data import TensorDataset
 
 from robprune_deploy import ALGORITHMS, PruningContext, ThreatModel
 from robprune_deploy.data import build_dataset, make_loader, seeded_subset
-from robprune_deploy.evaluation import OnnxClassifier, compare_latency
-from robprune_deploy.evaluation.quantized import evaluate_int8
+from robprune_deploy.evaluation import Artifact, EvaluationProtocol, OnnxClassifier, compare_latency, evaluate_artifact
 from robprune_deploy.export import export_onnx
+from robprune_deploy.gate.measure import twin_of
 from robprune_deploy.models import build_model
 from robprune_deploy.quantization import quantize_onnx
 from robprune_deploy.surgery import count_model
@@ -102,9 +102,9 @@ def measure_variants(
     int8_path = quantize_onnx(fp32_path, fp32_path.with_suffix(".int8.onnx"), setup.calibration)
     int8_acc = None
     if setup.trained:
-        int8_acc = evaluate_int8(
-            int8_path, fp32_path, setup.batches, fp32_twin=fp32_model, threat=setup.threat, providers=["cpu"]
-        ).pgd_acc
+        int8 = Artifact.of(int8_path, "int8", providers=["cpu"])
+        twins = {"ste": twin_of(int8_path), "transfer": fp32_model}
+        int8_acc = evaluate_artifact(int8, EvaluationProtocol(setup.threat), setup.batches, twins=twins).pgd_acc
     ratio = setup.dense_macs / macs
     return [(ratio, f"{label} FP32", fp32_path, fp32_acc), (ratio, f"{label} INT8", int8_path, int8_acc)]
 

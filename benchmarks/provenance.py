@@ -14,7 +14,18 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("torch", "onnxruntime", "onnxruntime-gpu", "onnx", "nncf", "torch-pruning", "mlflow", "numpy", "optuna")
+PACKAGES = (
+    "torch",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "openvino",
+    "onnx",
+    "nncf",
+    "torch-pruning",
+    "mlflow",
+    "numpy",
+    "optuna",
+)
 
 
 def _cpu_model() -> str:

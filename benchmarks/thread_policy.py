@@ -5,7 +5,8 @@ on an idle machine and beside busy processes.
     python benchmarks/thread_policy.py --workloads quick_start --conditions idle \\
         --digits-command pretrain --set pretrain.epochs=1 --repeats 1                    # a smoke run
 
-Workloads: ``quick_start``, the README's first run (``robprune run recipes/digits_s2ap_channel.yaml``),
+Workloads: ``quick_start``, the README's first run (``robprune run recipes/digits_hydra_channel.yaml``; the
+measured rows ran ``digits_s2ap_channel.yaml``, the quick start then),
 ``digits_s2ap``, the unstructured digits run (``recipes/digits_s2ap.yaml``), and ``fmnist``, one
 adversarial pretraining epoch of ``recipes/fmnist/s2ap_u90.yaml`` (55,000 images, PGD-10;
 ``--fmnist-train-images`` takes a fixed subset of them).
@@ -41,7 +42,11 @@ from result_tables import column, results_file, table, text_column
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "thread_policy.json"
 BUSY_LOOP = "while True: pass"
-DIGITS_RECIPES = {"quick_start": "digits_s2ap_channel.yaml", "digits_s2ap": "digits_s2ap.yaml"}
+DIGITS_RECIPES = {
+    "quick_start": "digits_hydra_channel.yaml",
+    "digits_s2ap_channel": "digits_s2ap_channel.yaml",
+    "digits_s2ap": "digits_s2ap.yaml",
+}
 
 
 def _children_cpu() -> float:
@@ -115,7 +120,7 @@ def policy_prediction(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--workloads", nargs="+", choices=["quick_start", "digits_s2ap", "fmnist"], default=["quick_start", "fmnist"]
+        "--workloads", nargs="+", choices=[*DIGITS_RECIPES, "fmnist"], default=["quick_start", "fmnist"]
     )
     parser.add_argument("--conditions", nargs="+", choices=["idle", "busy"], default=["idle", "busy"])
     parser.add_argument("--threads", nargs="+", choices=["default", "policy"], default=["default", "policy"])
@@ -174,6 +179,13 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def _threads_cell(threads: str, run: dict[str, Any]) -> str:
+    """``default (2)``, or ``policy (auto: 1)`` with what ``auto`` chose."""
+    if threads == "policy" and "policy_choice" in run:
+        return f"policy (auto: {run['policy_choice']['threads']})"
+    return f"{threads} ({run['runtime.threads']})"
+
+
 def tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """One row per workload, condition and threads: mean wall and CPU seconds over the repeats, and
     the CPU time against the same workload's idle run under the policy (the goal: at most 1.2 busy)."""
@@ -188,7 +200,7 @@ def tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
             [
                 workload,
                 condition,
-                f"{threads} ({runs[0]['runtime.threads']})",
+                _threads_cell(threads, runs[0]),
                 len(runs),
                 _mean([r["wall_s"] for r in runs]),
                 cpu,
@@ -199,12 +211,12 @@ def tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     columns = [
         text_column("workload"),
         text_column("machine"),
-        text_column("threads (runtime.threads)"),
+        text_column("threads"),
         column("runs"),
         column("wall s", "{:.0f}"),
         column("CPU s", "{:.0f}"),
         column("CPU x idle policy", "{:.2f}"),
-        column("load at start", "{:.1f}"),
+        column("1-min load average at start", "{:.1f}"),
     ]
     return {"main": table(columns, rows)}
 

@@ -203,8 +203,8 @@ def gate_onnx(
     precision: Precision | None = None,
     show_progress: bool = True,
 ) -> GateVerdict:
-    """The release gate of ``robprune gate``, from Python: measure ``model`` under onnxruntime and
-    check the recipe's ``gate`` thresholds.
+    """The release gate of ``robprune gate``, from Python: measure ``model`` under each runtime of
+    ``evaluate.runtimes`` (onnxruntime by default) and check the recipe's ``gate`` thresholds.
 
     The figures are measured on the recipe's data (its ``data`` section; default the digits test
     split) over the fixed ``evaluate.num_examples`` subset with the recipe's ``evaluate.attacks``
@@ -220,7 +220,8 @@ def gate_onnx(
     :param report: a folder for ``gate.json``, ``gate.md`` and ``gate.png``.
     :param precision: what ``model`` is, ``fp32`` or ``int8`` (as ``--precision``; default the
         recipe's ``gate.precision``): declared, never guessed from the graph.
-    :returns: the verdict: ``passed``, ``failures`` (names of the failed checks) and ``checks``.
+    :returns: the verdict: ``passed``, ``failures`` (names of the failed checks) and ``checks``;
+        ``per_runtime`` holds each runtime's own verdict.
     """
     from robprune_deploy.gate.run import baseline_path, declared, evaluate_gate, write_gate_report
     from robprune_deploy.pipeline import RunContext

@@ -19,7 +19,7 @@ from clitools import cli, one_error, sets  # type: ignore[import-not-found]
 from onnx import TensorProto, helper, numpy_helper
 from test_gate_integrity import HYDRA, NO_THRESHOLDS, SMALL, edited  # type: ignore[import-not-found]
 
-from robprune_deploy.gate.checks import Measurements, run_int8_checks
+from robprune_deploy.gate.checks import Measurements, run_checks
 from robprune_deploy.gate.consistency import TIE_TOLERANCE, compare_batches, unseen_batch
 from robprune_deploy.quantization import is_int8
 from robprune_deploy.recipe import GateSection
@@ -109,9 +109,9 @@ def test_a_dead_qdq_pair_keeps_the_autoattack_threshold_enforced_and_measured(di
 
 def test_autoattack_thresholds_on_an_int8_candidate_fail_as_not_measured() -> None:
     gate_section = GateSection(min_autoattack_acc=0.1, max_autoattack_drop=0.5, indicators=[])
-    int8 = Measurements(clean_acc=0.9, pgd_acc=0.5, max_abs_diff=0.01)
+    int8 = Measurements(clean_acc=0.9, pgd_acc=0.5, max_abs_diff=0.01, agreement=1.0)
     fp32 = Measurements(clean_acc=0.9, pgd_acc=0.5, autoattack_acc=0.45, max_abs_diff=0.0)
-    checks = {c.name: c for c in run_int8_checks(gate_section, int8, fp32, agreement=1.0)}
+    checks = {c.name: c for c in run_checks(gate_section, int8, fp32, "int8")}
     for name in ("min_autoattack_acc", "max_autoattack_drop"):
         assert not checks[name].passed and checks[name].measured is None
         assert checks[name].detail.startswith("not measured: an INT8 model is attacked with PGD")

@@ -46,7 +46,10 @@ def test_mlflow_run_main_nests_the_stages_in_the_recipes_experiment_and_records_
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     ours = [line for line in proc.stderr.splitlines() if "INFO mlflow.projects" not in line]  # MLflow's own
-    assert ours[-1] == f"gate FAILED: min_clean_acc ({out / 'gate.md'})"
+    # The impossible threshold fails; on so short a run an indicator of a weak attack may fail beside it.
+    failures = json.loads((out / "gate.json").read_text())["failures"]
+    assert "min_clean_acc" in failures
+    assert ours[-1] == f"gate FAILED: {', '.join(failures)} ({out / 'gate.md'})"
     summary = json.loads((out / "summary.json").read_text())
     client = MlflowClient(uri)
     parent = client.get_run(summary["mlflow.run_id"])
@@ -61,7 +64,7 @@ def test_mlflow_run_main_nests_the_stages_in_the_recipes_experiment_and_records_
     assert all(r.info.status == "FINISHED" for r in children)
     # The failed gate is on its run as tags, metrics and the report, and on the parent as tags.
     gate = stages["gate"]
-    assert gate.data.tags["gate.passed"] == "false" and gate.data.tags["gate.failures"] == "min_clean_acc"
+    assert gate.data.tags["gate.passed"] == "false" and gate.data.tags["gate.failures"] == ",".join(failures)
     assert gate.data.metrics["gate_passed"] == 0.0 and gate.data.metrics["gate.min_clean_acc"] < 0.999
     assert "gate/gate.md" in {a.path for a in client.list_artifacts(gate.info.run_id, "gate")}
     assert parent.data.tags["gate.passed"] == "false"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from robprune_deploy.pipeline import RunContext
 from robprune_deploy.pipeline.ownership import recipe_fingerprint
 from robprune_deploy.recipe import validate_recipe
 from robprune_deploy.runtime import choose_threads
-from robprune_deploy.runtime.threads import Machine, cgroup_cpu_quota, measure_machine
+from robprune_deploy.runtime.threads import Machine, busy_cores, cgroup_cpu_quota, measure_machine
 
 SPIN = "session.intra_op.allow_spinning"
 
@@ -157,3 +158,28 @@ def test_a_run_records_its_choice_in_mlflow(digits_run) -> None:
     assert run.data.tags["runtime.threads_reason"] == (
         f"auto: OMP_NUM_THREADS={SUITE_THREADS} in the environment is respected"
     )
+
+
+def test_the_free_cores_are_measured_now_not_a_minute_ago(tmp_path) -> None:
+    """A process that keeps one core busy is seen within the window (the 1-minute load average
+    would take a minute to notice it, and as long to forget a job that just ended)."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # past the interpreter's start-up
+        busy = busy_cores(0.5)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert busy is not None and busy >= 0.7  # the hog's core, whatever else the machine runs
+    machine = measure_machine(tmp_path / "no-cgroup", tmp_path / "no-proc-cgroup")
+    assert machine.load_source == "cores busy now" and machine.load is not None
+    assert "cores busy now" in choose_threads("auto", machine=machine, environ={}).reason
+
+
+def test_without_proc_stat_the_load_average_is_the_fallback(tmp_path) -> None:
+    assert busy_cores(0.01, tmp_path / "missing") is None
+    (tmp_path / "stat").write_text("intr 1 2 3\n")  # no cpu lines: unreadable as CPU times
+    assert busy_cores(0.01, tmp_path / "stat") is None
+    machine = measure_machine(tmp_path / "no-cgroup", tmp_path / "no-proc-cgroup", tmp_path / "missing")
+    assert machine.load_source == "1-minute load average" and machine.load == pytest.approx(os.getloadavg()[0], abs=2)
+    assert "1-minute load average" in choose_threads("auto", machine=machine, environ={}).reason

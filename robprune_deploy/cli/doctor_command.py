@@ -63,6 +63,8 @@ def _environment_table(diagnosis: Diagnosis) -> Table:
         for provider, probe in ort.probes.items():
             state = "[green]a session runs on it[/green]" if probe.works else f"[red]falls back[/red]: {probe.reason}"
             table.add_row(provider, state)
+    for name, devices in diagnosis.runtimes.items():  # OpenVINO's devices, and any other runtime's
+        table.add_row(f"runtime {name}", ", ".join(devices) or "no device")
     table.add_row("threads", diagnosis.threads.describe())
     track = diagnosis.tracking
     answer = {True: "answers", False: "[red]no answer[/red]", None: "not checked"}[track.answers]

@@ -1,10 +1,11 @@
 """The doctor's verdict: is what a recipe asks for usable in this environment, and if not, why.
 
-A recipe asks for an execution provider list (``evaluate.providers``), a torch device, bf16
-attack passes and an MLflow store. Each becomes one :class:`Check`: ``ok``, ``warn`` (it runs,
-but not as asked: e.g. ``[cuda, cpu]`` falls back to CPU) or ``fail`` (it cannot run as asked:
-``[cuda]`` alone without a working CUDA provider, ``device: cuda`` without a GPU, an unreachable
-tracking server). The environment is usable when no check fails.
+A recipe asks for an execution provider list (``evaluate.providers``), runtimes
+(``evaluate.runtimes``), a torch device, bf16 attack passes and an MLflow store. Each becomes one
+:class:`Check`: ``ok``, ``warn`` (it runs, but not as asked: e.g. ``[cuda, cpu]`` falls back to CPU) or
+``fail`` (it cannot run as asked: ``[cuda]`` alone without a working CUDA provider, ``device: cuda``
+without a GPU, a runtime that does not load, an unreachable tracking server). The environment is
+usable when no check fails.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from robprune_deploy.environment.accelerators import TorchProbe, probe_torch
 from robprune_deploy.environment.packages import Installed, OnnxruntimeBuilds, installed, onnxruntime_builds
 from robprune_deploy.environment.providers import OnnxruntimeProbe, probe_onnxruntime
 from robprune_deploy.environment.tracking import TrackingProbe, probe_tracking_uri
+from robprune_deploy.evaluation.runtimes import RUNTIMES
 from robprune_deploy.evaluation.sessions import PROVIDERS
 from robprune_deploy.pipeline.threads import apply_recipe_threads
 from robprune_deploy.recipe import Recipe
@@ -54,6 +56,8 @@ class Diagnosis:
     tracking: TrackingProbe
     threads: ThreadChoice
     checks: list[Check] = field(default_factory=list)
+    runtimes: dict[str, list[str]] = field(default_factory=dict)
+    """Each registered runtime's devices here (an entry ``error: ...`` when it does not load)."""
 
     @property
     def usable(self) -> bool:
@@ -150,6 +154,32 @@ def _check_threads(choice: ThreadChoice) -> Check:
     return Check("runtime.threads", Status.OK, choice.describe())
 
 
+def runtime_devices() -> dict[str, list[str]]:
+    """The devices of every registered runtime (OpenVINO lists its own: ``CPU: <name>``, ``GPU``)."""
+    devices: dict[str, list[str]] = {}
+    for name in RUNTIMES.names():
+        try:
+            devices[name] = RUNTIMES.get(name)().devices()
+        except Exception as exc:  # a runtime that does not import here is the finding, not a crash
+            devices[name] = [f"error: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"]
+    return devices
+
+
+def _check_runtimes(recipe: Recipe, devices: dict[str, list[str]]) -> list[Check]:
+    """Each runtime of ``evaluate.runtimes``: registered, and loading here."""
+    checks = []
+    for name in recipe.evaluate.runtimes:
+        found = devices.get(name)
+        if found is None:
+            known = ", ".join(devices) or "none"
+            checks.append(Check(f"runtime {name}", Status.FAIL, f"not a registered runtime (known: {known})"))
+        elif any(d.startswith("error: ") for d in found):
+            checks.append(Check(f"runtime {name}", Status.FAIL, "; ".join(found)))
+        else:
+            checks.append(Check(f"runtime {name}", Status.OK, f"devices: {', '.join(found) or 'none'}"))
+    return checks
+
+
 def diagnose(recipe: Recipe | None = None, timeout: float = 3.0) -> Diagnosis:
     """Probe this environment and judge ``recipe`` (default: the default recipe) against it.
 
@@ -164,6 +194,7 @@ def diagnose(recipe: Recipe | None = None, timeout: float = 3.0) -> Diagnosis:
     gpus = probe_torch()
     ort = probe_onnxruntime()
     tracking = probe_tracking_uri(recipe.tracking.tracking_uri or default_tracking_uri(), timeout)
+    devices = runtime_devices()
     device, on_cuda = _check_device(recipe, gpus)
     checks = [
         *_check_packages(recipe, packages, builds),
@@ -173,6 +204,7 @@ def diagnose(recipe: Recipe | None = None, timeout: float = 3.0) -> Diagnosis:
         _check_data(recipe),
         _check_tracking(recipe, tracking),
         _check_threads(threads),
+        *_check_runtimes(recipe, devices),
     ]
     return Diagnosis(
         python=sys.version.split()[0],
@@ -184,4 +216,5 @@ def diagnose(recipe: Recipe | None = None, timeout: float = 3.0) -> Diagnosis:
         tracking=tracking,
         threads=threads,
         checks=[c for c in checks if c is not None],
+        runtimes=devices,
     )

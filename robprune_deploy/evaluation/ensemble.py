@@ -26,7 +26,7 @@ from torch import nn
 from robprune_deploy.attacks.apgd import ApgdLoss, apgd
 from robprune_deploy.attacks.fab import fab_targeted
 from robprune_deploy.attacks.losses import DLR_TARGETED_MIN_CLASSES
-from robprune_deploy.evaluation.sessions import OnnxClassifier
+from robprune_deploy.evaluation.runtimes import Predictor
 from robprune_deploy.evaluation.square import square_attack
 from robprune_deploy.progress import progress_bar
 
@@ -181,7 +181,7 @@ class EnsembleResult:
 class _Run:
     """Mutable state of one ensemble run: who is still robust, and the worst input found so far."""
 
-    def __init__(self, twin: nn.Module, session: OnnxClassifier, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, twin: nn.Module, session: Predictor, x: torch.Tensor, y: torch.Tensor) -> None:
         self.twin, self.session = twin, session
         self.x, self.y = x, y
         self.labels = y.numpy()
@@ -218,7 +218,7 @@ def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
 def run_ensemble(
     version: str,
     twin: nn.Module,
-    session: OnnxClassifier,
+    session: Predictor,
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float,

@@ -39,7 +39,7 @@ from torch import nn
 from robprune_deploy.attacks.apgd import apgd
 from robprune_deploy.attacks.losses import DLR_MIN_CLASSES, cross_entropy, dlr, margin, margin_loss
 from robprune_deploy.attacks.outcome import AttackOutcome
-from robprune_deploy.evaluation.sessions import OnnxClassifier
+from robprune_deploy.evaluation.runtimes import Predictor
 from robprune_deploy.progress import progress_bar
 from robprune_deploy.recipe.schema import IndicatorName
 
@@ -134,7 +134,7 @@ def _loss_instability(twin: nn.Module, x: torch.Tensor, y: torch.Tensor, radius:
 
 
 def _apgd_on_session(
-    twin: nn.Module, session: OnnxClassifier, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int
+    twin: nn.Module, session: Predictor, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int, seed: int
 ) -> tuple[AttackOutcome, np.ndarray]:
     outcome = apgd(twin, x, y, eps, steps=steps, generator=torch.Generator().manual_seed(seed))
     fooled = session.predict(outcome.x_adv.cpu().numpy()).argmax(1) != y.cpu().numpy()
@@ -143,7 +143,7 @@ def _apgd_on_session(
 
 def measure_indicators(
     twin: nn.Module,
-    session: OnnxClassifier,
+    session: Predictor,
     x: torch.Tensor,
     y: torch.Tensor,
     eps: float,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from robprune_deploy.evaluation.sessions import OnnxClassifier
+from robprune_deploy.evaluation.runtimes import Predictor
 
 TOO_FAST_MS = 0.05
 """Below this median a run is dominated by the timer and the call into onnxruntime."""
@@ -54,7 +54,7 @@ def _stats(batch: int, times: list[float]) -> LatencyStats:
 
 
 def measure_latency(
-    session: OnnxClassifier, shape: tuple[int, ...], batch: int, warmup: int = 5, repeats: int = 30, seed: int = 0
+    session: Predictor, shape: tuple[int, ...], batch: int, warmup: int = 5, repeats: int = 30, seed: int = 0
 ) -> LatencyStats:
     """Time ``repeats`` runs of one random batch after ``warmup`` untimed runs."""
     x = np.random.default_rng(seed).random((batch, *shape), dtype=np.float32)
@@ -69,8 +69,8 @@ def measure_latency(
 
 
 def _interleaved(
-    first: OnnxClassifier,
-    second: OnnxClassifier,
+    first: Predictor,
+    second: Predictor,
     shape: tuple[int, ...],
     batch: int,
     warmup: int,
@@ -106,8 +106,8 @@ def speedup_interval(first_ms: np.ndarray, second_ms: np.ndarray, resamples: int
 
 
 def compare_latency(
-    first: OnnxClassifier,
-    second: OnnxClassifier,
+    first: Predictor,
+    second: Predictor,
     shape: tuple[int, ...],
     batch: int,
     warmup: int = 5,
@@ -121,8 +121,8 @@ def compare_latency(
 
 
 def compare_speed(
-    baseline: OnnxClassifier,
-    candidate: OnnxClassifier,
+    baseline: Predictor,
+    candidate: Predictor,
     shape: tuple[int, ...],
     batch: int,
     warmup: int = 5,

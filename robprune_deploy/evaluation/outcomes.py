@@ -1,4 +1,6 @@
-"""Per-example outcomes of the shipped model, kept in the run folder as ``outcomes.json``.
+"""Per-example outcomes of the shipped model, kept in the run folder as ``outcomes.json``
+(``outcomes.int8.json`` for its INT8 model): the ones :func:`~robprune_deploy.evaluation.evaluate_artifact`
+recorded in its :class:`~robprune_deploy.evaluation.Robustness`, on the first runtime measured.
 
 A robust accuracy is a mean over examples. Two models measured on the same examples are compared
 example by example (exact McNemar, a paired-proportion interval: :mod:`robprune_deploy.statistics`),
@@ -23,10 +25,11 @@ import numpy as np
 import torch
 
 from robprune_deploy.errors import CheckpointError
-from robprune_deploy.evaluation.robustness import OnnxRobustness
+from robprune_deploy.evaluation.robustness import Robustness
 from robprune_deploy.statistics import pack_outcomes, unpack_outcomes
 
 OUTCOMES_FILE = "outcomes.json"
+OUTCOMES_INT8_FILE = "outcomes.int8.json"
 FORMAT = 1
 
 
@@ -40,13 +43,15 @@ def examples_sha256(batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> str
 
 
 def outcome_record(
-    result: OnnxRobustness, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], **context: Any
+    result: Robustness, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], **context: Any
 ) -> dict[str, Any]:
     """The content of ``outcomes.json`` for ``result`` measured on ``batches``; ``context`` (split,
     subset seed, PGD steps) is stored beside it as given."""
     return {
         "format": FORMAT,
         **context,
+        "runtime": result.runtime,
+        "precision": result.precision,
         "attacks": result.attacks,
         "examples": result.examples,
         "subset_sha256": examples_sha256(batches),

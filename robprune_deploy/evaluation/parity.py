@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robprune_deploy.evaluation.sessions import OnnxClassifier
+from robprune_deploy.evaluation.runtimes import Predictor
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Parity:
     examples: int
 
 
-def parity(model: nn.Module, session: OnnxClassifier, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Parity:
+def parity(model: nn.Module, session: Predictor, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Parity:
     """Max absolute logit difference and top-1 agreement, torch (eval, CPU) vs onnxruntime.
 
     A NaN or inf on either side makes the difference NaN/inf, never 0: ``max(0.0, nan)`` is 0.0.

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from robprune_deploy.attacks.fmn import fmn_linf
-from robprune_deploy.evaluation.sessions import OnnxClassifier
+from robprune_deploy.evaluation.runtimes import Predictor
 from robprune_deploy.progress import progress_bar
 
 
@@ -72,7 +72,7 @@ class SecurityCurve:
 
 def security_curve(
     twin: nn.Module,
-    session: OnnxClassifier,
+    session: Predictor,
     x: torch.Tensor,
     y: torch.Tensor,
     *,

@@ -114,14 +114,7 @@ class OnnxClassifier:
 
     def check_input(self, x: np.ndarray) -> None:
         """:raises ShapeError: when ``x`` does not fit the graph's input (batch may vary)."""
-        expected = self.input_shape
-        fixed = [d for d in expected[1:]]
-        if x.ndim != len(expected) or any(
-            isinstance(d, int) and d != s for d, s in zip(fixed, x.shape[1:], strict=False)
-        ):
-            raise ShapeError(
-                f"ONNX file {self.path.name}: input {self.input_name!r} expects shape {expected}, got {list(x.shape)}"
-            )
+        check_input_shape(self.path, self.input_name, self.input_shape, x)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits of a float32 batch."""
@@ -143,6 +136,15 @@ class OnnxClassifier:
             )
         detail = (text.splitlines() or [type(exc).__name__])[0]
         return OnnxModelError(f"ONNX file {self.path}: {what} ({detail[:300]})")
+
+
+def check_input_shape(path: Path, name: str, expected: Sequence[object], x: np.ndarray) -> None:
+    """:raises ShapeError: naming the file when ``x`` does not fit the input ``expected`` (its fixed
+    dimensions; the batch may vary). Every runtime checks its inputs with it: one message for all."""
+    if x.ndim != len(expected) or any(
+        isinstance(d, int) and d != s for d, s in zip(list(expected)[1:], x.shape[1:], strict=False)
+    ):
+        raise ShapeError(f"ONNX file {path.name}: input {name!r} expects shape {list(expected)}, got {list(x.shape)}")
 
 
 def create_session(path: str | os.PathLike[str], providers: Sequence[str] = ("cuda", "cpu")) -> OnnxClassifier:

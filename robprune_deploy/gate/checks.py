@@ -1,9 +1,17 @@
-"""The release checks: each threshold of the recipe's ``gate`` section against measured figures."""
+"""The release checks: a table of (name, measured figure, comparison, threshold, reference) applied
+to the measurements of any artifact.
+
+:func:`check_table` reads the table off the recipe's ``gate`` section for a declared precision; what
+differs between precisions is only which thresholds apply (an INT8 model takes its drops, parity
+and speed-up thresholds from ``gate.int8``, named ``int8.<check>``, and adds ``int8.min_agreement``)
+and which reference the drops compare with (the dense baseline, or the FP32 model an INT8 one was
+quantized from: the caller's choice). :func:`apply_checks` applies a table to one candidate.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from robprune_deploy.evaluation.indicators import DEFAULT_LIMITS
@@ -12,7 +20,7 @@ from robprune_deploy.recipe import GateSection
 
 @dataclass(frozen=True)
 class Measurements:
-    """What the gate knows about one ONNX model (accuracies are fractions).
+    """What the gate knows about one artifact (accuracies are fractions).
 
     :param latency_ms: median latency at the recipe's batch, for the speed-up check.
     :param audit_sparsity: zero fraction / channel reduction measured from the ONNX graph.
@@ -22,6 +30,7 @@ class Measurements:
     :param indicators: the attack-failure indicators' values (``None``: not measured) and, in
         ``indicator_limits``, the limit each is held to.
     :param clean_acc_b1: clean accuracy with one image per batch, as a model is often served.
+    :param agreement: argmax agreement with the reference artifact on clean inputs.
     """
 
     clean_acc: float
@@ -37,6 +46,20 @@ class Measurements:
     indicator_limits: dict[str, float] = field(default_factory=dict)
     median_linf_distance: float | None = None
     clean_acc_b1: float | None = None
+    agreement: float | None = None
+
+    @property
+    def sparsity_gap(self) -> float | None:
+        """``|audit - claimed|`` sparsity."""
+        if self.audit_sparsity is None or self.claimed_sparsity is None:
+            return None
+        return abs(self.audit_sparsity - self.claimed_sparsity)
+
+    def figure(self, name: str) -> Any:
+        """A measured figure by name; ``indicator:<name>`` reads an indicator."""
+        if name.startswith("indicator:"):
+            return self.indicators.get(name.split(":", 1)[1])
+        return getattr(self, name)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -62,108 +85,124 @@ class CheckResult:
         return asdict(self)
 
 
-def _at_least(name: str, measured: float | None, threshold: float, detail: str = "") -> CheckResult:
-    ok = measured is not None and math.isfinite(measured) and measured >= threshold
-    return CheckResult(name, measured, threshold, ">=", ok, detail if measured is not None else "not measured")
+@dataclass(frozen=True)
+class Check:
+    """One row of the table: ``figure`` of the candidate (or, with ``reference``, the reference's
+    figure minus the candidate's: a drop) compared with ``threshold`` by ``op``.
 
-
-def _at_most(name: str, measured: float | None, threshold: float, detail: str = "") -> CheckResult:
-    ok = measured is not None and math.isfinite(measured) and measured <= threshold
-    return CheckResult(name, measured, threshold, "<=", ok, detail if measured is not None else "not measured")
-
-
-def _speedup_check(speedup: dict[str, Any] | None, threshold: float) -> CheckResult:
-    """The lower end of the speed-up's 95% interval against ``threshold``; not measurable on noise."""
-    if speedup is None:
-        return CheckResult("min_speedup", None, threshold, ">=", False, "no baseline: set gate.baseline")
-    if not speedup["measurable"]:
-        return CheckResult("min_speedup", None, threshold, ">=", True, f"not measurable: {speedup['reason']}", False)
-    detail = f"95% lower bound of x{speedup['ratio']:.2f} [{speedup['low']:.2f}-{speedup['high']:.2f}]"
-    return _at_least("min_speedup", speedup["low"], threshold, detail)
-
-
-def _drop(candidate: float | None, baseline: float | None) -> float | None:
-    return None if candidate is None or baseline is None else baseline - candidate
-
-
-def run_checks(gate: GateSection, candidate: Measurements, baseline: Measurements | None) -> list[CheckResult]:
-    """Every configured check, in a fixed order. A check whose input was not measured fails:
-    a gate never passes on a figure it did not see.
+    :param figure: a :class:`Measurements` field, ``sparsity_gap``, ``speedup`` (the lower end of its
+        95% interval) or ``indicator:<name>``.
+    :param unmeasured: the detail of a check whose figure was not measured (it fails).
     """
-    checks: list[CheckResult] = []
-    if gate.min_clean_acc is not None:
-        checks.append(_at_least("min_clean_acc", candidate.clean_acc, gate.min_clean_acc))
-    if gate.min_pgd_acc is not None:
-        checks.append(_at_least("min_pgd_acc", candidate.pgd_acc, gate.min_pgd_acc, "white-box PGD, classified by ORT"))
-    if gate.min_square_acc is not None:
-        checks.append(_at_least("min_square_acc", candidate.square_acc, gate.min_square_acc, "black-box Square on ORT"))
-    if gate.min_autoattack_acc is not None:
-        checks.append(
-            _at_least(
-                "min_autoattack_acc", candidate.autoattack_acc, gate.min_autoattack_acc, "worst case over AutoAttack"
-            )
-        )
-    base = baseline
-    for name, threshold, attribute in (
-        ("max_clean_drop", gate.max_clean_drop, "clean_acc"),
-        ("max_pgd_drop", gate.max_pgd_drop, "pgd_acc"),
-        ("max_square_drop", gate.max_square_drop, "square_acc"),
-        ("max_autoattack_drop", gate.max_autoattack_drop, "autoattack_acc"),
-    ):
-        if threshold is None:
-            continue
-        if base is None:
-            checks.append(CheckResult(name, None, threshold, "<=", False, "no baseline: set gate.baseline"))
-            continue
-        measured = _drop(getattr(candidate, attribute), getattr(base, attribute))
-        checks.append(_at_most(name, measured, threshold, "baseline minus candidate"))
-    if gate.max_parity_error is not None:
-        parity = candidate.max_abs_diff
-        checks.append(_at_most("max_parity_error", parity, gate.max_parity_error, "torch vs ORT logits"))
-    if gate.min_speedup is not None:
-        checks.append(_speedup_check(candidate.speedup, gate.min_speedup))
-    if gate.sparsity_tolerance is not None and candidate.claimed_sparsity is not None:
-        gap = None if candidate.audit_sparsity is None else abs(candidate.audit_sparsity - candidate.claimed_sparsity)
-        checks.append(_at_most("sparsity_audit", gap, gate.sparsity_tolerance, "|ONNX audit - claimed sparsity|"))
-    for name in gate.indicators:
-        # An enforced indicator that was not measured fails: the gate cannot vouch for the attacks.
-        limit = candidate.indicator_limits.get(name, gate.indicator_limits.get(name, DEFAULT_LIMITS[name]))
-        checks.append(_at_most(f"indicator:{name}", candidate.indicators.get(name), limit, "attack-failure indicator"))
-    return checks
+
+    name: str
+    figure: str
+    op: str
+    threshold: float
+    reference: bool = False
+    detail: str = ""
+    unmeasured: str = "not measured"
 
 
+NO_BASELINE = "no baseline: set gate.baseline"
 INT8_THRESHOLDS = ("max_clean_drop", "max_pgd_drop", "max_square_drop", "max_parity_error", "min_speedup")
 """Checks whose threshold an INT8 candidate takes from ``gate.int8`` (against its FP32 model)."""
-
-
-AUTOATTACK_CHECKS = ("min_autoattack_acc", "max_autoattack_drop")
 INT8_AUTOATTACK = (
     "not measured: an INT8 model is attacked with PGD (straight-through and transferred from FP32, worst case "
     "per example) and Square, not AutoAttack; set gate.min_autoattack_acc and gate.max_autoattack_drop to null "
     "for its gate, and hold its FP32 model to them"
 )
+NOT_MEASURED: dict[str, dict[str, str]] = {"int8": {"autoattack_acc": INT8_AUTOATTACK}}
+"""Per precision, the figures its evaluation protocol leaves out, and why (see
+:func:`robprune_deploy.gate.measure.protocol_of`): an enforced check on one fails, saying so."""
+
+# (check, figure, op, reference, detail): the order of the verdict. Each check's threshold is the
+# gate section's field of the same name; None leaves the check out.
+_ROWS: tuple[tuple[str, str, str, bool, str], ...] = (
+    ("min_clean_acc", "clean_acc", ">=", False, ""),
+    ("min_pgd_acc", "pgd_acc", ">=", False, "white-box PGD, classified by the runtime"),
+    ("min_square_acc", "square_acc", ">=", False, "black-box Square on the runtime"),
+    ("min_autoattack_acc", "autoattack_acc", ">=", False, "worst case over AutoAttack"),
+    ("max_clean_drop", "clean_acc", "<=", True, "baseline minus candidate"),
+    ("max_pgd_drop", "pgd_acc", "<=", True, "baseline minus candidate"),
+    ("max_square_drop", "square_acc", "<=", True, "baseline minus candidate"),
+    ("max_autoattack_drop", "autoattack_acc", "<=", True, "baseline minus candidate"),
+    ("max_parity_error", "max_abs_diff", "<=", False, "torch twin vs runtime logits"),
+    ("min_speedup", "speedup", ">=", False, ""),
+    ("sparsity_audit", "sparsity_gap", "<=", False, "|ONNX audit - claimed sparsity|"),
+)
+_THRESHOLD_FIELD = {"sparsity_audit": "sparsity_tolerance"}
 
 
-def run_int8_checks(
-    gate: GateSection, candidate: Measurements, fp32: Measurements | None, agreement: float | None
+def indicator_limits(gate: GateSection) -> dict[str, float]:
+    """``gate.indicator_limits`` over the defaults; ``gate.max_square_below_pgd`` is the black-box limit."""
+    limits = {} if gate.max_square_below_pgd is None else {"blackbox_beats_whitebox": gate.max_square_below_pgd}
+    limits.update({str(name): value for name, value in gate.indicator_limits.items()})
+    return limits
+
+
+def check_table(gate: GateSection, precision: str = "fp32") -> list[Check]:
+    """Every configured check of a candidate declared ``precision``, in the verdict's order."""
+    own = gate.int8 if precision == "int8" else None
+    unmeasured = NOT_MEASURED.get(precision, {})
+    table: list[Check] = []
+    for name, figure, op, reference, detail in _ROWS:
+        threshold = getattr(gate, _THRESHOLD_FIELD.get(name, name))
+        label = name
+        if own is not None and name in INT8_THRESHOLDS:
+            threshold, label = getattr(own, name), f"{precision}.{name}"
+        if threshold is not None:
+            table.append(Check(label, figure, op, threshold, reference, detail, unmeasured.get(figure, "not measured")))
+    limits = indicator_limits(gate)
+    for name in gate.indicators:
+        # An enforced indicator that was not measured fails: the gate cannot vouch for the attacks.
+        limit = limits.get(name, DEFAULT_LIMITS[name])
+        table.append(Check(f"indicator:{name}", f"indicator:{name}", "<=", limit, False, "attack-failure indicator"))
+    if own is not None and own.min_agreement is not None:
+        detail = "INT8 vs FP32 argmax, clean"
+        table.append(Check(f"{precision}.min_agreement", "agreement", ">=", own.min_agreement, False, detail))
+    return table
+
+
+def _compare(check: Check, measured: float | None, detail: str) -> CheckResult:
+    if measured is None:
+        return CheckResult(check.name, None, check.threshold, check.op, False, check.unmeasured)
+    ok = math.isfinite(measured) and (measured >= check.threshold if check.op == ">=" else measured <= check.threshold)
+    return CheckResult(check.name, measured, check.threshold, check.op, ok, detail)
+
+
+def _apply(check: Check, candidate: Measurements, baseline: Measurements | None) -> CheckResult | None:
+    if check.figure == "speedup":  # the lower end of the 95% interval; not measurable on noise
+        speedup = candidate.speedup
+        if speedup is None:
+            return CheckResult(check.name, None, check.threshold, check.op, False, NO_BASELINE)
+        if not speedup["measurable"]:
+            detail = f"not measurable: {speedup['reason']}"
+            return CheckResult(check.name, None, check.threshold, check.op, True, detail, False)
+        detail = f"95% lower bound of x{speedup['ratio']:.2f} [{speedup['low']:.2f}-{speedup['high']:.2f}]"
+        return _compare(check, speedup["low"], detail)
+    if check.figure == "sparsity_gap" and candidate.claimed_sparsity is None:
+        return None  # nothing claimed, nothing to audit
+    measured = candidate.figure(check.figure)
+    if check.figure.startswith("indicator:"):  # the limit the indicator was measured against, if recorded
+        limit = candidate.indicator_limits.get(check.figure.split(":", 1)[1], check.threshold)
+        check = Check(**{**asdict(check), "threshold": limit})
+    if check.reference:
+        if baseline is None:
+            return CheckResult(check.name, None, check.threshold, check.op, False, NO_BASELINE)
+        before = baseline.figure(check.figure)
+        measured = None if measured is None or before is None else before - measured
+    return _compare(check, measured, check.detail)
+
+
+def apply_checks(table: list[Check], candidate: Measurements, baseline: Measurements | None) -> list[CheckResult]:
+    """Each check of ``table`` on ``candidate`` (drops against ``baseline``). A check whose input was
+    not measured fails: a gate never passes on a figure it did not see."""
+    return [r for r in (_apply(check, candidate, baseline) for check in table) if r is not None]
+
+
+def run_checks(
+    gate: GateSection, candidate: Measurements, baseline: Measurements | None, precision: str = "fp32"
 ) -> list[CheckResult]:
-    """The checks of an INT8 candidate: ``gate.min_*``, the sparsity audit and the indicators as for
-    any model; drops, parity and speed-up against its FP32 model under ``gate.int8``'s thresholds
-    (named ``int8.<check>``), and the INT8 vs FP32 argmax agreement.
-
-    AutoAttack is not run on an INT8 model: through its straight-through twin alone, rounding can
-    mask gradients and overstate its robustness, and the per-example worst case with PGD transferred
-    from FP32 is what the gate trusts (``pgd_acc``). An enforced AutoAttack threshold therefore fails
-    as not measured, never silently dropped."""
-    int8 = gate.int8
-    view = gate.model_copy(update={name: getattr(int8, name) for name in INT8_THRESHOLDS})
-    checks = []
-    for c in run_checks(view, candidate, fp32):
-        if c.name in INT8_THRESHOLDS:
-            c = replace(c, name=f"int8.{c.name}")
-        elif c.name in AUTOATTACK_CHECKS:
-            c = replace(c, measured=None, passed=False, detail=INT8_AUTOATTACK)
-        checks.append(c)
-    if int8.min_agreement is not None:
-        checks.append(_at_least("int8.min_agreement", agreement, int8.min_agreement, "INT8 vs FP32 argmax, clean"))
-    return checks
+    """:func:`apply_checks` of the table of ``gate`` for ``precision`` (see :func:`check_table`)."""
+    return apply_checks(check_table(gate, precision), candidate, baseline)

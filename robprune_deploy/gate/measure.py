@@ -1,25 +1,28 @@
-"""What the gate measures on one ONNX file, with the recipe's threat model and attack protocol.
+"""What the gate measures on any artifact: the recipe's evaluation protocol, built in one place.
 
-The pipeline's evaluate stage and ``robprune gate`` both measure through :func:`measure_onnx`, so a
-model evaluated in a run and the same file gated later get the same numbers.
+The pipeline's evaluate stages and ``robprune gate`` both measure through :func:`measure`, so a
+model evaluated in a run and the same file gated later get the same numbers. What depends on the
+declared precision is said here once: a quantized model is attacked with the PGD protocol (no
+AutoAttack, no curve), from its straight-through twin and, transferred, from its FP32 model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import onnx
 import torch
 from torch import nn
 
-from robprune_deploy.evaluation import OnnxRobustness, evaluate_onnx
+from robprune_deploy.errors import OnnxModelError
+from robprune_deploy.evaluation import Artifact, EvaluationProtocol, Robustness, evaluate_artifact
 from robprune_deploy.evaluation.ensemble import EnsembleBudget
-from robprune_deploy.evaluation.quantized import Int8Robustness, evaluate_int8
-from robprune_deploy.export import audit_onnx
-from robprune_deploy.gate.checks import Measurements
+from robprune_deploy.evaluation.twin import torch_twin
+from robprune_deploy.export import audit_onnx, load_onnx
+from robprune_deploy.gate.checks import NOT_MEASURED, Measurements, indicator_limits
 from robprune_deploy.quantization.fake_quant import fold_weight_dequantize
+from robprune_deploy.quantization.quantize import QDQ_OPS
 from robprune_deploy.recipe import EvaluateSection, Recipe
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
@@ -38,90 +41,85 @@ def ensemble_budget(evaluate: EvaluateSection) -> EnsembleBudget:
     )
 
 
-def measure_onnx(
-    recipe: Recipe,
-    path: Path,
-    batches: Batches,
-    twin: nn.Module,
-    *,
-    indicators: bool = True,
-    show_progress: bool = True,
-) -> OnnxRobustness:
-    """:func:`evaluate_onnx` of ``path`` under the recipe's threat, attacks, budgets and subset.
+def protocol_of(recipe: Recipe, precision: str = "fp32", *, indicators: bool = True) -> EvaluationProtocol:
+    """The recipe's evaluation protocol for an artifact declared ``precision``.
 
-    :param indicators: measure the attack-failure indicators (for the shipped model; a baseline
+    A precision whose :data:`~robprune_deploy.gate.checks.NOT_MEASURED` leaves AutoAttack out (INT8:
+    through its straight-through twin alone, rounding can mask gradients and overstate robustness;
+    the per-example worst case with PGD transferred from FP32 is what the gate trusts) gets the PGD
+    protocol without the security curve.
+
+    :param indicators: measure the attack-failure indicators (for the shipped model; a reference
         only needs its accuracies and security curve).
     """
-    ev = recipe.evaluate
-    return evaluate_onnx(
-        path,
-        batches,
-        torch_model=twin,
-        **_shared_settings(recipe),
-        attacks=ev.attacks,
+    ev, attack = recipe.evaluate, recipe.attack
+    not_measured = NOT_MEASURED.get(precision, {})
+    without_ensemble = "autoattack_acc" in not_measured
+    return EvaluationProtocol(
+        threat=attack.threat(attack.eval_steps),
+        attacks="pgd" if without_ensemble else ev.attacks,
         budget=ensemble_budget(ev),
-        curve_steps=ev.curve_steps,
+        square_queries=ev.pgd_square_queries,
+        square_p_init=ev.square_p_init,
+        square_examples=ev.square_examples,
+        ensemble_examples=ev.ensemble_examples,
+        seed=ev.subset_seed,
+        curve_steps=0 if without_ensemble else ev.curve_steps,
         curve_examples=ev.curve_examples,
         indicator_examples=ev.indicator_examples if indicators else 0,
-        show_progress=show_progress,
-        ensemble_examples=ev.ensemble_examples,
+        indicator_limits=indicator_limits(recipe.gate),
+        batch_size=recipe.data.eval_batch_size,
+        not_measured=not_measured,
     )
 
 
-def measure_int8(
+def twin_of(file: Path, role: str = "candidate") -> nn.Module:
+    """The torch twin converted from ``file`` (straight-through for a QDQ graph), on the CPU.
+
+    :raises OnnxModelError: naming the file and ``role``; for a graph with QDQ nodes, saying how
+        an INT8 model is gated.
+    """
+    proto = load_onnx(file)
+    try:
+        return torch_twin(proto, f"{role} {file}").cpu()
+    except OnnxModelError as exc:
+        hint = (
+            "; an INT8 model is gated with --precision int8 (gate.precision: int8)"
+            if any(n.op_type in QDQ_OPS for n in proto.graph.node)
+            else ""
+        )
+        raise OnnxModelError(f"{exc}{hint}") from None
+
+
+def twins_for(artifact: Artifact, model: nn.Module | None, reference_model: nn.Module | None) -> dict[str, nn.Module]:
+    """The torch models white-box attacks on ``artifact`` are crafted on, its own twin first.
+
+    FP32: ``model`` itself (the torch model the file was exported from), else converted from the
+    file. A quantized artifact: its straight-through twin, and its FP32 ``reference_model`` for PGD
+    transferred from it (worst case per example).
+    """
+    if artifact.precision == "fp32":
+        return {"twin": model if model is not None else twin_of(artifact.file)}
+    twins = {"ste": twin_of(artifact.file)}
+    if reference_model is not None:
+        twins["transfer"] = reference_model
+    return twins
+
+
+def measure(
     recipe: Recipe,
-    path: Path,
-    fp32_path: Path,
+    artifact: Artifact,
     batches: Batches,
-    fp32_twin: nn.Module | None,
+    twins: dict[str, nn.Module],
     *,
+    reference: Artifact | None = None,
+    indicators: bool = True,
     show_progress: bool = True,
-) -> Int8Robustness:
-    """:func:`~robprune_deploy.evaluation.quantized.evaluate_int8` of ``path`` against its FP32 model
-    ``fp32_path``, with the recipe's threat, subset, Square budget (PGD protocol) and indicators."""
-    ev = recipe.evaluate
-    return evaluate_int8(
-        path,
-        fp32_path,
-        batches,
-        fp32_twin=fp32_twin,
-        **_shared_settings(recipe),
-        indicator_examples=ev.indicator_examples,
-        indicator_steps=ensemble_budget(ev).apgd_steps,
-        show_progress=show_progress,
-    )
-
-
-def _shared_settings(recipe: Recipe) -> dict[str, Any]:
-    """What every evaluation takes from the recipe: threat, providers, Square (PGD protocol), subset
-    seed, indicator limits and batch size."""
-    ev, attack = recipe.evaluate, recipe.attack
-    return {
-        "threat": attack.threat(attack.eval_steps),
-        "providers": ev.providers,
-        "square_queries": ev.pgd_square_queries,
-        "square_p_init": ev.square_p_init,
-        "square_examples": ev.square_examples,
-        "seed": ev.subset_seed,
-        "indicator_limits": indicator_limits(recipe),
-        "batch_size": recipe.data.eval_batch_size,
-    }
-
-
-def int8_measurements(result: Int8Robustness, proto: onnx.ModelProto) -> Measurements:
-    """The gate's view of an INT8 model: worst-case white-box accuracy as ``pgd_acc``, the audit of
-    its dequantized weights (pruned channels and zeros survive quantization) against the claim."""
-    audit_sparsity, claimed = sparsity_audit(proto)
-    return Measurements(
-        clean_acc=result.clean_acc,
-        pgd_acc=result.pgd_acc if result.pgd_acc is not None else float("nan"),
-        square_acc=result.square_acc,
-        max_abs_diff=result.max_abs_diff,
-        audit_sparsity=audit_sparsity,
-        claimed_sparsity=claimed,
-        indicators={name: indicator.value for name, indicator in result.indicators.items()},
-        indicator_limits={name: indicator.limit for name, indicator in result.indicators.items()},
-    )
+) -> Robustness:
+    """:func:`~robprune_deploy.evaluation.evaluate_artifact` of ``artifact`` under the recipe's
+    protocol for its precision (see :func:`protocol_of` and :func:`twins_for`)."""
+    protocol = protocol_of(recipe, artifact.precision, indicators=indicators)
+    return evaluate_artifact(artifact, protocol, batches, twins=twins, reference=reference, show_progress=show_progress)
 
 
 def sparsity_audit(proto: onnx.ModelProto) -> tuple[float, float | None]:
@@ -137,19 +135,9 @@ def sparsity_audit(proto: onnx.ModelProto) -> tuple[float, float | None]:
     return audit_sparsity, claimed
 
 
-def indicator_limits(recipe: Recipe) -> dict[str, float]:
-    """``gate.indicator_limits`` over the defaults; ``gate.max_square_below_pgd`` is the black-box limit."""
-    limits = (
-        {}
-        if recipe.gate.max_square_below_pgd is None
-        else {"blackbox_beats_whitebox": recipe.gate.max_square_below_pgd}
-    )
-    limits.update({str(name): value for name, value in recipe.gate.indicator_limits.items()})
-    return limits
-
-
-def measurements(result: OnnxRobustness, proto: onnx.ModelProto) -> Measurements:
-    """The gate's view of ``result``, with the graph audit of ``proto`` against its claimed sparsity."""
+def measurements(result: Robustness, proto: onnx.ModelProto) -> Measurements:
+    """The gate's view of ``result`` (``pgd_acc``: the worst case over its twins), with the graph
+    audit of ``proto`` against its claimed sparsity (pruned channels and zeros survive quantization)."""
     audit_sparsity, claimed = sparsity_audit(proto)
     return Measurements(
         clean_acc=result.clean_acc,
@@ -162,4 +150,5 @@ def measurements(result: OnnxRobustness, proto: onnx.ModelProto) -> Measurements
         indicators={name: indicator.value for name, indicator in result.indicators.items()},
         indicator_limits={name: indicator.limit for name, indicator in result.indicators.items()},
         median_linf_distance=result.median_linf_distance,
+        agreement=result.agreement,
     )

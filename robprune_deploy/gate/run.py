@@ -1,67 +1,56 @@
-"""``robprune gate``: measure an ONNX model under onnxruntime, check the thresholds, report, promote."""
+"""``robprune gate``: measure a model on each runtime, check the thresholds, report, promote.
+
+The candidate and its reference (the dense baseline of an FP32 model; the FP32 model an INT8 one was
+quantized from) are measured as artifacts (:class:`~robprune_deploy.evaluation.Artifact`) on every
+runtime of ``evaluate.runtimes``, under one protocol (:func:`~robprune_deploy.gate.measure.protocol_of`),
+and the precision's check table (:func:`~robprune_deploy.gate.checks.check_table`) is applied on each.
+With several runtimes the release passes only when every runtime's gate passes; each check is then
+named ``<runtime>.<check>``, so a failure names the runtime it failed on.
+"""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
 from torch import nn
 
-from robprune_deploy.atomic import write_json, write_text
-from robprune_deploy.errors import OnnxModelError, QuantizationError, RecipeError
-from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness
-from robprune_deploy.evaluation.indicators import INDICATORS
+from robprune_deploy.errors import QuantizationError, RecipeError
+from robprune_deploy.evaluation import Artifact, Robustness, evaluate_artifact
 from robprune_deploy.evaluation.latency import compare_speed
-from robprune_deploy.evaluation.quantized import Int8Robustness
-from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import load_onnx
-from robprune_deploy.gate.checks import CheckResult, Measurements, run_checks, run_int8_checks
-from robprune_deploy.gate.measure import int8_measurements, measure_int8, measure_onnx, measurements
-from robprune_deploy.gate.staging import BASELINE_SHA256_TAG, SHA256_TAG
-from robprune_deploy.gate.validation import (
-    EvaluationData,
-    GateInputs,
-    check_declared_precision,
-    validate_gate_inputs,
+from robprune_deploy.gate.checks import Measurements, apply_checks, check_table
+from robprune_deploy.gate.measure import measurements, protocol_of, twin_of, twins_for
+from robprune_deploy.gate.rendering import (
+    CURVE_PNG,
+    GATE_JSON,
+    GATE_MD,
+    GATE_PNG,
+    _fmt,
+    render_markdown,
+    write_gate_report,
 )
-from robprune_deploy.quantization.quantize import QDQ_OPS
+from robprune_deploy.gate.staging import BASELINE_SHA256_TAG, SHA256_TAG
+from robprune_deploy.gate.validation import EvaluationData, GateInputs, check_declared_precision, validate_gate_inputs
+from robprune_deploy.gate.verdict import GateVerdict, combine
 from robprune_deploy.recipe import Precision, Recipe
 from robprune_deploy.recipe.schema import NO_BASELINE
-from robprune_deploy.reporting import plot_gate, plot_security_curves
 from robprune_deploy.tracking import models as registry
 
-GATE_JSON, GATE_MD, GATE_PNG, CURVE_PNG = "gate.json", "gate.md", "gate.png", "security_curve.png"
+__all__ = [  # the report's names are used from here by the pipeline, the CLI and the API
+    "CURVE_PNG",
+    "GATE_JSON",
+    "GATE_MD",
+    "GATE_PNG",
+    "GateVerdict",
+    "render_markdown",
+    "write_gate_report",
+]
 FP32_ONNX = "model.onnx"
 """The FP32 model beside an INT8 one (the pipeline writes ``model.onnx`` and ``model.int8.onnx``)."""
-
-
-@dataclass
-class GateVerdict:
-    passed: bool
-    checks: list[CheckResult]
-    candidate: Measurements
-    baseline: Measurements | None
-    provider: str
-    details: dict[str, Any] = field(default_factory=dict)
-    robustness: dict[str, OnnxRobustness] = field(default_factory=dict)
-
-    @property
-    def failures(self) -> list[str]:
-        return [c.name for c in self.checks if not c.passed]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "failures": self.failures,
-            "checks": [c.to_dict() for c in self.checks],
-            "candidate": self.candidate.to_dict(),
-            "baseline": self.baseline.to_dict() if self.baseline else None,
-            "provider": self.provider,
-            "robustness": {label: r.to_dict() for label, r in self.robustness.items()},
-            **self.details,
-        }
 
 
 def baseline_path(recipe: Recipe, model: Path, source: str | None = None, beside: Path | None = None) -> Path | None:
@@ -120,19 +109,10 @@ def declared(recipe: Recipe, precision: Precision) -> Recipe:
     return recipe.model_copy(update={"gate": recipe.gate.model_copy(update={"precision": precision})})
 
 
-def _twin(path: Path, torch_model: nn.Module | None, role: str = "candidate") -> nn.Module:
-    if torch_model is not None:
-        return torch_model
-    proto = load_onnx(path)
-    try:
-        return torch_twin(proto, f"{role} {path}")
-    except OnnxModelError as exc:
-        hint = (
-            "; an INT8 model is gated with --precision int8 (gate.precision: int8)"
-            if any(n.op_type in QDQ_OPS for n in proto.graph.node)
-            else ""
-        )
-        raise OnnxModelError(f"{exc}{hint}") from None
+def _by_runtime(figures: Robustness | Mapping[str, Robustness] | None) -> dict[str, Robustness]:
+    if figures is None:
+        return {}
+    return {figures.runtime: figures} if isinstance(figures, Robustness) else dict(figures)
 
 
 def evaluate_gate(
@@ -141,246 +121,146 @@ def evaluate_gate(
     data: EvaluationData,
     *,
     torch_model: nn.Module | None = None,
-    candidate: OnnxRobustness | None = None,
-    dense_torch: nn.Module | None = None,
+    candidate: Robustness | Mapping[str, Robustness] | None = None,
+    reference_model: nn.Module | None = None,
     baseline_file: Path | None = None,
-    int8_candidate: Int8Robustness | None = None,
-    fp32_reference: OnnxRobustness | None = None,
+    reference: Robustness | Mapping[str, Robustness] | None = None,
     show_progress: bool = True,
 ) -> GateVerdict:
-    """Validate what the gate is given, measure candidate and baseline, time them side by side, and
-    run every configured check plus the integrity checks.
+    """Validate what the gate is given, measure candidate and reference on each runtime, time them
+    side by side, and run every configured check plus the integrity checks.
 
     :param data: the fixed evaluation subset and the classifier interface the data implies.
-    :param candidate: the candidate's figures when already measured (the pipeline's evaluate stage),
-        so they are not measured twice.
-    :param baseline_file: the baseline ONNX file (see :func:`baseline_path`), or none. For a model
-        declared INT8 (``gate.precision``; never guessed from the graph) it is the FP32 model, and
-        ``dense_torch`` that model's twin.
-    :param int8_candidate: an INT8 candidate's figures when already measured.
-    :param fp32_reference: the FP32 model's figures when already measured.
+    :param torch_model: the FP32 candidate's torch model (default: a twin converted from the file).
+    :param candidate: the candidate's figures when already measured (the pipeline's evaluate
+        stages), by runtime, so they are not measured twice.
+    :param baseline_file: the reference ONNX file (see :func:`baseline_path`), or none. For a model
+        declared INT8 (``gate.precision``; never guessed from the graph) it is the FP32 model.
+    :param reference_model: the reference's torch model (default: converted from its file).
+    :param reference: the reference's figures when already measured under the candidate's protocol.
     """
     inputs = validate_gate_inputs(recipe, data)  # bad input is an error before anything is measured
-    check_declared_precision(load_onnx(model), model, recipe.gate.precision)
-    inputs.model(model, "candidate")
-    if baseline_file is not None:
-        inputs.model(baseline_file, "baseline")
-    if recipe.gate.precision == "int8":
-        return _evaluate_int8_gate(
-            recipe, model, data, inputs, baseline_file, dense_torch, int8_candidate, fp32_reference, show_progress
-        )
-    batches = data.batches
-    if candidate is None:
-        candidate = measure_onnx(recipe, model, batches, _twin(model, torch_model).cpu(), show_progress=show_progress)
-    measured = inputs.served(measurements(candidate, load_onnx(model)), "candidate")
-    details: dict[str, Any] = {
-        "model": str(model),
-        "precision": "fp32",
-        "subset": {"examples": recipe.evaluate.num_examples, "seed": recipe.evaluate.subset_seed},
-        "attacks": recipe.evaluate.attacks,
-    }
-    robustness = {"candidate": candidate}
-    base = None
-    if baseline_file is not None:
-        twin = _twin(baseline_file, dense_torch, "baseline").cpu()
-        reference = measure_onnx(recipe, baseline_file, batches, twin, indicators=False, show_progress=show_progress)
-        robustness["baseline"] = reference
-        reference_measured = inputs.served(measurements(reference, load_onnx(baseline_file)), "baseline")
-        measured, base = _timed(recipe, data, model, measured, baseline_file, reference_measured)
-        details["baseline_model"] = registry.origin_of(baseline_file)  # a registry URI, never its temp download
-    checks = run_checks(recipe.gate, measured, base) + inputs.checks(measured, base)
-    verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
-    verdict.robustness = robustness
-    return verdict
-
-
-def _evaluate_int8_gate(
-    recipe: Recipe,
-    model: Path,
-    data: EvaluationData,
-    inputs: GateInputs,
-    fp32_file: Path | None,
-    fp32_torch: nn.Module | None,
-    candidate: Int8Robustness | None,
-    reference: OnnxRobustness | None,
-    show_progress: bool,
-) -> GateVerdict:
-    """The gate of an INT8 model: measured against the FP32 model it was quantized from."""
-    if fp32_file is None:
+    precision = recipe.gate.precision
+    check_declared_precision(load_onnx(model), model, precision)
+    if precision != "fp32" and baseline_file is None:
         raise QuantizationError(
             f"{model}: an INT8 model is gated against its FP32 model; none found (set gate.int8.baseline, "
             f"or keep {FP32_ONNX} beside it)"
         )
+    providers = tuple(recipe.evaluate.providers)
+    runtimes = list(dict.fromkeys(recipe.evaluate.runtimes))
+    candidates = {r: Artifact(model, precision, r, providers) for r in runtimes}
+    references: dict[str, Artifact] = {}
+    if baseline_file is not None:
+        references = {r: Artifact(baseline_file, "fp32", r, providers) for r in runtimes}
+    for r in runtimes:
+        inputs.model(candidates[r], "candidate")
+        if r in references:
+            inputs.model(references[r], "baseline")
+    twins = _Twins(candidates[runtimes[0]], baseline_file, torch_model, reference_model)
+    known, known_reference = _by_runtime(candidate), _by_runtime(reference)
+    verdicts = {
+        r: _gate_on(recipe, data, inputs, candidates[r], references.get(r), known.get(r), known_reference.get(r),
+                    twins.of, show_progress)
+        for r in runtimes
+    }  # fmt: skip
+    return combine(verdicts)
+
+
+@dataclass
+class _Twins:
+    """The torch models the attacks on the candidate and its reference are crafted on, built once,
+    on first need, for every runtime (the torch side does not depend on the runtime)."""
+
+    candidate: Artifact
+    reference_file: Path | None
+    model: nn.Module | None
+    reference_model: nn.Module | None
+    built: dict[str, dict[str, nn.Module]] = field(default_factory=dict)
+
+    def of(self, role: str) -> dict[str, nn.Module]:
+        if role not in self.built:
+            if role == "baseline":
+                assert self.reference_file is not None
+                model = self.reference_model
+                self.built[role] = {"twin": model.cpu() if model is not None else twin_of(self.reference_file, role)}
+            else:  # a quantized candidate is attacked by transfer from its reference (FP32) model too
+                source = self.of("baseline")["twin"] if self.candidate.precision != "fp32" else None
+                self.built[role] = twins_for(self.candidate, self.model, source)
+        return self.built[role]
+
+
+def _gate_on(
+    recipe: Recipe,
+    data: EvaluationData,
+    inputs: GateInputs,
+    candidate: Artifact,
+    reference: Artifact | None,
+    measured: Robustness | None,
+    reference_measured: Robustness | None,
+    twins_of: Callable[[str], dict[str, nn.Module]],
+    show_progress: bool,
+) -> GateVerdict:
+    """The gate on one runtime: the candidate and its reference measured under one protocol (the
+    reference without the indicators), timed side by side, and the precision's check table."""
+    protocol = protocol_of(recipe, candidate.precision)
     batches = data.batches
-    fp32_twin = _twin(fp32_file, fp32_torch, "baseline").cpu()
-    if candidate is None:
-        candidate = measure_int8(recipe, model, fp32_file, batches, fp32_twin, show_progress=show_progress)
-    if reference is None:  # only its clean, PGD and Square figures are compared: the PGD protocol
-        reference = measure_onnx(
-            recipe.model_copy(
-                update={"evaluate": recipe.evaluate.model_copy(update={"attacks": "pgd", "curve_steps": 0})}
-            ),
-            fp32_file,
-            batches,
-            fp32_twin,
-            indicators=False,
-            show_progress=show_progress,
+    if measured is None:
+        measured = evaluate_artifact(
+            candidate, protocol, batches, twins=twins_of("candidate"), reference=reference, show_progress=show_progress
         )
-    measured, base = _timed(
-        recipe,
-        data,
-        model,
-        inputs.served(int8_measurements(candidate, load_onnx(model)), "candidate"),
-        fp32_file,
-        inputs.served(measurements(reference, load_onnx(fp32_file)), "baseline"),
-    )
-    checks = run_int8_checks(recipe.gate, measured, base, candidate.agreement) + inputs.checks(measured, base)
     details: dict[str, Any] = {
-        "model": str(model),
-        "precision": "int8",
+        "model": str(candidate.file),
+        "precision": candidate.precision,
         "subset": {"examples": recipe.evaluate.num_examples, "seed": recipe.evaluate.subset_seed},
-        "attacks": "pgd (straight-through twin and transferred from FP32, worst case per example) + square",
-        "baseline_model": registry.origin_of(fp32_file),
-        "int8": candidate.to_dict(),
+        "attacks": _attacks(protocol.attacks, measured),
     }
-    verdict = GateVerdict(all(c.passed for c in checks), checks, measured, base, candidate.provider, details)
-    verdict.robustness = {"baseline": reference}
-    return verdict
+    if candidate.precision != "fp32":  # a quantized candidate's figures under its precision's name
+        details[candidate.precision] = measured.to_dict()
+    figures = inputs.served(measurements(measured, load_onnx(candidate.file)), "candidate", candidate.runtime)
+    robustness = {"candidate": measured}
+    base = None
+    if reference is not None:
+        if reference_measured is None:
+            reference_measured = evaluate_artifact(
+                reference, protocol.without_indicators(), batches, twins=twins_of("baseline"),
+                show_progress=show_progress,
+            )  # fmt: skip
+        robustness["baseline"] = reference_measured
+        reference_figures = measurements(reference_measured, load_onnx(reference.file))
+        reference_figures = inputs.served(reference_figures, "baseline", reference.runtime)
+        figures, base = _timed(recipe, data, candidate, figures, reference, reference_figures)
+        details["baseline_model"] = registry.origin_of(reference.file)  # a registry URI, never its temp download
+    table = check_table(recipe.gate, candidate.precision)
+    checks = apply_checks(table, figures, base) + inputs.checks(figures, base, candidate.runtime)
+    passed = all(c.passed for c in checks)
+    return GateVerdict(passed, checks, figures, base, measured.provider, details, robustness, candidate.runtime)
+
+
+def _attacks(protocol: str, measured: Robustness) -> str:
+    if len(measured.pgd_sources) > 1:
+        return f"{protocol} (PGD from the {' and '.join(measured.pgd_sources)} twins, worst case per example)"
+    return protocol
 
 
 def _timed(
-    recipe: Recipe, data: EvaluationData, model: Path, measured: Measurements, baseline: Path, base: Measurements
+    recipe: Recipe,
+    data: EvaluationData,
+    candidate: Artifact,
+    measured: Measurements,
+    reference: Artifact,
+    base: Measurements,
 ) -> tuple[Measurements, Measurements]:
-    """``measured`` and ``base`` with their latencies, timed side by side, and the speed-up of
-    ``model`` over ``baseline``."""
+    """``measured`` and ``base`` with their latencies, timed side by side on their runtime, and the
+    speed-up of ``candidate`` over ``reference``."""
     lat = recipe.evaluate.latency
     base_lat, cand_lat, speedup = compare_speed(
-        OnnxClassifier(baseline, recipe.evaluate.providers),
-        OnnxClassifier(model, recipe.evaluate.providers),
-        data.input_shape,
-        lat.batch,
-        lat.warmup,
-        lat.repeats,
+        reference.open(), candidate.open(), data.input_shape, lat.batch, lat.warmup, lat.repeats
     )
     return (
-        Measurements(**{**measured.to_dict(), "latency_ms": cand_lat.median_ms, "speedup": speedup.to_dict()}),
-        Measurements(**{**base.to_dict(), "latency_ms": base_lat.median_ms}),
+        replace(measured, latency_ms=cand_lat.median_ms, speedup=speedup.to_dict()),
+        replace(base, latency_ms=base_lat.median_ms),
     )
-
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _attack_lines(verdict: GateVerdict) -> list[str]:
-    lines: list[str] = []
-    for label, result in verdict.robustness.items():
-        if not result.members:
-            continue
-        if not lines:
-            lines += ["", f"### Attacks ({result.attacks}: {result.budget})", ""]
-            lines += [
-                "| model | attack | attacked | broken | accuracy after | seconds | cost |",
-                "|---|---|---:|---:|---:|---:|---:|",
-            ]
-        for m in result.members:
-            lines.append(
-                f"| {label} | {m['name']} | {m['attacked']} | {m['broken']} | {m['accuracy_after']:.4f} | "
-                f"{m['seconds']:.1f} | {m['cost']} |"
-            )
-    return lines
-
-
-def _indicator_lines(verdict: GateVerdict) -> list[str]:
-    result = verdict.robustness.get("candidate")
-    if result is None or not result.indicators:
-        return []
-    enforced = {c.name.split(":", 1)[1] for c in verdict.checks if c.name.startswith("indicator:")}
-    lines = [
-        "",
-        "### Attack-failure indicators (candidate)",
-        "",
-        "| indicator | measured | limit | enforced | result | how |",
-    ]
-    lines.append("|---|---:|---:|:---:|:---:|---|")
-    for name in INDICATORS:
-        ind = result.indicators.get(name)
-        if ind is None:
-            continue
-        state = "**FIRED**" if ind.triggered else "ok"
-        lines.append(
-            f"| {name} | {_fmt(ind.value)} | {ind.limit:.4f} | {'yes' if name in enforced else 'no'} | {state} | "
-            f"{ind.detail} |"
-        )
-    return lines
-
-
-def _curve_lines(verdict: GateVerdict) -> list[str]:
-    rows = [(label, r) for label, r in verdict.robustness.items() if r.curve is not None]
-    if not rows:
-        return []
-    lines = ["", "### Security curve (L-inf; FMN merged with the ensemble's points)", ""]
-    lines += [
-        "| model | median distance | curve acc at eps | FMN alone at eps | AutoAttack acc |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for label, r in rows:
-        lines.append(
-            f"| {label} | {_fmt(r.median_linf_distance)} | {_fmt(r.curve_acc_at_eps)} | {_fmt(r.fmn_acc_at_eps)} | "
-            f"{_fmt(r.autoattack_acc)} |"
-        )
-    return lines
-
-
-def render_markdown(verdict: GateVerdict) -> str:
-    status = "PASSED" if verdict.passed else "FAILED"
-    lines = [
-        f"## Robustness gate: {status}",
-        "",
-        f"Model: `{verdict.details.get('model')}`, declared {verdict.details.get('precision', 'fp32')} "
-        f"(onnxruntime provider: {verdict.provider}); "
-        f"baseline: `{verdict.details.get('baseline_model', 'none')}`.",
-        "",
-        "| check | measured | threshold | result | detail |",
-        "|---|---:|---:|:---:|---|",
-    ]
-    for c in verdict.checks:
-        measured = "not measured" if c.measured is None else f"{c.measured:.4f}"
-        result = "not measurable" if not c.measurable else "pass" if c.passed else "**FAIL**"
-        detail = c.detail.replace("|", "\\|")  # a detail such as |a - b| must not split the table's row
-        lines.append(f"| {c.name} | {measured} | {c.op} {c.threshold:.4f} | {result} | {detail} |")
-    if not verdict.checks:
-        lines.append("| (no thresholds configured) | | | pass | |")
-    lines += [
-        "",
-        "| | clean | clean, batch 1 | PGD | Square | AutoAttack |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for label, m in (("candidate", verdict.candidate), ("baseline", verdict.baseline)):
-        if m is not None:
-            lines.append(
-                f"| {label} | {m.clean_acc:.4f} | {_fmt(m.clean_acc_b1)} | {m.pgd_acc:.4f} | {_fmt(m.square_acc)} | "
-                f"{_fmt(m.autoattack_acc)} |"
-            )
-    lines += _attack_lines(verdict) + _indicator_lines(verdict) + _curve_lines(verdict)
-    return "\n".join(lines) + "\n"
-
-
-def write_gate_report(verdict: GateVerdict, directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    files = [
-        write_json(directory / GATE_JSON, verdict.to_dict()),
-        write_text(directory / GATE_MD, render_markdown(verdict)),
-        plot_gate(
-            verdict.candidate.to_dict(), verdict.baseline.to_dict() if verdict.baseline else None, directory / GATE_PNG
-        ),
-    ]
-    curves = {label: r.curve.distances.tolist() for label, r in verdict.robustness.items() if r.curve is not None}
-    eps = next((r.eps for r in verdict.robustness.values() if r.eps is not None), None)
-    if curves and eps is not None:
-        ensemble = {label: r.autoattack_acc for label, r in verdict.robustness.items()}
-        files.append(plot_security_curves(curves, eps, directory / CURVE_PNG, ensemble))
-    return files
 
 
 ALIAS_TAG = "gate.alias."

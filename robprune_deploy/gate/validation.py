@@ -6,7 +6,8 @@ Bad input is an error (exit 2), raised before any attack runs:
   enough examples that accuracy above chance can be shown at all;
 - each ONNX model (candidate and baseline): exactly one float image input of the data's shape
   (batch dynamic, or fixed to the one batch size the gate feeds), exactly one output of shape
-  (batch, number of classes of the data), readable gate metadata.
+  (batch, number of classes of the data), readable gate metadata; each is run on every runtime of
+  ``evaluate.runtimes``, whose names must be registered.
 
 A model that is a valid classifier but broken fails the verdict (exit 1), whatever the thresholds:
 
@@ -39,8 +40,8 @@ import torch
 from onnx import TensorProto, numpy_helper
 
 from robprune_deploy.data.labels import check_labels
-from robprune_deploy.errors import DatasetError, OnnxModelError, ShapeError
-from robprune_deploy.evaluation import OnnxClassifier
+from robprune_deploy.errors import DatasetError, OnnxModelError, RecipeError, ShapeError, UnknownNameError
+from robprune_deploy.evaluation import RUNTIMES, Artifact
 from robprune_deploy.export import load_onnx
 from robprune_deploy.gate.checks import CheckResult, Measurements
 from robprune_deploy.gate.consistency import BatchConsistency, compare_batches, logits_in_batches, unseen_batch
@@ -85,6 +86,7 @@ class EvaluationData:
 @dataclass
 class _ModelIntegrity:
     role: str
+    runtime: str
     weights_nonfinite: int
     logits_nonfinite: int
     batches: BatchConsistency
@@ -118,17 +120,19 @@ class GateInputs:
     def chance(self) -> float:
         return chance_rate(self.counts, self.num_classes)
 
-    def model(self, path: Path, role: str = "candidate") -> None:
-        """Validate the ONNX classifier at ``path`` against the data, then run it once on the subset.
+    def model(self, artifact: Artifact, role: str = "candidate") -> None:
+        """Validate the ONNX classifier of ``artifact`` against the data, then run it once on the
+        subset on its runtime (served by each runtime, each is checked).
 
         :raises ShapeError: for an interface that is not one image input and one logits output of
             the data's shapes. :raises OnnxModelError: for unreadable gate metadata.
         """
+        path = artifact.file
         proto = load_onnx(path)
         check_interface(
             proto, path, self.input_shape, self.num_classes, self.batch_sizes, list(self.batches[0][0].shape)
         )
-        session = OnnxClassifier(path, self.providers)
+        session = artifact.open()
 
         def predict(x: np.ndarray) -> np.ndarray:
             logits = session.predict(x)
@@ -149,17 +153,18 @@ class GateInputs:
             if batch not in runs:
                 runs[batch] = logits_in_batches(predict, images, batch)
         consistency = compare_batches(runs, labels, reference)
-        self.models.append(_ModelIntegrity(role, nonfinite_weights(proto), nonfinite_logits, consistency))
+        integrity = _ModelIntegrity(role, artifact.runtime, nonfinite_weights(proto), nonfinite_logits, consistency)
+        self.models.append(integrity)
 
-    def served(self, measured: Measurements, role: str) -> Measurements:
-        """``measured`` with the clean accuracy at batch 1 of the model validated as ``role``."""
-        model = next(m for m in self.models if m.role == role)
+    def served(self, measured: Measurements, role: str, runtime: str) -> Measurements:
+        """``measured`` with the clean accuracy at batch 1 of the model validated as ``role`` on ``runtime``."""
+        model = next(m for m in self.models if m.role == role and m.runtime == runtime)
         return replace(measured, clean_acc_b1=model.batches.accuracy[1])
 
-    def checks(self, candidate: Measurements, baseline: Measurements | None) -> list[CheckResult]:
-        """The integrity checks, appended to the threshold checks of the verdict."""
+    def checks(self, candidate: Measurements, baseline: Measurements | None, runtime: str) -> list[CheckResult]:
+        """The integrity checks on ``runtime``, appended to the threshold checks of its verdict."""
         results: list[CheckResult] = []
-        for m in self.models:
+        for m in (m for m in self.models if m.runtime == runtime):
             prefix = "" if m.role == "candidate" else f"{m.role}_"
             results.append(
                 _no_nonfinite(f"{prefix}finite_weights", m.weights_nonfinite, "NaN/inf weights in the graph")
@@ -291,6 +296,14 @@ def check_declared_precision(proto: onnx.ModelProto, path: Path, precision: str)
         )
 
 
+def check_runtimes(names: Sequence[str]) -> None:
+    """:raises RecipeError: naming ``evaluate.runtimes[i]`` and the known runtimes, for a name no
+    runtime is registered under (checked before anything is trained or measured)."""
+    for index, name in enumerate(names):
+        if name not in RUNTIMES:
+            raise RecipeError(f"evaluate.runtimes[{index}]: {UnknownNameError('runtime', name, RUNTIMES.names())}")
+
+
 def validate_gate_inputs(recipe: Recipe, data: EvaluationData) -> GateInputs:
     """The recipe's evaluation subset, validated (models are added with :meth:`GateInputs.model`).
 
@@ -301,6 +314,7 @@ def validate_gate_inputs(recipe: Recipe, data: EvaluationData) -> GateInputs:
     labels = torch.cat([y for _, y in batches]) if batches else torch.empty(0, dtype=torch.long)
     where = f"the gate's evaluation subset ({len(labels)} examples of {data.name})"
     counts = check_labels(labels, data.num_classes, where)
+    check_runtimes(recipe.evaluate.runtimes)
     inputs = GateInputs(batches, data.num_classes, data.input_shape, counts, tuple(recipe.evaluate.providers))
     if least_significant_accuracy(inputs.examples, inputs.chance) > 1.0:
         raise DatasetError(

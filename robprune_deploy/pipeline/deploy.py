@@ -1,26 +1,66 @@
-"""The deployment stages: export (ONNX + audit) and evaluate (onnxruntime robustness, latency)."""
+"""The deployment stages: export (ONNX + audit), and evaluate any precision of the exported model
+(robustness and latency on each runtime of ``evaluate.runtimes``)."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
 
 from torch import nn
 
 from robprune_deploy.algorithms import Granularity, PruningResult
 from robprune_deploy.atomic import write_json
 from robprune_deploy.errors import OnnxModelError
-from robprune_deploy.evaluation import OnnxClassifier, OnnxRobustness
+from robprune_deploy.evaluation import Artifact, Robustness
 from robprune_deploy.evaluation.latency import compare_speed
-from robprune_deploy.evaluation.outcomes import OUTCOMES_FILE, outcome_record
+from robprune_deploy.evaluation.outcomes import OUTCOMES_FILE, OUTCOMES_INT8_FILE, outcome_record
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
 from robprune_deploy.export.onnx_export import onnx_opset
-from robprune_deploy.gate.measure import measure_onnx
+from robprune_deploy.gate.measure import measure, twins_for
 from robprune_deploy.pipeline.context import RunContext
 
 MODEL_ONNX = "model.onnx"
 DENSE_ONNX = "dense.onnx"
+MODEL_INT8_ONNX = "model.int8.onnx"
+
+
+@dataclass(frozen=True)
+class Deployable:
+    """How the pipeline evaluates one precision of the exported model: data, not code.
+
+    :param file: the model file in the output folder; :param stage: its evaluation stage.
+    :param keys: the ``summary.json`` prefix of its robustness figures; ``indicators``: of its
+        indicators; ``latency``: of its latency figures, where it is named ``name``.
+    :param compared: the models its latency is compared with, ``(name, file)``.
+    :param reference: the precision whose figures its drops and argmax agreement compare with.
+    :param renamed: summary keys this precision has always had under another name.
+    :param outcomes: the file its per-example outcomes (first runtime) go to.
+    """
+
+    precision: str
+    file: str
+    stage: str
+    keys: str
+    indicators: str
+    latency: str
+    name: str
+    compared: tuple[tuple[str, str], ...]
+    reference: str | None = None
+    renamed: dict[str, str] = field(default_factory=dict)
+    outcomes: str = OUTCOMES_FILE
+
+
+DEPLOYABLES = {
+    "fp32": Deployable(
+        "fp32", MODEL_ONNX, "evaluate", "onnx.", "indicators.", "latency.", "pruned", (("dense", DENSE_ONNX),)
+    ),
+    "int8": Deployable(
+        "int8", MODEL_INT8_ONNX, "evaluate_int8", "int8.", "int8.indicators.", "int8.latency.", "int8",
+        (("pruned", MODEL_ONNX), ("dense", DENSE_ONNX)), reference="fp32",
+        renamed={"argmax_agreement": "twin_agreement"}, outcomes=OUTCOMES_INT8_FILE,
+    ),
+}  # fmt: skip
 
 
 def claimed_metadata(result: PruningResult, deployable: nn.Module, dense: nn.Module) -> dict[str, str]:
@@ -91,84 +131,137 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
     return info
 
 
-def robustness_summary(result: OnnxRobustness, prefix: str = "onnx.") -> dict[str, Any]:
-    """``summary.json`` entries for one model's robustness (``onnx.*`` for the shipped model, with its
-    indicators as ``indicators.*``; ``onnx.dense_*`` for the dense baseline)."""
-    summary: dict[str, Any] = {
-        f"{prefix}clean_acc": result.clean_acc,
-        f"{prefix}pgd_acc": result.pgd_acc,
-        f"{prefix}square_acc": result.square_acc,
-        f"{prefix}autoattack_acc": result.autoattack_acc,
-        f"{prefix}whitebox_acc": result.whitebox_acc,
-        f"{prefix}attacks": result.attacks,
-        f"{prefix}attack_budget": result.budget,
-        f"{prefix}median_linf_distance": result.median_linf_distance,
-        f"{prefix}curve_acc_at_eps": result.curve_acc_at_eps,
-        f"{prefix}fmn_acc_at_eps": result.fmn_acc_at_eps,
-        f"{prefix}max_abs_diff": result.max_abs_diff,
-        f"{prefix}argmax_agreement": result.argmax_agreement,
-        f"{prefix}provider": result.provider,
-        f"{prefix}examples": result.examples,
-        f"{prefix}autoattack_examples": result.square_examples if result.autoattack_acc is not None else None,
+def robustness_summary(
+    result: Robustness, prefix: str = "onnx.", indicators: str | None = None, renamed: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """``summary.json`` entries for one artifact's robustness: ``<prefix><figure>``, and its indicators
+    as ``<indicators><name>`` (``onnx.*`` and ``indicators.*`` for the shipped FP32 model,
+    ``onnx.dense_*`` without indicators for the dense baseline, ``int8.*`` for the INT8 model)."""
+    figures: dict[str, Any] = {
+        "clean_acc": result.clean_acc,
+        "pgd_acc": result.pgd_acc,
+        "square_acc": result.square_acc,
+        "autoattack_acc": result.autoattack_acc,
+        "whitebox_acc": result.whitebox_acc,
+        "attacks": result.attacks,
+        "attack_budget": result.budget,
+        "median_linf_distance": result.median_linf_distance,
+        "curve_acc_at_eps": result.curve_acc_at_eps,
+        "fmn_acc_at_eps": result.fmn_acc_at_eps,
+        "max_abs_diff": result.max_abs_diff,
+        "argmax_agreement": result.argmax_agreement,
+        "provider": result.provider,
+        "examples": result.examples,
+        "square_examples": result.square_examples,
+        "autoattack_examples": result.square_examples if result.autoattack_acc is not None else None,
     }
+    figures.update({f"{name}_pgd_acc": acc for name, acc in result.pgd_sources.items()})
+    if result.agreement is not None:
+        figures["agreement"] = result.agreement
     for member in result.members:
         key = member["name"].replace("-", "_")
-        summary[f"{prefix}{key}_acc"] = member["accuracy_after"]
-        summary[f"{prefix}{key}_seconds"] = member["seconds"]
-    if prefix == "onnx.":
-        summary.update({f"indicators.{name}": ind.value for name, ind in result.indicators.items()})
+        figures[f"{key}_acc"] = member["accuracy_after"]
+        figures[f"{key}_seconds"] = member["seconds"]
+    summary = {f"{prefix}{(renamed or {}).get(k, k)}": v for k, v in figures.items()}
+    if indicators is not None:
+        summary.update({f"{indicators}{name}": ind.value for name, ind in result.indicators.items()})
     return summary
 
 
-def evaluate(ctx: RunContext, deployable: nn.Module) -> tuple[dict[str, Any], OnnxRobustness]:
-    """Robustness of ``model.onnx`` under onnxruntime and latency of dense vs pruned ONNX; the
-    per-example outcomes go to ``outcomes.json`` (:mod:`robprune_deploy.evaluation.outcomes`).
+def _drops(spec: Deployable, summary: dict[str, Any], reference: dict[str, Any], runtime_prefix: str) -> dict[str, Any]:
+    """Reference minus candidate accuracy (``<keys>clean_drop``, ...), from the reference's summary
+    entries on the same runtime. Square is compared only when the reference's was an independent run
+    (the PGD protocol): in an ensemble it attacks only what the members before it left."""
+    keys = DEPLOYABLES[spec.reference or "fp32"].keys
+    attacks = reference.get(f"{runtime_prefix}{keys}attacks")
+    compared = ("clean_acc", "pgd_acc", "square_acc") if attacks == "pgd" else ("clean_acc", "pgd_acc")
+    drops: dict[str, Any] = {}
+    for key in compared:
+        own, theirs = summary.get(f"{spec.keys}{key}"), reference.get(f"{runtime_prefix}{keys}{key}")
+        if is_number(own) and is_number(theirs):
+            drops[f"{spec.keys}{key.replace('_acc', '_drop')}"] = theirs - own
+    return drops
 
-    :returns: the summary entries and the full measurement (the gate reuses it).
+
+def evaluate(
+    ctx: RunContext, deployable: nn.Module, precision: str = "fp32", reference: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Robustness]]:
+    """Robustness and latency of the exported model at ``precision`` (see :data:`DEPLOYABLES`) on each
+    runtime of ``evaluate.runtimes``. The first runtime's entries are named as in
+    :class:`Deployable`; another runtime's carry its name first (``openvino.onnx.pgd_acc``).
+
+    :param deployable: the FP32 torch model (the twin of ``model.onnx``; PGD transferred from it
+        attacks a quantized model beside its straight-through twin).
+    :param reference: the summary with the reference precision's entries, for the drops.
+    :returns: the summary entries and each runtime's full measurement (the gate reuses them). The
+        first runtime's per-example outcomes go to ``spec.outcomes``
+        (:mod:`robprune_deploy.evaluation.outcomes`).
     """
-    with ctx.stage("evaluate") as lines:
+    spec = DEPLOYABLES[precision]
+    providers = tuple(ctx.recipe.evaluate.providers)
+    with ctx.stage(spec.stage) as lines:
         batches = ctx.eval_subset_batches()
-        robustness = measure_onnx(
-            ctx.recipe, ctx.out_dir / MODEL_ONNX, batches, deployable.cpu(), show_progress=ctx.show_progress
-        )
+        summary: dict[str, Any] = {}
+        records: dict[str, Robustness] = {}
+        model = deployable.cpu()
+        # fp32: the torch model itself; int8: its straight-through twin, and PGD transferred from the model
+        twins = twins_for(Artifact(ctx.out_dir / spec.file, precision), model, model)
+        for index, runtime in enumerate(ctx.recipe.evaluate.runtimes):
+            artifact = Artifact(ctx.out_dir / spec.file, precision, runtime, providers)
+            compared = None
+            if spec.reference is not None:
+                compared = Artifact(ctx.out_dir / DEPLOYABLES[spec.reference].file, spec.reference, runtime, providers)
+            records[runtime] = measure(
+                ctx.recipe, artifact, batches, twins, reference=compared, show_progress=ctx.show_progress
+            )
+            figures = robustness_summary(records[runtime], spec.keys, spec.indicators, spec.renamed)
+            runtime_prefix = f"{runtime}." if index else ""
+            figures.update(_drops(spec, figures, reference or {}, runtime_prefix) if spec.reference else {})
+            figures.update(latency(ctx, spec, runtime))
+            summary.update({f"{runtime_prefix}{k}": v for k, v in figures.items()})
         deployable.to(ctx.device)
+        first = records[ctx.recipe.evaluate.runtimes[0]]
         context = {
             "split": ctx.eval_split,
             "subset_seed": ctx.recipe.evaluate.subset_seed,
             "pgd_steps": ctx.recipe.attack.eval_steps,
         }
-        outcomes = write_json(ctx.out_dir / OUTCOMES_FILE, outcome_record(robustness, batches, **context))
+        outcomes = write_json(ctx.out_dir / spec.outcomes, outcome_record(first, batches, **context))
         ctx.tracker.log_artifact(outcomes)
-        summary = robustness_summary(robustness)
-        summary.update(latency(ctx, ctx.out_dir / DENSE_ONNX, ctx.out_dir / MODEL_ONNX))
         ctx.tracker.log_metrics({k: float(v) for k, v in summary.items() if is_number(v)})
-        keys = ("onnx.clean_acc", "onnx.pgd_acc", "onnx.autoattack_acc", "onnx.square_acc", "latency.speedup")
-        lines.note({k: summary[k] for k in keys if summary.get(k) is not None})
-        ctx.mark_done("evaluate", summary)
-    return summary, robustness
+        keys = [f"{spec.keys}{k}" for k in ("clean_acc", "pgd_acc", "autoattack_acc", "square_acc", "agreement")]
+        lines.note({k: summary[k] for k in [*keys, f"{spec.latency}speedup"] if summary.get(k) is not None})
+        ctx.mark_done(spec.stage, summary)
+    return summary, records
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def latency(ctx: RunContext, dense_path: Path, pruned_path: Path) -> dict[str, Any]:
-    """Median/p90 latency of both ONNX files under the same session options, batch 1 and recipe batch."""
-    lat = ctx.recipe.evaluate.latency
+def latency(ctx: RunContext, spec: Deployable, runtime: str) -> dict[str, Any]:
+    """Median/p90 latency of the model and of each model it is compared with, on ``runtime`` under
+    the same options, at batch 1 and the recipe's batch, each pair timed interleaved.
+
+    Keys (``L`` = ``spec.latency``): ``L<model>_ms`` for a compared model, ``L<name>_ms`` and
+    ``Lspeedup`` for this one when it is compared with one model, ``L<name>_vs_<model>_ms`` and
+    ``Lspeedup_vs_<model>`` when with several; ``_b1`` before the unit at batch 1."""
+    lat, prefix = ctx.recipe.evaluate.latency, spec.latency
     shape = tuple(ctx.example_inputs.shape[1:])
-    dense = OnnxClassifier(dense_path, ctx.recipe.evaluate.providers)
-    pruned = OnnxClassifier(pruned_path, ctx.recipe.evaluate.providers)
-    result: dict[str, Any] = {"latency.batch": lat.batch, "latency.provider": pruned.provider}
-    for batch, key in ((lat.batch, ""), (1, "_b1")):
-        d, p, speedup = compare_speed(dense, pruned, shape, batch, lat.warmup, lat.repeats)
-        result[f"latency.dense{key}_ms"] = d.median_ms
-        result[f"latency.pruned{key}_ms"] = p.median_ms
-        result[f"latency.dense{key}_p90_ms"] = d.p90_ms
-        result[f"latency.pruned{key}_p90_ms"] = p.p90_ms
-        result[f"latency.dense{key}_iqr_ms"] = d.iqr_ms
-        result[f"latency.pruned{key}_iqr_ms"] = p.iqr_ms
-        result[f"latency.speedup{key}"] = speedup.ratio
-        result[f"latency.speedup{key}_low"] = speedup.low
-        result[f"latency.speedup{key}_high"] = speedup.high
-        result[f"latency.speedup{key}_measurable"] = speedup.measurable
+    providers = tuple(ctx.recipe.evaluate.providers)
+    candidate = Artifact(ctx.out_dir / spec.file, spec.precision, runtime, providers).open()
+    result: dict[str, Any] = {f"{prefix}batch": lat.batch, f"{prefix}provider": candidate.provider}
+    for name, file in spec.compared:
+        reference = Artifact(ctx.out_dir / file, "fp32", runtime, providers).open()
+        vs = "" if len(spec.compared) == 1 else f"_vs_{name}"
+        for batch, b1 in ((lat.batch, ""), (1, "_b1")):
+            base, own, speedup = compare_speed(reference, candidate, shape, batch, lat.warmup, lat.repeats)
+            for model, stats in ((f"{name}{b1}", base), (f"{spec.name}{vs}{b1}", own)):
+                result[f"{prefix}{model}_ms"] = stats.median_ms
+                result[f"{prefix}{model}_p90_ms"] = stats.p90_ms
+                result[f"{prefix}{model}_iqr_ms"] = stats.iqr_ms
+            result[f"{prefix}speedup{vs}{b1}"] = speedup.ratio
+            result[f"{prefix}speedup{vs}{b1}_low"] = speedup.low
+            result[f"{prefix}speedup{vs}{b1}_high"] = speedup.high
+            result[f"{prefix}speedup{vs}{b1}_measurable"] = speedup.measurable
     return result

@@ -59,6 +59,7 @@ _TOP_LEVEL_FILES = frozenset(
         "model.int8.onnx",
         "summary.json",
         "outcomes.json",
+        "outcomes.int8.json",
         "report.md",
         "recipe.yaml",
         "gate.json",
@@ -161,6 +162,9 @@ def fingerprint_document(recipe: Recipe) -> dict[str, Any]:
     # The memory bound decides whether a session may run, never what it computes: raising it to
     # resume a refused evaluation is the same recipe.
     document["evaluate"].pop("max_session_memory_mb", None)
+    # evaluate.runtimes came later: its default is left out, so folders written before keep their owner.
+    if document["evaluate"].get("runtimes") == ["onnxruntime"]:
+        document["evaluate"].pop("runtimes")
     document["compression"]["config"] = validate_algorithm_config(recipe).model_dump(mode="json")
     checkpoint = recipe.model.checkpoint
     if checkpoint is not None:

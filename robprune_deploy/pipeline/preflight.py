@@ -14,6 +14,7 @@ from robprune_deploy.data.labels import check_labels, labels_of
 from robprune_deploy.data.loaders import seeded_subset
 from robprune_deploy.errors import NumericalError, RecipeError, ShapeError
 from robprune_deploy.export.onnx_export import EXPORTER_OPSET
+from robprune_deploy.gate.validation import check_runtimes
 
 if TYPE_CHECKING:
     from robprune_deploy.pipeline.context import RunContext
@@ -21,12 +22,13 @@ if TYPE_CHECKING:
 
 def check_model_fits_data(ctx: RunContext, model: nn.Module) -> None:
     """The model classifies the data's images into its classes, and the evaluation subset can
-    measure accuracy (its labels lie in range and name at least two classes).
+    measure accuracy (its labels lie in range and name at least two classes) on registered runtimes.
 
     :raises ShapeError: when the model cannot take the data's images or gives the wrong outputs.
     :raises DatasetError: for the evaluation subset's labels.
     """
     recipe, data = ctx.recipe, ctx.data
+    check_runtimes(recipe.evaluate.runtimes)
     cpus = os.cpu_count() or 1
     if recipe.data.num_workers > cpus:
         raise RecipeError(

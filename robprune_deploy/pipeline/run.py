@@ -120,7 +120,7 @@ def _run_stages(ctx: RunContext) -> None:
             ctx.evaluation_data(),
             torch_model=deployable.cpu(),
             candidate=robustness,
-            dense_torch=dense.cpu(),
+            reference_model=dense.cpu(),
             baseline_file=baseline_path(fp32_recipe, model_file),
             show_progress=ctx.show_progress,
         )
@@ -159,7 +159,7 @@ def release_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any | None)
     (``fp32``: the FP32 model's robustness measured in this process, else the gate measures it);
     ``int8.*`` figures go into ``ctx.summary``. ``robprune run`` and ``robprune quantize`` both end here."""
     ctx.summary.update(int8_stages.quantize(ctx))
-    evaluated, result = int8_stages.evaluate(ctx, deployable, ctx.summary)
+    evaluated, result = deploy.evaluate(ctx, deployable, int8_stages.PRECISION, ctx.summary)
     ctx.summary.update(evaluated)
     int8_file = ctx.out_dir / int8_stages.MODEL_INT8_ONNX
     example = ctx.example_inputs.cpu().numpy()
@@ -177,10 +177,10 @@ def release_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any | None)
             declared(ctx.recipe, int8_stages.PRECISION),
             int8_file,
             ctx.evaluation_data(),
-            dense_torch=deployable.cpu(),
+            reference_model=deployable.cpu(),
             baseline_file=ctx.out_dir / deploy.MODEL_ONNX,
-            int8_candidate=result,
-            fp32_reference=fp32 if ctx.recipe.evaluate.attacks == "pgd" else None,  # else measured with PGD
+            candidate=result,
+            reference=fp32 if ctx.recipe.evaluate.attacks == "pgd" else None,  # else measured with PGD
             show_progress=ctx.show_progress,
         )
         record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir / INT8_GATE_DIR))

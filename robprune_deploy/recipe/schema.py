@@ -361,6 +361,12 @@ class EvaluateSection(Section):
         min_length=1,
         description="onnxruntime execution providers, in order of preference; a fallback to CPU is logged",
     )
+    runtimes: list[str] = Field(
+        default_factory=lambda: ["onnxruntime"],
+        min_length=1,
+        description="registered runtimes that evaluate and gate the exported model, each on its own (onnxruntime, "
+        "openvino); the first one's figures are the onnx.* keys, another's are prefixed by its name",
+    )
     num_examples: int = Field(
         450, gt=0, le=10_000_000, description="fixed, seeded subset of the test split for robust accuracy"
     )
@@ -409,6 +415,14 @@ class EvaluateSection(Section):
         description="MiB an onnxruntime session may allocate (the CPU arena shared by the process's sessions, "
         "each GPU arena); a graph asking for more is refused (exit 2) instead of taking the machine's memory",
     )
+
+    @field_validator("runtimes")
+    @classmethod
+    def _distinct_runtimes(cls, value: list[str]) -> list[str]:
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"runtime {repeated[0]!r} is listed twice")
+        return value
 
     @property
     def pgd_square_queries(self) -> int:

@@ -1,4 +1,4 @@
-"""How this process uses the machine: the thread policy of torch and onnxruntime."""
+"""How this process uses the machine: the thread policy of torch, onnxruntime and OpenVINO."""
 
 from robprune_deploy.runtime.threads import (
     ThreadChoice,
@@ -7,6 +7,7 @@ from robprune_deploy.runtime.threads import (
     configure_session_options,
     current_thread_choice,
     ensure_thread_policy,
+    openvino_config,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "configure_session_options",
     "current_thread_choice",
     "ensure_thread_policy",
+    "openvino_config",
 ]

@@ -9,8 +9,11 @@ while a partner thread is descheduled: an adversarial-training epoch on a busy 2
 
 - the cores this process may use: its affinity mask (``os.sched_getaffinity``) and its cgroup's
   CPU quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``);
-- the cores the load at start leaves free: the machine's CPUs less the 1-minute load average,
-  at least one;
+- the cores the load at start leaves free: the machine's CPUs less the cores busy now (the CPU
+  time the whole machine spent over a short window, from ``/proc/stat``), at least one. The
+  1-minute load average is the fallback only: it trails a job that just ended by a minute or more,
+  and a quick start launched right after a two-thread job then ran on one thread of an idle 2-core
+  machine (454 s against 394 s);
 - the threads the model can keep busy: one per :data:`WORK_PER_THREAD` multiply-accumulates of a
   training batch's forward pass (a small model gains nothing from many threads).
 
@@ -18,7 +21,9 @@ An ``OMP_NUM_THREADS`` in the environment wins over all three: it is how torchru
 and users say how many threads a process gets. A number (``runtime.threads: 4``) is taken as given.
 
 onnxruntime's pool spins between operators by default; spinning is turned off whenever the chosen
-threads exceed the free cores, where a spinning thread takes a core from a thread with work.
+threads exceed the free cores, where a spinning thread takes a core from a thread with work. OpenVINO
+has no spinning setting; it pins its threads to cores by default, which is turned off under the same
+condition (a thread pinned to a busy core cannot move to an idle one).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import contextlib
 import logging
 import os
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +52,10 @@ CNN (6M MACs per image, batch 32) measured 1.7x faster with 2 threads than 1 on 
 machine: 192M MACs per batch still pay for several threads."""
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")
+PROC_STAT = Path("/proc/stat")
+BUSY_WINDOW_S = 0.25
+"""How long the busy cores are measured at the choice: long enough to see a busy process (the kernel
+counts time in 10 ms ticks), short enough not to be noticed at start-up."""
 _V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
 
@@ -56,13 +66,16 @@ class Machine:
     :param cores_allowed: cores this process may run on (affinity mask and cgroup quota).
     :param limited_by: what set ``cores_allowed``: ``affinity mask`` or ``cgroup CPU quota N``.
     :param cpus: the machine's CPUs (the load average counts runnable threads on all of them).
-    :param load: the 1-minute load average, ``None`` where the platform has none.
+    :param load: the cores busy when the policy was chosen (see :func:`busy_cores`), else the
+        1-minute load average, ``None`` where the platform has neither.
+    :param load_source: which of the two ``load`` is.
     """
 
     cores_allowed: int
     limited_by: str
     cpus: int
     load: float | None
+    load_source: str = "cores busy now"
 
     @property
     def free_cores(self) -> int:
@@ -80,7 +93,7 @@ class ThreadChoice:
     :param reason: how they were chosen, in words.
     :param setting: ``runtime.threads`` as asked (``auto`` or a number).
     :param cores_allowed: cores this process may use.
-    :param load: the 1-minute load average at the choice (``None``: unknown).
+    :param load: the cores busy at the choice, or the 1-minute load average (``None``: unknown).
     :param free_cores: allowed cores the load left idle.
     :param spinning: whether onnxruntime's threads may spin between operators (off when
         ``threads`` exceeds ``free_cores``).
@@ -155,7 +168,38 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) 
     return min(quotas) if quotas else None
 
 
-def measure_machine(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> Machine:
+def _cpu_times(proc_stat: Path) -> tuple[int, int, int] | None:
+    """``(busy, total, cpus)`` jiffies from ``/proc/stat``: the aggregate ``cpu`` line and the per-CPU count."""
+    try:
+        lines = proc_stat.read_text().splitlines()
+    except OSError:
+        return None
+    fields = next((line.split()[1:] for line in lines if line.startswith("cpu ")), None)
+    cpus = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
+    if not fields or len(fields) < 4 or not all(f.isdigit() for f in fields) or cpus == 0:
+        return None
+    values = [int(f) for f in fields[:8]]  # user nice system idle iowait irq softirq steal; guests are in user
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values), cpus
+
+
+def busy_cores(window_s: float = BUSY_WINDOW_S, proc_stat: Path = PROC_STAT) -> float | None:
+    """The cores the machine kept busy over the next ``window_s`` seconds (``None`` without ``/proc/stat``).
+
+    This process sleeps meanwhile, so what is counted is other processes' work (a hypervisor's
+    steal included: those cycles are not ours to use either).
+    """
+    before = _cpu_times(proc_stat)
+    if before is None:
+        return None
+    time.sleep(window_s)
+    after = _cpu_times(proc_stat)
+    if after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * after[2]
+
+
+def measure_machine(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP, proc_stat: Path = PROC_STAT) -> Machine:
     """The cores this process may use and the load, measured now."""
     try:
         affinity = len(os.sched_getaffinity(0))
@@ -166,11 +210,14 @@ def measure_machine(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -
     # A thread beyond the quota only gets the whole cgroup throttled sooner: round down.
     if quota is not None and max(1, int(quota)) < affinity:
         allowed, limited_by = max(1, int(quota)), f"cgroup CPU quota {quota:g}"
-    try:
-        load: float | None = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        load = None
-    return Machine(allowed, limited_by, max(os.cpu_count() or 1, allowed), load)
+    load, source = busy_cores(proc_stat=proc_stat), "cores busy now"
+    if load is None:
+        source = "1-minute load average"
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = None
+    return Machine(allowed, limited_by, max(os.cpu_count() or 1, allowed), load, source)
 
 
 def omp_num_threads(environ: Mapping[str, str] | None = None) -> int | None:
@@ -203,7 +250,7 @@ def choose_threads(
         threads = machine.free_cores
         reason = (
             f"auto: {machine.cores_allowed} core(s) allowed ({machine.limited_by}), "
-            f"load {load} leaves {machine.free_cores} free"
+            f"{machine.load_source} {load} leaves {machine.free_cores} free"
         )
         if work_macs is not None:
             usable = max(1, work_macs // WORK_PER_THREAD)
@@ -277,3 +324,26 @@ def configure_session_options(options: Any, choice: ThreadChoice | None = None, 
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
+
+
+def openvino_config(choice: ThreadChoice | None = None, threads: int = 0) -> dict[str, Any]:
+    """OpenVINO ``compile_model`` properties for the thread policy (default: this process's).
+
+    One stream and the latency hint: one request at a time, as the evaluation and the latency
+    benchmark run it. ``INFERENCE_PRECISION_HINT`` is ``f32`` because OpenVINO would otherwise run an
+    FP32 model in bf16 on CPUs that have it, and the gate measures the model as exported.
+
+    :param threads: intra-op threads instead of the policy's (0: the policy's); pinning is off
+        whenever they exceed the free cores.
+    """
+    choice = choice or ensure_thread_policy()
+    count = threads or choice.threads
+    config: dict[str, Any] = {
+        "INFERENCE_NUM_THREADS": count,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    if count > choice.free_cores:
+        config["ENABLE_CPU_PINNING"] = False
+    return config
