@@ -98,6 +98,45 @@ def examples_per_metric(layout: Layout = VERDICT) -> dict[str, int]:
     return {"pgd20": whole, "autoattack": min(evaluate.ensemble_examples or whole, whole)}
 
 
+def start_models(layout: Layout = VERDICT) -> dict[str, dict[str, Any]]:
+    """The start model of every sweep's network: its checkpoint and SHA-256, checked before any trial runs.
+
+    Every method and seed starts from the same checkpoint (``model.checkpoint`` of the recipes, read
+    relative to the repository root), so a missing one stops the verdict here, naming the command that
+    trains and ships it, and a checkpoint whose SHA-256 is not the one its ``<name>.json`` recorded when
+    it was shipped (``benchmarks/start_models.py ship``) stops it too.
+    """
+    import hashlib
+
+    from robprune_deploy.recipe import load_recipe
+
+    found: dict[str, dict[str, Any]] = {}
+    for name in (VALIDATION, *TEST_SWEEPS):
+        spec = layout.spec(name)
+        recipe = load_recipe(spec.recipe, spec.fixed_overrides())
+        model, checkpoint = recipe.model.name, recipe.model.checkpoint
+        if model in found:
+            continue
+        if checkpoint is None:
+            raise SystemExit(f"error: {shown(layout.sweep_file(name))}: model.checkpoint is not set: every trial "
+                             "must start from the shipped start model")  # fmt: skip
+        path = checkpoint if Path(checkpoint).is_absolute() else REPO / checkpoint
+        if not Path(path).is_file():
+            raise SystemExit(
+                f"error: {shown(Path(path))} (model.checkpoint of {shown(layout.sweep_file(name))}) does not exist; "
+                f"train and ship it first: python benchmarks/start_models.py train {model} && "
+                f"python benchmarks/start_models.py ship {model}"
+            )
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        record_file = Path(path).with_suffix(".json")
+        recorded = json.loads(record_file.read_text()).get("sha256") if record_file.is_file() else None
+        if recorded is not None and recorded != digest:
+            raise SystemExit(f"error: {shown(Path(path))}: SHA-256 {digest} is not the {recorded} recorded in "
+                             f"{shown(record_file)}")  # fmt: skip
+        found[model] = {"checkpoint": shown(Path(path)), "sha256": digest, "recorded": recorded is not None}
+    return found
+
+
 def plan(pilot_path: Path, write: bool, layout: Layout = VERDICT) -> None:
     """Print the power plan (and write it to ``plan.json`` with ``write``)."""
     from fmnist_claims import power_plan
@@ -256,6 +295,7 @@ def report(layout: Layout = VERDICT) -> Path:
     document = results_file(
         provenance(),
         renderer=RESULTS_RENDERER,
+        start_models=start_models(layout),
         records=records,
         missing=missing,
         mask_distances=distances,
@@ -272,7 +312,10 @@ def report(layout: Layout = VERDICT) -> Path:
 
 
 def run(pilot: Path, layout: Layout = VERDICT) -> None:
-    """Power plan, validation sweep, radius choice, test sweeps, report: one worker of each sweep."""
+    """Start models checked, power plan, validation sweep, radius choice, test sweeps, report: one
+    worker of each sweep."""
+    for model, entry in start_models(layout).items():
+        print(f"start model {model}: {entry['checkpoint']} sha256 {entry['sha256'][:16]}...", flush=True)
     plan(pilot, write=False, layout=layout)
     run_sweep(VALIDATION, layout)
     choose(layout)

@@ -9,6 +9,7 @@ figures chosen so that every number the claims report is known.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -373,3 +374,38 @@ def test_the_power_plan_uses_the_pilots_sd_at_the_same_setting_or_the_widest(tmp
     }
     first = plan_tables(document)["power"]["rows"][0]
     assert first[:5] == ["S2AP − HYDRA u95", "AutoAttack-fast", "+1.0", 5, f"{100 * sd:.1f} (u95)"]
+
+
+# --- the start models -------------------------------------------------------------------------------
+
+
+def _start_layout(tmp_path: Path, checkpoint: Path) -> verdict_script.Layout:
+    """Copies of every verdict sweep file whose trials start from ``checkpoint``."""
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    for path in SWEEPS.glob("*.yaml"):
+        text = path.read_text().replace("recipe: ../../fmnist_verdict/", f"recipe: {REPO / 'recipes/fmnist_verdict'}/")
+        entry = f"  model.checkpoint: {checkpoint}\n"
+        if "\nfixed:\n" in text:
+            text = text.replace("\nfixed:\n", f"\nfixed:\n{entry}", 1)
+        else:
+            text = text.replace("\ngrid:\n", f"\nfixed:\n{entry}grid:\n", 1)
+        (sweeps / path.name).write_text(text)
+    return verdict_script.Layout(sweeps, tmp_path / "results")
+
+
+def test_the_verdict_starts_only_from_an_existing_start_model_with_its_recorded_digest(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "fmnist_cnn.pt"
+    layout = _start_layout(tmp_path, checkpoint)
+    with pytest.raises(SystemExit, match=r"does not exist; train and ship it first: python benchmarks/start_models"):
+        verdict_script.start_models(layout)
+    checkpoint.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    found = verdict_script.start_models(layout)  # no record beside it (a stand-in): its digest, unrecorded
+    assert set(found) == {"fmnist_cnn", "resnet20"}
+    assert found["fmnist_cnn"] == {"checkpoint": str(checkpoint), "sha256": digest, "recorded": False}
+    (tmp_path / "fmnist_cnn.json").write_text(json.dumps({"sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match=f"SHA-256 {digest} is not the {'0' * 64} recorded"):
+        verdict_script.start_models(layout)
+    (tmp_path / "fmnist_cnn.json").write_text(json.dumps({"sha256": digest}))
+    assert verdict_script.start_models(layout)["fmnist_cnn"]["recorded"] is True
