@@ -241,7 +241,9 @@ def trial_cost(recipe: Any, rates: dict[str, Any], overhead: float) -> dict[str,
         epochs, warmup = comp.config["epochs"], comp.config.get("warmup_epochs", 0)
         ascent = epochs - warmup if comp.algorithm == "s2ap" else 0
         for name, count in (("hydra", epochs - ascent), ("s2ap", ascent)):
-            search += count * (model[f"{name}_epoch"]["fixed"] + n * model[f"{name}_epoch"]["per_image"])
+            epoch = model[f"{name}_epoch"]
+            # a per-image rate below 0 is the noise of two timings on a busy machine, not a saving
+            search += count * (epoch["fixed"] + n * max(epoch["per_image"], 0.0))
     elif comp.algorithm == "mrpf":
         search = pruned["mrs"]
     loss = str(getattr(ft.loss, "value", ft.loss))

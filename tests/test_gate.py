@@ -195,7 +195,9 @@ def test_gate_inside_an_mlflow_project_run_records_the_failed_verdict_on_that_ru
 def test_baseline_none_measures_no_baseline_and_refuses_the_checks_that_need_one(digits_run, tmp_path, capsys) -> None:
     # model.onnx has its dense.onnx beside it, which gate.baseline: none leaves unmeasured
     model = str(digits_run["out"] / "model.onnx")
-    alone = ("gate.baseline=none", "gate.max_pgd_drop=null", "gate.min_clean_acc=0.3")  # the recipe's drop check off
+    # the recipe's drop check off, and its PGD floor and the indicators (this test is about the baseline)
+    alone = ("gate.baseline=none", "gate.max_pgd_drop=null", "gate.min_pgd_acc=null", "gate.indicators=[]")
+    alone = (*alone, "gate.min_clean_acc=0.3")
     assert gate(digits_run, model, tmp_path / "alone", *alone) == 0
     report = json.loads((tmp_path / "alone" / "gate.json").read_text())
     assert report["baseline"] is None and set(report["robustness"]) == {"candidate"}
