@@ -153,7 +153,10 @@ def measure_claim(
     if len(seeds) >= 2:
         paired = paired_difference([pairs[s][0] for s in seeds], [pairs[s][1] for s in seeds])
         detectable = detectable_paired_difference(len(seeds), paired.sd) if paired.sd > 0 else None
-        word = verdict(paired.low, paired.high, arm.claimed)
+        if paired.sd > 0:
+            word = verdict(paired.low, paired.high, arm.claimed)
+        else:  # a zero-width interval is no measurement of the seeds' spread (e.g. every model at chance)
+            word = Verdict("inconclusive", f"the {len(seeds)} paired differences are all equal: no spread, no interval")
     else:
         word = Verdict("inconclusive", f"{len(seeds)} paired seed(s): no interval")
     per_example = pooled(method, baseline, metric.outcomes)

@@ -409,3 +409,17 @@ def test_the_verdict_starts_only_from_an_existing_start_model_with_its_recorded_
         verdict_script.start_models(layout)
     (tmp_path / "fmnist_cnn.json").write_text(json.dumps({"sha256": digest}))
     assert verdict_script.start_models(layout)["fmnist_cnn"]["recorded"] is True
+
+
+def test_equal_differences_over_the_seeds_are_no_interval_and_no_verdict() -> None:
+    # every seed of both methods at chance (the smoke's stand-ins): a difference of 0 with sd 0 is not
+    # a claim "ruled out", it is nothing measured
+    def cell(name: str, seed: int) -> dict[str, Any]:
+        return {"cell": name, "seed": seed, "autoattack": 0.1, "pgd20": 0.11}
+
+    cells = grouped([cell(name, seed) for name in ("s2ap_u95", "hydra_u95") for seed in (1, 2, 3)])
+    claims = measure_claims(cells, ARMS, METRICS)
+    assert [(c.setting, c.metric.key) for c in claims] == [("u95", "autoattack"), ("u95", "pgd20")]
+    for claim in claims:
+        assert claim.paired is not None and claim.paired.sd == 0 and claim.detectable is None
+        assert claim.verdict.word == "inconclusive" and "all equal" in claim.verdict.reason
