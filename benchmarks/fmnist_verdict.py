@@ -11,7 +11,7 @@ subset, the mask search and the fine-tuning only. This script orders the sweeps 
     python benchmarks/fmnist_verdict.py commands   # the same steps as separate commands
     python benchmarks/fmnist_verdict.py choose     # the radius choice (after the validation sweep)
     python benchmarks/fmnist_verdict.py report     # every finished trial into results.json; the claims
-    python benchmarks/fmnist_verdict.py smoke --out /tmp/verdict-smoke   # the whole path, tiny (minutes)
+    python benchmarks/fmnist_verdict.py smoke --out /tmp/verdict-smoke   # the whole path, tiny (18 trials, ~1 hour)
 
 Workers: start ``run`` N times (N terminals, or N machines sharing this folder) for N workers. Each
 runs the sweeps in the same order; every sweep's trials are shared among the workers that joined its
