@@ -1,31 +1,30 @@
-"""The papers' claims on the Fashion-MNIST grid: power first, then per claim a paired interval and one word.
+"""The seeds' claims on Fashion-MNIST: power first, then per claim a paired interval, McNemar and one word.
 
-Per claim (a method against its baseline at one setting, e.g. S2AP - HYDRA at 95% sparsity):
+A claim is a method against its baseline at one setting (S2AP - HYDRA at 99% unstructured, MRPF -
+l1_filter at 75% of the MACs), on one robust accuracy (AutoAttack-fast, the headline, and PGD-20).
+Per claim:
 
-- power: the smallest difference the grid can detect with 80% power, over seeds (paired t test
-  from the number of seeds and the sd of the paired differences) and over examples (McNemar from
-  the pooled test examples and their discordance rate);
-- the paired difference over seeds of the headline robust accuracy, with its 95% t interval;
-- exact McNemar and Newcombe's interval on the pooled per-example PGD outcomes (every seed's test
-  examples, method and baseline paired on the same example), where the grid stored them;
-- the verdict (holds / does not hold / inconclusive) of :func:`robprune_deploy.statistics.claim_verdict`
+- the paired difference over seeds (method and baseline share the seed and the start model) with
+  its 95% t interval, and the smallest difference those seeds detect at 80% power with the sd they
+  show (:func:`robprune_deploy.statistics.detectable_paired_difference`);
+- exact McNemar on the pooled per-example outcomes (every seed's test examples, method and baseline
+  paired on the same example; each run's ``outcomes.json``), with Newcombe's interval;
+- the verdict (holds / does not hold / inconclusive) of :func:`robprune_deploy.statistics.verdict`
   on the seed interval: seeds are the unit of replication, the examples of one seed are not.
+  "Inconclusive" is a result: the interval is wider than the claimed effect.
 
-Every seed is measured on the same evaluated examples, so the seed interval treats them as fixed: it
-speaks for the whole test split when the whole split is evaluated (the papers' figures), and for
-the subset otherwise, where the per-example interval shows the further sampling error of the subset.
-Pooling seeds repeats each example once per seed, so the pooled McNemar p-value is about these
-examples under these seeds, not about new examples.
-
-Before a grid runs, :func:`power_plan` states the same power from the planned seeds and test size
-and the sd measured by a pilot (by default the committed cpu-short grid).
+Before the verdict runs, :func:`power_plan` gives the same detectable effects from the planned seeds
+and test examples, with the sd of a pilot (the committed cpu-short grid): the design is judged
+before its figures exist. Records are plain dicts (benchmarks/fmnist_verdict_records.py writes
+them): ``cell`` ``<method>_<setting>``, ``seed``, the accuracies under :data:`METRICS`' keys and
+``outcomes``.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,99 +36,155 @@ from robprune_deploy.statistics import (
     Verdict,
     detectable_paired_difference,
     mcnemar_detectable_difference,
-    mcnemar_examples_needed,
     paired_difference,
     paired_proportions,
     unpack_outcomes,
     verdict,
 )
 
-CLAIMS: dict[tuple[str, str], float] = {("s2ap", "hydra"): 0.01, ("mrpf", "l1_filter"): 0.032}
-"""(method, baseline) -> the claimed gain in robust accuracy (a fraction): the low end of what each
-paper reports, S2AP 1-2 points over HYDRA, MRPF 3.2-7.8 points of PGD accuracy over other structured
-robust pruning (shared/ALGORITHMS.md). The low end: a claim that fails there fails everywhere."""
-OUTCOME_METRIC = ("pgd50", "PGD-50")
-"""The per-example outcomes the grid stores (its own PGD on the ONNX model; benchmarks/fmnist_results.py)."""
+Grouped = Mapping[str, Sequence[dict[str, Any]]]
+"""Cell name -> its records (one per seed)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """A claim's two sides: the sweeps whose cells are ``<method>_<setting>`` and ``<baseline>_<setting>``,
+    and the claimed gain in robust accuracy (a fraction). ``pilot`` names the algorithms whose paired
+    sd the power plan borrows from the pilot grid."""
+
+    method: str
+    baseline: str
+    claimed: float
+    label: str
+    pilot: tuple[str, str]
+
+
+S2AP_CLAIM = 0.01
+"""S2AP's paper: 1-2 points of robust accuracy over HYDRA, largest at high sparsity; the low end (a claim
+that fails there fails everywhere)."""
+MRPF_CLAIM = 0.032
+"""MRPF's paper: 3.2-7.8 points of PGD accuracy over other structured robust pruning; the low end."""
+ARMS = (
+    Arm("s2ap", "hydra", S2AP_CLAIM, "S2AP − HYDRA", ("s2ap", "hydra")),
+    Arm("s2ap_awp", "hydra_awp", S2AP_CLAIM, "S2AP − HYDRA, AWP fine-tuning", ("s2ap", "hydra")),
+    Arm("mrpf", "l1_filter", MRPF_CLAIM, "MRPF − l1_filter", ("mrpf", "l1_filter")),
+)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A robust accuracy: its record key, its name in tables, and the key of its per-example outcomes."""
+
+    key: str
+    label: str
+    outcomes: str
+
+
+METRICS = (Metric("autoattack", "AutoAttack-fast", "autoattack"), Metric("pgd20", "PGD-20", "pgd"))
+"""The headline (AutoAttack-fast, the per-example worst case of its ensemble) first."""
 MAX_SEEDS = 100
 """Seeds needed above this are reported as more than it."""
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One claim measured: the seed interval of ``metric``, the pooled per-example comparison, the word."""
+    """One claim measured: the seed interval, the pooled per-example comparison, the detectable
+    effect of its seeds (80% power, with the sd they show) and the word."""
 
-    method: str
-    baseline: str
+    arm: Arm
     setting: str
-    claimed: float
-    metric: str
+    metric: Metric
     seeds: tuple[int, ...]
     paired: PairedDifference | None
     pooled: PairedProportions | None
+    detectable: float | None
     verdict: Verdict
 
     @property
     def name(self) -> str:
-        return f"{self.method} − {self.baseline} {self.setting}"
+        return f"{self.arm.label} {self.setting}"
 
 
-def _value(record: dict[str, Any], key: str) -> float | None:
-    value = record.get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+def value(record: dict[str, Any], key: str) -> float | None:
+    """``record[key]`` as a number, ``None`` when missing or not a number."""
+    figure = record.get(key)
+    return float(figure) if isinstance(figure, (int, float)) and not isinstance(figure, bool) else None
 
 
-def _outcomes(record: dict[str, Any], key: str) -> tuple[np.ndarray, str] | None:
-    """The record's per-example outcomes for ``key`` and the hash of the examples they were measured on."""
+def outcomes_of(record: dict[str, Any], key: str) -> tuple[np.ndarray, str] | None:
+    """The record's per-example outcomes for ``key`` and the digest of the examples they were measured on."""
     stored = record.get("outcomes") or {}
-    if key not in stored:
+    entry = stored.get(key)
+    if not isinstance(entry, dict):
         return None
-    return unpack_outcomes(stored[key], stored["examples"]), stored["subset_sha256"]
+    return unpack_outcomes(entry["bits"], entry["examples"]), stored["subset_sha256"]
 
 
 def pooled(method: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]], key: str) -> PairedProportions | None:
     """Method and baseline outcomes of every seed both measured on the same examples, concatenated
     and compared example by example; ``None`` when no seed has both."""
-    base = {r["seed"]: _outcomes(r, key) for r in baseline}
+    base = {r["seed"]: outcomes_of(r, key) for r in baseline}
     ours, theirs = [], []
     for record in method:
-        mine, other = _outcomes(record, key), base.get(record["seed"])
-        if mine is not None and other is not None and mine[1] == other[1]:  # same examples, in the same order
-            ours.append(mine[0])
-            theirs.append(other[0])
+        mine, other = outcomes_of(record, key), base.get(record["seed"])
+        if mine is None or other is None or mine[1] != other[1] or len(mine[0]) != len(other[0]):
+            continue  # not the same examples in the same order
+        ours.append(mine[0])
+        theirs.append(other[0])
     return paired_proportions(np.concatenate(ours), np.concatenate(theirs)) if ours else None
 
 
-def measure_claims(grouped: dict[str, list[dict[str, Any]]], metric: str) -> list[Claim]:
-    """Every claim the grid has both cells for (``grouped``: cell name -> records sorted by seed)."""
+def paired_values(
+    method: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]], key: str
+) -> dict[int, tuple[float, float]]:
+    """Seed -> (method, baseline) value of ``key``, for the seeds both measured."""
+    base = {r["seed"]: value(r, key) for r in baseline}
+    return {
+        r["seed"]: (m, b) for r in method if (m := value(r, key)) is not None and (b := base.get(r["seed"])) is not None
+    }
+
+
+def measure_claim(
+    arm: Arm, setting: str, metric: Metric, method: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]]
+) -> Claim:
+    pairs = paired_values(method, baseline, metric.key)
+    seeds = tuple(sorted(pairs))
+    paired = detectable = None
+    if len(seeds) >= 2:
+        paired = paired_difference([pairs[s][0] for s in seeds], [pairs[s][1] for s in seeds])
+        detectable = detectable_paired_difference(len(seeds), paired.sd) if paired.sd > 0 else None
+        if paired.sd > 0:
+            word = verdict(paired.low, paired.high, arm.claimed)
+        else:  # a zero-width interval is no measurement of the seeds' spread (e.g. every model at chance)
+            word = Verdict("inconclusive", f"the {len(seeds)} paired differences are all equal: no spread, no interval")
+    else:
+        word = Verdict("inconclusive", f"{len(seeds)} paired seed(s): no interval")
+    per_example = pooled(method, baseline, metric.outcomes)
+    return Claim(arm, setting, metric, seeds, paired, per_example, detectable, word)
+
+
+def settings_of(grouped: Grouped, prefix: str) -> list[str]:
+    """The settings of the cells ``<prefix>_<setting>`` (a longer sweep name sharing the prefix,
+    ``s2ap_awp`` for ``s2ap``, is another sweep: its cells are not ``s2ap``'s)."""
+    found = []
+    for name, rows in grouped.items():
+        sweep = rows[0].get("sweep") if rows else None
+        if name.startswith(prefix + "_") and (not isinstance(sweep, str) or sweep == prefix):  # the pilot has none
+            found.append(name[len(prefix) + 1 :])
+    return sorted(found)
+
+
+def measure_claims(grouped: Grouped, arms: Sequence[Arm] = ARMS, metrics: Sequence[Metric] = METRICS) -> list[Claim]:
+    """Every claim whose method and baseline cells are both in ``grouped``, per metric."""
     claims = []
-    for (method, baseline), claimed in CLAIMS.items():
-        for name, rows in grouped.items():
-            if not name.startswith(method + "_") or f"{baseline}_{name[len(method) + 1 :]}" not in grouped:
+    for arm in arms:
+        for setting in settings_of(grouped, arm.method):
+            baseline = grouped.get(f"{arm.baseline}_{setting}")
+            if not baseline:
                 continue
-            setting = name[len(method) + 1 :]
-            base_rows = grouped[f"{baseline}_{setting}"]
-            base = {r["seed"]: _value(r, metric) for r in base_rows}
-            pairs = {
-                r["seed"]: (m, b)
-                for r in rows
-                if (m := _value(r, metric)) is not None and (b := base.get(r["seed"])) is not None
-            }
-            seeds = tuple(sorted(pairs))
-            paired = None
-            if len(seeds) >= 2:
-                paired = paired_difference([pairs[s][0] for s in seeds], [pairs[s][1] for s in seeds])
-                word = verdict(100 * paired.low, 100 * paired.high, 100 * claimed)  # in points: its reason is read
-            else:
-                word = Verdict("inconclusive", f"{len(seeds)} paired seed(s): no interval")
-            per_example = pooled(rows, base_rows, OUTCOME_METRIC[0])
-            claims.append(Claim(method, baseline, setting, claimed, metric, seeds, paired, per_example, word))
+            for metric in metrics:
+                claims.append(measure_claim(arm, setting, metric, grouped[f"{arm.method}_{setting}"], baseline))
     return claims
-
-
-def _points(value: float | None, signed: bool = True) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{100 * value:+.1f}" if signed else f"{100 * value:.1f}"
 
 
 def seeds_needed(sd: float, claimed: float) -> int | None:
@@ -137,126 +192,93 @@ def seeds_needed(sd: float, claimed: float) -> int | None:
     return next((n for n in range(2, MAX_SEEDS + 1) if detectable_paired_difference(n, sd) <= abs(claimed)), None)
 
 
-def _power_cells(seeds: int, sd: float | None, examples: int, discordance: float | None, claimed: float) -> list[str]:
-    """Detectable over seeds, seeds needed, detectable over examples, examples needed."""
-    over_seeds = detectable_paired_difference(seeds, sd) if sd and seeds >= 2 else None
-    needed = seeds_needed(sd, claimed) if sd else None
-    over_examples = mcnemar_detectable_difference(examples, discordance) if discordance and examples else None
-    examples_needed = (
-        mcnemar_examples_needed(claimed, discordance) if discordance and abs(claimed) <= discordance else None
-    )
-    return [
-        _points(over_seeds, signed=False),
-        "n/a" if sd is None else (str(needed) if needed else f"> {MAX_SEEDS}"),
-        _points(over_examples, signed=False),
-        "n/a" if examples_needed is None else f"{examples_needed:,}",
-    ]
-
-
-POWER_HEADER = [
-    "| claim | claimed | seeds | sd of paired diff | detectable over seeds | seeds for the claim "
-    "| examples (pooled) | discordance | detectable over examples | examples for the claim |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-]
-
-
-def render_power(claims: Sequence[Claim], label: str, outcome_label: str = OUTCOME_METRIC[1]) -> list[str]:
-    """The power section of ``table.md``: what this grid could detect, claim by claim."""
-    lines = [
-        "## Power (first: what these results can detect)",
-        "",
-        f"Smallest difference detectable with 80% power, two-sided 5%, in points of {label} accuracy: over "
-        "seeds, the paired t test (noncentral t) from the seeds and the sd of the paired differences below; "
-        f"over examples, McNemar (Connor 1987) from the pooled {outcome_label} outcomes and the fraction "
-        "of examples on which exactly one of the two models is right (discordance).",
-        "",
-        *POWER_HEADER,
-    ]
-    for claim in claims:
-        sd = claim.paired.sd if claim.paired is not None and claim.paired.sd > 0 else None
-        examples = claim.pooled.n if claim.pooled is not None else 0
-        discordance = claim.pooled.discordance if claim.pooled is not None else None
-        cells = _power_cells(len(claim.seeds), sd, examples, discordance, claim.claimed)
-        lines.append(
-            f"| {claim.name} | {_points(claim.claimed)} | {len(claim.seeds)} | {_points(sd, signed=False)} | "
-            f"{cells[0]} | {cells[1]} | {examples or 'n/a'} | "
-            f"{'n/a' if discordance is None else f'{discordance:.3f}'} | {cells[2]} | {cells[3]} |"
-        )
-    return lines
-
-
-def render_claims(claims: Sequence[Claim], label: str, outcome_label: str = OUTCOME_METRIC[1]) -> list[str]:
-    """The claims section of ``table.md``: paired interval, McNemar, Newcombe, verdict."""
-    lines = [
-        "## Claims",
-        "",
-        f"Method minus baseline in points: the paired difference over seeds of {label} accuracy with its 95% t "
-        f"interval; exact McNemar on the pooled per-example {outcome_label} outcomes, with the pooled "
-        "difference and its Newcombe (1998, method 10) 95% interval. The verdict reads the seed interval: "
-        "inconclusive when its half-width exceeds the claimed effect, does not hold when it ends short of "
-        "the claim, holds when it excludes 0 and reaches the claim (robprune_deploy.statistics.claim_verdict). "
-        "Every seed is measured on the same examples: on a subset of the test split, read the seed interval "
-        "together with the per-example one, which carries the subset's own sampling error.",
-        "",
-        f"| claim | claimed | seeds | {label} paired diff [95% CI] | McNemar p | pooled diff [Newcombe 95%] "
-        "| verdict |",
-        "|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for claim in claims:
-        paired = claim.paired
-        interval = (
-            "n/a" if paired is None else f"{_points(paired.mean)} [{_points(paired.low)}, {_points(paired.high)}]"
-        )
-        pooled_ = claim.pooled
-        p_value = "n/a" if pooled_ is None else f"{pooled_.p_value:.3g}"
-        newcombe = (
-            "n/a (not stored)"
-            if pooled_ is None
-            else f"{_points(pooled_.difference)} [{_points(pooled_.low)}, {_points(pooled_.high)}]"
-        )
-        lines.append(
-            f"| {claim.name} | {_points(claim.claimed)} | {len(claim.seeds)} | {interval} | {p_value} | {newcombe} "
-            f"| **{claim.verdict.word}** ({claim.verdict.reason}) |"
-        )
-    return lines
-
-
-def _independent_discordance(method: float, baseline: float) -> float:
+def independent_discordance(method: float, baseline: float) -> float:
     """Discordance if the two models erred independently: an upper bound when their errors correlate
-    positively, as two prunings of one pretrained model do."""
+    positively, as two prunings of one start model do."""
     return method * (1 - baseline) + baseline * (1 - method)
 
 
+@dataclass(frozen=True)
+class PlannedClaim:
+    """What a planned claim can detect (80% power, two-sided 5%), before it runs."""
+
+    arm: Arm
+    setting: str
+    metric: Metric
+    seeds: int
+    examples: int
+    pilot_sd: float | None
+    pilot_setting: str | None
+    discordance: float | None
+    detectable_seeds: float | None
+    seeds_for_claim: int | None
+    detectable_examples: float | None
+
+
+def pilot_sd(pilot: Grouped, arm: Arm, setting: str, metric: Metric) -> tuple[float | None, str | None]:
+    """The sd of the pilot's paired differences for this claim: at the same setting when the pilot has
+    it, else the largest over the pilot's settings (the cautious guess), with the setting it came from."""
+    method, baseline = arm.pilot
+    found: dict[str, float] = {}
+    for name in settings_of(pilot, method):
+        pairs = paired_values(pilot[f"{method}_{name}"], pilot.get(f"{baseline}_{name}", []), metric.key)
+        if len(pairs) >= 2:
+            found[name] = statistics.stdev(m - b for m, b in pairs.values())
+    if setting in found:
+        return found[setting], setting
+    if not found:
+        return None, None
+    widest = max(found, key=lambda name: found[name])
+    return found[widest], widest
+
+
+def pilot_discordance(pilot: Grouped, arm: Arm, metric: Metric) -> float | None:
+    """An upper bound on the discordance of method and baseline (the pilot stored no outcomes): the
+    independent-error discordance at the pilot's mean accuracies, the largest over its settings."""
+    method, baseline = arm.pilot
+    bounds = []
+    for name in settings_of(pilot, method):
+        accuracy = [
+            [v for r in pilot.get(f"{algorithm}_{name}", []) if (v := value(r, metric.key)) is not None]
+            for algorithm in (method, baseline)
+        ]
+        if all(accuracy):
+            bounds.append(independent_discordance(*(statistics.fmean(a) for a in accuracy)))
+    return max(bounds) if bounds else None
+
+
 def power_plan(
-    pilot: dict[str, list[dict[str, Any]]], budget: str, seeds: int, examples: int, metric: str, label: str
-) -> str:
-    """Before a grid runs: per claim, what ``seeds`` paired seeds and ``examples`` test examples per
-    seed can detect, with the sd (and discordance) measured by a pilot grid (``pilot``: its cell
-    name -> records sorted by seed, from the ``budget`` budget)."""
-    lines = [
-        f"Power plan: {seeds} paired seeds, {examples:,} test examples per seed; sd of the paired differences "
-        f"from the pilot ({budget} budget, {label} accuracy); differences in points, 80% power, two-sided 5%:",
-        *POWER_HEADER,
-    ]
-    bounded = False
-    for claim in measure_claims(pilot, metric):
-        sd = claim.paired.sd if claim.paired is not None and claim.paired.sd > 0 else None
-        if claim.pooled is not None:
-            discordance, source = claim.pooled.discordance, ""
-        else:
-            accuracy = [
-                statistics.fmean(v for r in pilot[f"{name}_{claim.setting}"] if (v := _value(r, metric)) is not None)
-                for name in (claim.method, claim.baseline)
-            ]
-            discordance, source, bounded = _independent_discordance(*accuracy), " (bound)", True
-        cells = _power_cells(seeds, sd, examples * seeds, discordance, claim.claimed)
-        lines.append(
-            f"| {claim.name} | {_points(claim.claimed)} | {seeds} | {_points(sd, signed=False)} | {cells[0]} | "
-            f"{cells[1]} | {examples * seeds:,} | {discordance:.3f}{source} | {cells[2]} | {cells[3]} |"
-        )
-    if bounded:
-        lines.append(
-            "(bound): the pilot stored no per-example outcomes; the discordance if the two models erred "
-            "independently, an upper bound for two prunings of one pretrained model."
-        )
-    return "\n".join(lines)
+    pilot: Grouped, planned: Sequence[tuple[Arm, str, int]], examples: Mapping[str, int]
+) -> list[PlannedClaim]:
+    """Per planned claim (``(arm, setting, seeds)``) and metric: what its seeds detect with the pilot's
+    sd, and what its pooled examples (``examples[metric.key]`` per seed) detect with the pilot's
+    discordance bound."""
+    rows = []
+    for arm, setting, seeds in planned:
+        for metric in METRICS:
+            sd, source = pilot_sd(pilot, arm, setting, metric)
+            discordance = pilot_discordance(pilot, arm, metric)
+            pooled_examples = seeds * examples[metric.key]
+            rows.append(
+                PlannedClaim(
+                    arm,
+                    setting,
+                    metric,
+                    seeds,
+                    pooled_examples,
+                    sd,
+                    source,
+                    discordance,
+                    detectable_paired_difference(seeds, sd) if sd and seeds >= 2 else None,
+                    seeds_needed(sd, arm.claimed) if sd else None,
+                    mcnemar_detectable_difference(pooled_examples, discordance) if discordance else None,
+                )
+            )
+    return rows
+
+
+def points(figure: float | None, signed: bool = True) -> str:
+    """A fraction in points of accuracy, ``n/a`` when missing."""
+    if figure is None or not math.isfinite(figure):
+        return "n/a"
+    return f"{100 * figure:+.1f}" if signed else f"{100 * figure:.1f}"

@@ -1,15 +1,76 @@
-"""The Fashion-MNIST grid's tables for the docs, computed from the records of its ``results.json``.
+"""The earlier Fashion-MNIST grid's tables for the docs, computed from the records of its ``results.json``.
 
-``results.json`` names :func:`grid_tables` as its renderer (``benchmarks/result_tables.py``); the
-figures are the same as ``table.md``'s, which ``fmnist_results.render_table`` writes beside it.
+The grid (``benchmarks/results/fmnist_cpu_short/``, underpowered: 3 seeds and 400 test images) was
+run by ``benchmarks/fmnist_grid.py``, which the powered verdict (``benchmarks/fmnist_verdict.py``, on
+``robprune sweep``) replaced; its committed records stay renderable here and are the verdict's pilot.
 """
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Iterable
 from typing import Any
 
-from fmnist_results import METRICS, PAIRS, _num, _pct, cells_of, mean_sd, paired
 from result_tables import column, table, text_column
+
+PAIRS = (("s2ap", "hydra"), ("mrpf", "l1_filter"))
+"""(method, baseline): paired on the same seed and pretrained model."""
+METRICS = (
+    ("clean", "clean"),
+    ("pgd20", "PGD-20"),
+    ("pgd50", "PGD-50"),
+    ("square", "Square"),
+    ("autoattack", "AutoAttack"),
+    ("val_pgd", "val PGD"),
+)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def cells_of(records: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Finished cell records grouped by cell name, each list sorted by seed."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for record in records.values():
+        if record.get("task") == "cell" and record.get("status") == "done":
+            grouped.setdefault(record["cell"], []).append(record)
+    return {name: sorted(rows, key=lambda r: r["seed"]) for name, rows in sorted(grouped.items())}
+
+
+def mean_sd(values: Iterable[Any]) -> tuple[float | None, float | None, int]:
+    xs = [v for v in map(_number, values) if v is not None]
+    if not xs:
+        return None, None, 0
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else None), len(xs)
+
+
+def paired(
+    method: list[dict[str, Any]], baseline: list[dict[str, Any]], metric: str
+) -> tuple[float | None, float | None, int]:
+    """Mean and sd over seeds of ``method - baseline`` (same seed, same pretrained model)."""
+    base = {r["seed"]: _number(r.get(metric)) for r in baseline}
+    diffs = [
+        m - b for r in method if (m := _number(r.get(metric))) is not None and (b := base.get(r["seed"])) is not None
+    ]
+    return mean_sd(diffs)
+
+
+def _pct(mean: float | None, sd: float | None, n: int, signed: bool = False) -> str:
+    if mean is None:
+        return "n/a"
+    text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
+    if sd is not None:
+        text += f" ± {100 * sd:.1f}"
+    return text if n <= 1 else f"{text} ({n})"
+
+
+def _num(stat: tuple[float | None, float | None, int], digits: int = 3) -> str:
+    mean, sd, _ = stat
+    if mean is None:
+        return "n/a"
+    return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if sd is not None else "")
+
 
 RENDERER = "fmnist_tables:grid_tables"
 

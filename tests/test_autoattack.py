@@ -120,6 +120,19 @@ def _evaluate(path, batches, model, attacks: str, **extra):
     )
 
 
+def test_the_ensemble_can_attack_the_first_examples_of_the_subset_only(shipped) -> None:
+    # PGD and clean accuracy on all 100 examples, the ensemble on the first 40: its outcomes are those
+    # of an evaluation of the 40 alone
+    x, y = shipped["batches"][0]
+    whole = _evaluate(shipped["path"], shipped["batches"], shipped["model"], "autoattack-fast", ensemble_examples=40)
+    first = _evaluate(shipped["path"], [(x[:40], y[:40])], shipped["model"], "autoattack-fast")
+    assert [len(whole.outcomes[k]) for k in ("clean", "pgd", "autoattack")] == [100, 100, 40]
+    assert whole.outcomes["autoattack"].tolist() == first.outcomes["autoattack"].tolist()
+    assert whole.autoattack_acc == first.autoattack_acc == whole.outcomes["autoattack"].mean()
+    assert whole.square_examples == 40 and whole.examples == 100
+    assert whole.pgd_acc == whole.outcomes["pgd"].mean() and whole.clean_acc == whole.outcomes["clean"].mean()
+
+
 def test_autoattack_is_below_pgd20_and_matches_the_library_apgd_on_the_same_twin(shipped) -> None:
     from art.attacks.evasion import AutoProjectedGradientDescent
     from art.estimators.classification import PyTorchClassifier

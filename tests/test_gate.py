@@ -192,6 +192,23 @@ def test_gate_inside_an_mlflow_project_run_records_the_failed_verdict_on_that_ru
     assert run.data.params["gate.min_clean_acc"] == "0.999"
 
 
+def test_baseline_none_measures_no_baseline_and_refuses_the_checks_that_need_one(digits_run, tmp_path, capsys) -> None:
+    # model.onnx has its dense.onnx beside it, which gate.baseline: none leaves unmeasured
+    model = str(digits_run["out"] / "model.onnx")
+    # the recipe's drop check off, and its PGD floor and the indicators (this test is about the baseline)
+    alone = ("gate.baseline=none", "gate.max_pgd_drop=null", "gate.min_pgd_acc=null", "gate.indicators=[]")
+    alone = (*alone, "gate.min_clean_acc=0.3")
+    assert gate(digits_run, model, tmp_path / "alone", *alone) == 0
+    report = json.loads((tmp_path / "alone" / "gate.json").read_text())
+    assert report["baseline"] is None and set(report["robustness"]) == {"candidate"}
+    assert report["passed"] and "min_clean_acc" in {c["name"] for c in report["checks"]}
+    capsys.readouterr()
+    assert gate(digits_run, model, tmp_path / "drop", "gate.baseline=none", "gate.max_pgd_drop=0.3") == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "baseline: none measures no baseline, but max_pgd_drop compares to one" in error[0]
+    assert not (tmp_path / "drop").exists()
+
+
 def test_drop_checks_without_a_baseline_say_how_to_set_one_and_speedup_noise_is_not_a_verdict() -> None:
     from robprune_deploy.gate.checks import Measurements, run_checks
     from robprune_deploy.recipe import GateSection

@@ -87,6 +87,14 @@ def test_int8_agrees_with_fp32_and_is_evaluated_under_int8_keys(digits, int8_out
     assert summary["int8.pgd_drop"] == pytest.approx(fp32_pgd - summary["int8.pgd_acc"])
     for key in ("int8.latency.speedup_vs_dense", "int8.latency.speedup_vs_pruned_b1", "int8.square_acc"):
         assert summary[key] > 0
+    # its per-example outcomes beside the FP32 model's, on the same examples: pairable example by example
+    from robprune_deploy.evaluation.outcomes import OUTCOMES_FILE, OUTCOMES_INT8_FILE, read_outcomes
+
+    int8_outcomes, fp32_outcomes = read_outcomes(int8_out / OUTCOMES_INT8_FILE), read_outcomes(int8_out / OUTCOMES_FILE)
+    assert int8_outcomes.record["precision"] == "int8" and fp32_outcomes.record["precision"] == "fp32"
+    assert int8_outcomes.subset_sha256 == fp32_outcomes.subset_sha256
+    assert int8_outcomes.accuracy("pgd") == summary["int8.pgd_acc"]  # the worst case over both twins
+    assert int8_outcomes.accuracy("clean") == summary["int8.clean_acc"] and "autoattack" not in int8_outcomes.figures
 
 
 def test_int8_of_a_channel_pruned_network_keeps_the_pruned_channel_counts(digits, robust_cnn, tmp_path) -> None:

@@ -9,6 +9,7 @@ import mlflow
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 from conftest import FAST_RUN, overrides  # type: ignore[import-not-found]
 from mlflow import MlflowClient
 
@@ -80,6 +81,43 @@ def test_summary_has_the_contract_keys_and_sane_values(digits_run) -> None:
     ):
         assert (out / name).is_file(), name
     assert "## Gate" in (out / "report.md").read_text()
+
+
+def test_outcomes_json_holds_the_per_example_verdicts_behind_the_figures(digits_run) -> None:
+    from robprune_deploy.evaluation.outcomes import OUTCOMES_FILE, examples_sha256, read_outcomes
+
+    summary, out = digits_run["summary"], digits_run["out"]
+    stored = read_outcomes(out / OUTCOMES_FILE)
+    assert stored.examples == summary["onnx.examples"] == summary["torch.examples"] == 200
+    assert set(stored.figures) == {"clean", "pgd", "autoattack"}
+    assert stored.accuracy("clean") == summary["onnx.clean_acc"]
+    assert stored.accuracy("pgd") == summary["onnx.pgd_acc"]
+    assert stored.accuracy("autoattack") == summary["onnx.autoattack_acc"]
+    assert len(stored.figures["autoattack"]) == summary["onnx.autoattack_examples"] == 200
+    # an example broken by PGD or the ensemble was classified correctly before, or not at all
+    assert not (stored.figures["pgd"] & ~stored.figures["clean"]).any()
+    assert not (stored.figures["autoattack"] & ~stored.figures["clean"]).any()
+    recipe = load_recipe(out / "recipe.yaml")
+    assert stored.subset_sha256 == examples_sha256(RunContext(recipe, out, show_progress=False).eval_subset_batches())
+    assert stored.record["split"] == "test" and stored.record["pgd_steps"] == recipe.attack.eval_steps
+
+
+def test_torch_examples_takes_the_first_examples_of_the_evaluation_subset(digits_run, tmp_path: Path) -> None:
+    from robprune_deploy.data import first_examples
+    from robprune_deploy.pipeline import stages
+    from robprune_deploy.training import evaluate_robustness
+
+    recipe = load_recipe(digits_run["out"] / "recipe.yaml", ["evaluate.torch_examples=70"])
+    ctx = RunContext(recipe, tmp_path, show_progress=False)
+    batches = ctx.eval_subset_batches()
+    first = first_examples(batches, 70)
+    assert [len(y) for _, y in first] == [70] and torch.equal(first[0][0], batches[0][0][:70])
+    model = ctx.new_model()
+    figures = stages.robustness(ctx, model)
+    threat = recipe.attack.threat(recipe.attack.eval_steps)
+    assert figures == {**evaluate_robustness(model, first, ctx.device, threat, seed=0), "examples": 70.0}
+    assert first_examples(batches, None) is batches
+    assert [len(y) for _, y in first_examples(batches, 10_000)] == [len(y) for _, y in batches] == [200]
 
 
 def test_mlflow_has_the_parent_run_nested_stages_metrics_plots_and_models(digits_run) -> None:

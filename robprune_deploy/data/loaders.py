@@ -38,6 +38,21 @@ def seeded_subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
     return Subset(dataset, indices)
 
 
+def first_examples(
+    batches: list[tuple[torch.Tensor, torch.Tensor]], n: int | None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` examples of ``batches``, in the same batches (all of them when ``n`` is None)."""
+    if n is None:
+        return batches
+    kept, left = [], n
+    for x, y in batches:
+        if left <= 0:
+            break
+        kept.append((x[:left], y[:left]))
+        left -= len(y)
+    return kept
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,

@@ -28,6 +28,8 @@ class EvaluationProtocol:
     :param budget: the ensemble members' budgets; its ``apgd_steps`` are the indicators' APGD steps.
     :param square_queries: ``pgd`` protocol: Square's query budget (0 skips it) on the first
         ``square_examples`` examples.
+    :param ensemble_examples: the ensemble attacks the first this many examples (``None``: all), so
+        that PGD can cover a whole test split while the far costlier ensemble takes a part of it.
     :param curve_steps: FMN steps for the security curve on the first ``curve_examples`` (0: no curve).
     :param indicator_examples: correctly classified examples the failure indicators use (0: none).
     :param not_measured: figures this protocol leaves out on purpose, each with the reason a check
@@ -40,6 +42,7 @@ class EvaluationProtocol:
     square_queries: int = 0
     square_p_init: float = 0.8
     square_examples: int | None = None
+    ensemble_examples: int | None = None
     seed: int = 0
     curve_steps: int = 0
     curve_examples: int | None = None

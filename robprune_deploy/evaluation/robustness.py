@@ -47,6 +47,10 @@ class Robustness:
     case over the PGD of every twin, ``pgd_sources`` each twin's PGD alone (recorded when there are
     several). ``max_abs_diff`` and ``argmax_agreement`` compare the artifact's own twin with its
     runtime; ``agreement`` is its argmax agreement with a reference artifact on clean inputs.
+    ``outcomes`` holds the per-example verdicts behind the accuracies, in the subset's order
+    (``clean`` and ``pgd`` on every example, ``autoattack`` on the ones the ensemble attacked, the
+    first ``square_examples``): paired tests between two models need them, not only their means
+    (kept in ``outcomes.json`` by :mod:`robprune_deploy.evaluation.outcomes`).
     """
 
     provider: str
@@ -70,6 +74,7 @@ class Robustness:
     precision: str = "fp32"
     pgd_sources: dict[str, float] = field(default_factory=dict)
     agreement: float | None = None
+    outcomes: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def median_linf_distance(self) -> float | None:
@@ -159,6 +164,7 @@ class _Measured:
     clean: np.ndarray
     figures: dict[str, Any] = field(default_factory=dict)
     ensemble: EnsembleResult | None = None
+    outcomes: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _white_box(
@@ -170,6 +176,7 @@ def _white_box(
     m.figures.update(max_abs_diff=check.max_abs_diff, argmax_agreement=check.argmax_agreement)
     if p.threat is not None:
         robust, alone = _worst_case_pgd(twins, predictor, batches, p.threat, p.seed)
+        m.outcomes["pgd"] = robust
         m.figures.update(pgd_acc=float(robust.sum()) / max(len(m.y), 1), pgd_sources=alone if len(alone) > 1 else {})
 
 
@@ -184,13 +191,15 @@ def _black_box_or_ensemble(
         result = square_attack(predictor.predict, x, y, threat.eps, p.square_queries, p.square_p_init, p.seed)
         m.figures.update(square_acc=result.accuracy, square_examples=n)
     elif threat is not None and p.ensemble and twin is not None:
+        n = len(m.y) if p.ensemble_examples is None else min(p.ensemble_examples, len(m.y))
         m.ensemble = ensemble = run_ensemble(
-            p.attacks, twin, predictor, m.x, m.y, threat.eps, budget=p.budget, batch_size=p.batch_size, seed=p.seed,
-            bf16=threat.bf16, show_progress=show_progress,
+            p.attacks, twin, predictor, m.x[:n], m.y[:n], threat.eps, budget=p.budget, batch_size=p.batch_size,
+            seed=p.seed, bf16=threat.bf16, show_progress=show_progress,
         )  # fmt: skip
+        m.outcomes["autoattack"] = ensemble.robust
         member_acc = {r.name: r.accuracy_after for r in ensemble.records}
         m.figures.update(
-            square_acc=member_acc.get("square"), square_examples=len(m.y), autoattack_acc=ensemble.accuracy,
+            square_acc=member_acc.get("square"), square_examples=n, autoattack_acc=ensemble.accuracy,
             whitebox_acc=ensemble.whitebox_accuracy, member_acc=member_acc, budget=ensemble.description,
             members=[r.to_dict() for r in ensemble.records],
         )  # fmt: skip
@@ -205,7 +214,10 @@ def _curve(m: _Measured, twin: nn.Module, predictor: Predictor, p: EvaluationPro
     if m.ensemble is not None and p.threat is not None:
         # FMN alone can miss points the ensemble found; with them the curve at eps is the
         # ensemble's verdict on these examples (and FMN's own figure stays in fmn_distances).
-        known = _adversarial_distances(m.x[:n].numpy(), m.ensemble.x_adv[:n], m.ensemble.robust[:n], p.threat.eps)
+        # no ensemble point for the examples it did not attack (evaluate.ensemble_examples)
+        known = np.full(n, np.inf)
+        k = min(n, len(m.ensemble.robust))
+        known[:k] = _adversarial_distances(m.x[:k].numpy(), m.ensemble.x_adv[:k], m.ensemble.robust[:k], p.threat.eps)
         curve = curve.merged(known)
     m.figures["curve"] = curve
 
@@ -250,6 +262,7 @@ def evaluate_artifact(
     x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     logits = predictor.predict(x.numpy())
     m = _Measured(x, y, logits.argmax(1) == y.numpy())
+    m.outcomes["clean"] = m.clean
     if reference is not None:
         m.figures["agreement"] = float((logits.argmax(1) == reference.open().predict(x.numpy()).argmax(1)).mean())
     sources = {name: twin.eval().cpu() for name, twin in (twins or {}).items()}
@@ -266,7 +279,8 @@ def evaluate_artifact(
     return Robustness(
         provider=predictor.provider, examples=len(y), clean_acc=float(m.clean.sum()) / max(len(y), 1),
         argmax_agreement=figures.pop("argmax_agreement", None), attacks=protocol.attacks, runtime=artifact.runtime,
-        precision=artifact.precision, eps=protocol.threat.eps if protocol.threat else None, **figures,
+        precision=artifact.precision, eps=protocol.threat.eps if protocol.threat else None, outcomes=m.outcomes,
+        **figures,
     )  # fmt: skip
 
 
@@ -280,6 +294,7 @@ def evaluate_onnx(
     square_queries: int = 0,
     square_p_init: float = 0.8,
     square_examples: int | None = None,
+    ensemble_examples: int | None = None,
     seed: int = 0,
     attacks: str = "pgd",
     budget: EnsembleBudget | None = None,
@@ -300,8 +315,8 @@ def evaluate_onnx(
     """
     protocol = EvaluationProtocol(
         threat, attacks, budget or (EnsembleBudget.of(attacks) if attacks != "pgd" else EnsembleBudget()),
-        square_queries, square_p_init, square_examples, seed, curve_steps, curve_examples, indicator_examples,
-        dict(indicator_limits or {}), batch_size,
+        square_queries, square_p_init, square_examples, ensemble_examples, seed, curve_steps, curve_examples,
+        indicator_examples, dict(indicator_limits or {}), batch_size,
     )  # fmt: skip
     batches = check_batch_list(batches, "evaluate_onnx")
     twins = {"twin": torch_model} if torch_model is not None else None

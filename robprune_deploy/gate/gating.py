@@ -37,6 +37,7 @@ from robprune_deploy.gate.staging import BASELINE_SHA256_TAG, SHA256_TAG
 from robprune_deploy.gate.validation import EvaluationData, GateInputs, check_declared_precision, validate_gate_inputs
 from robprune_deploy.gate.verdict import GateVerdict, combine
 from robprune_deploy.recipe import Precision, Recipe
+from robprune_deploy.recipe.schema import NO_BASELINE
 from robprune_deploy.tracking import models as registry
 
 __all__ = [  # the report's names are used from here by the pipeline, the CLI and the API
@@ -53,8 +54,9 @@ FP32_ONNX = "model.onnx"
 
 
 def baseline_path(recipe: Recipe, model: Path, source: str | None = None, beside: Path | None = None) -> Path | None:
-    """The baseline ONNX file: ``gate.baseline`` (path or MLflow URI); else ``dense.onnx`` beside the
-    model; else, for a model given as an MLflow URI (``source``), the dense model its run recorded.
+    """The baseline ONNX file: ``gate.baseline`` (path or MLflow URI; ``none``: no baseline); else
+    ``dense.onnx`` beside the model; else, for a model given as an MLflow URI (``source``), the dense
+    model its run recorded.
 
     An INT8 model's baseline is its FP32 model: ``gate.int8.baseline``, else ``model.onnx`` beside
     it, else the FP32 model its run recorded.
@@ -65,6 +67,8 @@ def baseline_path(recipe: Recipe, model: Path, source: str | None = None, beside
     if recipe.gate.precision == "int8":
         return fp32_path(recipe, model, source, beside)
     spec = recipe.gate.baseline
+    if spec == NO_BASELINE:
+        return None
     if spec and spec != "dense":
         return registry.resolve_onnx(spec, recipe.tracking.tracking_uri, "gate.baseline")
     origin = beside or model

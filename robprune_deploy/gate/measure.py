@@ -62,6 +62,7 @@ def protocol_of(recipe: Recipe, precision: str = "fp32", *, indicators: bool = T
         square_queries=ev.pgd_square_queries,
         square_p_init=ev.square_p_init,
         square_examples=ev.square_examples,
+        ensemble_examples=ev.ensemble_examples,
         seed=ev.subset_seed,
         curve_steps=0 if without_ensemble else ev.curve_steps,
         curve_examples=ev.curve_examples,

@@ -10,9 +10,11 @@ from typing import Any, TypeGuard
 from torch import nn
 
 from robprune_deploy.algorithms import Granularity, PruningResult
+from robprune_deploy.atomic import write_json
 from robprune_deploy.errors import OnnxModelError
 from robprune_deploy.evaluation import Artifact, Robustness
 from robprune_deploy.evaluation.latency import compare_speed
+from robprune_deploy.evaluation.outcomes import OUTCOMES_FILE, OUTCOMES_INT8_FILE, outcome_record
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
 from robprune_deploy.export.onnx_export import onnx_opset
 from robprune_deploy.gate.measure import measure, twins_for
@@ -33,6 +35,7 @@ class Deployable:
     :param compared: the models its latency is compared with, ``(name, file)``.
     :param reference: the precision whose figures its drops and argmax agreement compare with.
     :param renamed: summary keys this precision has always had under another name.
+    :param outcomes: the file its per-example outcomes (first runtime) go to.
     """
 
     precision: str
@@ -45,6 +48,7 @@ class Deployable:
     compared: tuple[tuple[str, str], ...]
     reference: str | None = None
     renamed: dict[str, str] = field(default_factory=dict)
+    outcomes: str = OUTCOMES_FILE
 
 
 DEPLOYABLES = {
@@ -54,7 +58,7 @@ DEPLOYABLES = {
     "int8": Deployable(
         "int8", MODEL_INT8_ONNX, "evaluate_int8", "int8.", "int8.indicators.", "int8.latency.", "int8",
         (("pruned", MODEL_ONNX), ("dense", DENSE_ONNX)), reference="fp32",
-        renamed={"argmax_agreement": "twin_agreement"},
+        renamed={"argmax_agreement": "twin_agreement"}, outcomes=OUTCOMES_INT8_FILE,
     ),
 }  # fmt: skip
 
@@ -149,6 +153,7 @@ def robustness_summary(
         "provider": result.provider,
         "examples": result.examples,
         "square_examples": result.square_examples,
+        "autoattack_examples": result.square_examples if result.autoattack_acc is not None else None,
     }
     figures.update({f"{name}_pgd_acc": acc for name, acc in result.pgd_sources.items()})
     if result.agreement is not None:
@@ -188,7 +193,9 @@ def evaluate(
     :param deployable: the FP32 torch model (the twin of ``model.onnx``; PGD transferred from it
         attacks a quantized model beside its straight-through twin).
     :param reference: the summary with the reference precision's entries, for the drops.
-    :returns: the summary entries and each runtime's full measurement (the gate reuses them).
+    :returns: the summary entries and each runtime's full measurement (the gate reuses them). The
+        first runtime's per-example outcomes go to ``spec.outcomes``
+        (:mod:`robprune_deploy.evaluation.outcomes`).
     """
     spec = DEPLOYABLES[precision]
     providers = tuple(ctx.recipe.evaluate.providers)
@@ -213,6 +220,14 @@ def evaluate(
             figures.update(latency(ctx, spec, runtime))
             summary.update({f"{runtime_prefix}{k}": v for k, v in figures.items()})
         deployable.to(ctx.device)
+        first = records[ctx.recipe.evaluate.runtimes[0]]
+        context = {
+            "split": ctx.eval_split,
+            "subset_seed": ctx.recipe.evaluate.subset_seed,
+            "pgd_steps": ctx.recipe.attack.eval_steps,
+        }
+        outcomes = write_json(ctx.out_dir / spec.outcomes, outcome_record(first, batches, **context))
+        ctx.tracker.log_artifact(outcomes)
         ctx.tracker.log_metrics({k: float(v) for k, v in summary.items() if is_number(v)})
         keys = [f"{spec.keys}{k}" for k in ("clean_acc", "pgd_acc", "autoattack_acc", "square_acc", "agreement")]
         lines.note({k: summary[k] for k in [*keys, f"{spec.latency}speedup"] if summary.get(k) is not None})

@@ -58,6 +58,8 @@ _TOP_LEVEL_FILES = frozenset(
         "dense.onnx",
         "model.int8.onnx",
         "summary.json",
+        "outcomes.json",
+        "outcomes.int8.json",
         "report.md",
         "recipe.yaml",
         "gate.json",

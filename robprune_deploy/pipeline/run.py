@@ -94,6 +94,7 @@ def _run_stages(ctx: RunContext) -> None:
     with stage_lines("measure (torch)", ctx.show_progress and ctx.is_main) as lines:
         metrics = stages.robustness(ctx, deployable)
         ctx.summary.update({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
+        ctx.summary["torch.examples"] = int(metrics["examples"])
         ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in metrics.items()})
         lines.note({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
         if ctx.is_main and ctx.val_set is not None:  # the figure hyper-parameter sweeps choose by

@@ -13,7 +13,7 @@ from robprune_deploy.algorithms.plugin_guard import plugin_code
 from robprune_deploy.algorithms.verification import verify_masks, verify_result
 from robprune_deploy.atomic import write_json
 from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
-from robprune_deploy.data import make_loader, seeded_subset
+from robprune_deploy.data import first_examples, make_loader, seeded_subset
 from robprune_deploy.pipeline.artifacts import load_pruned, save_pruned
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.recipe import FinetuneSection, PretrainSection, TrainingSection, validate_algorithm_config
@@ -59,11 +59,12 @@ def plan_of(section: TrainingSection) -> TrainingPlan:
 
 
 def robustness(ctx: RunContext, model: nn.Module) -> dict[str, float]:
-    """Clean and PGD-``eval_steps`` accuracy on the fixed evaluation subset of the final split (torch)."""
+    """Clean and PGD-``eval_steps`` accuracy on the fixed evaluation subset of the final split (torch),
+    its first ``evaluate.torch_examples`` examples when set (the ONNX evaluation covers all of it)."""
     threat = ctx.recipe.attack.threat(ctx.recipe.attack.eval_steps)
-    return evaluate_robustness(
-        model, ctx.eval_subset_batches(), ctx.device, threat, seed=ctx.recipe.evaluate.subset_seed
-    )
+    batches = first_examples(ctx.eval_subset_batches(), ctx.recipe.evaluate.torch_examples)
+    metrics = evaluate_robustness(model, batches, ctx.device, threat, seed=ctx.recipe.evaluate.subset_seed)
+    return {**metrics, "examples": float(sum(len(y) for _, y in batches))}
 
 
 def validation(ctx: RunContext, model: nn.Module) -> dict[str, float]:

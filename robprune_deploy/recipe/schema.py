@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from robprune_deploy.attacks import RobustLoss, ThreatModel
@@ -371,6 +371,13 @@ class EvaluateSection(Section):
         450, gt=0, le=10_000_000, description="fixed, seeded subset of the test split for robust accuracy"
     )
     subset_seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of that subset (recorded)")
+    torch_examples: int | None = Field(
+        None,
+        gt=0,
+        le=10_000_000,
+        description="the torch model's figures (torch.*, and the dense model's after pretraining) on the first "
+        "this many examples of the subset (None: all); the shipped ONNX model's figures cover the whole subset",
+    )
     attacks: Literal["pgd", "autoattack-fast", "autoattack"] = Field(
         "autoattack-fast",
         description="pgd: PGD + an independent Square run; autoattack-fast: APGD-CE, APGD-T (3 targets), "
@@ -385,6 +392,13 @@ class EvaluateSection(Section):
         None, ge=0, le=100_000, description="Square's queries (default 300 for pgd, 1000 fast, 5000 standard)"
     )
     square_p_init: float = Field(0.8, gt=0, le=1, description="Square's p_init: the size of its first squares")
+    ensemble_examples: int | None = Field(
+        None,
+        gt=0,
+        le=10_000_000,
+        description="autoattack protocols: the ensemble attacks the first this many examples of the subset "
+        "(None: all); clean and PGD accuracy cover the whole subset",
+    )
     square_examples: int = Field(200, gt=0, le=10_000_000, description="pgd protocol: examples Square attacks")
     curve_steps: int = Field(100, ge=0, le=100_000, description="FMN steps for the security curve (0: no curve)")
     curve_examples: int | None = Field(
@@ -449,6 +463,12 @@ class Int8GateSection(Section):
 Precision = Literal["fp32", "int8"]
 
 
+NO_BASELINE = "none"
+"""``gate.baseline`` that measures no baseline."""
+BASELINE_CHECKS = ("max_clean_drop", "max_pgd_drop", "max_square_drop", "max_autoattack_drop", "min_speedup")
+"""The gate's checks that compare the candidate to a baseline."""
+
+
 class GateSection(Section):
     """Release thresholds; ``None`` disables a check. Accuracies and drops are fractions in [0, 1]."""
 
@@ -490,8 +510,23 @@ class GateSection(Section):
     indicator_limits: dict[IndicatorName, float] = Field(
         default_factory=dict, description="overrides of the indicators' default limits"
     )
-    baseline: str | None = Field(None, description="baseline model: dense (default), an ONNX path or models:/ URI")
+    baseline: str | None = Field(
+        None,
+        description="baseline model: dense (default), an ONNX path or models:/ URI, or none: no baseline is "
+        "measured (no drop or speed-up check; for runs that all start from one model measured once)",
+    )
     int8: Int8GateSection = Field(default_factory=Int8GateSection, description="an INT8 candidate's own thresholds")
+
+    @model_validator(mode="after")
+    def _baseline_for_its_checks(self) -> GateSection:
+        if self.baseline == NO_BASELINE:
+            relative = [name for name in BASELINE_CHECKS if getattr(self, name) is not None]
+            if relative:
+                raise ValueError(
+                    f"baseline: none measures no baseline, but {relative[0]} compares to one; "
+                    f"set {relative[0]} to null or give a baseline"
+                )
+        return self
 
 
 class TrackingSection(Section):

@@ -1,0 +1,140 @@
+"""The verdict's records, collected from its sweeps: one per completed trial, read from the trial's run folder.
+
+A sweep (``robprune sweep``) writes ``OUT/sweep.json``: every trial with its settings (here the seed
+and ``compression.ratio``), its state and its run folder. A record holds what the claims need from
+that folder, so that the committed ``results.json`` renders without the run folders:
+
+- ``summary.json``: the shipped ONNX model's clean, PGD-20 and AutoAttack-fast accuracies (and how
+  many test examples each covers), validation accuracy, sparsity, MACs;
+- ``outcomes.json``: the per-example outcomes behind those accuracies, copied bit-packed;
+- ``statistics.json`` (S2AP/HYDRA): the last search epoch's score-space Hessian top eigenvalue and
+  sharpness;
+- ``plots/<algorithm>_final_mask.npz`` (S2AP/HYDRA): the final mask, for the cross-seed Hamming
+  distance of each cell (:func:`mask_distances`, the S2AP paper's stability measure).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+COMPLETE = "COMPLETE"
+
+
+def setting_name(ratio: float, granularity: str | None) -> str:
+    """``u99`` for 99% unstructured sparsity, ``75`` for 75% of the MACs removed (channel)."""
+    percent = round(100 * ratio)
+    return f"u{percent}" if granularity == "unstructured" else str(percent)
+
+
+def _last_epoch(stats: dict[str, Any]) -> dict[str, Any]:
+    epochs = (stats.get("extra") or {}).get("epochs") or []
+    return epochs[-1] if epochs else {}
+
+
+def _triggered(folder: Path) -> list[str] | None:
+    """The attack-failure indicators that fired on the shipped model (``gate.json``; they are reported,
+    not gating, in the verdict's recipes), ``None`` when none was measured."""
+    gate_file = folder / "gate.json"
+    if not gate_file.is_file():
+        return None
+    candidate = (json.loads(gate_file.read_text()).get("robustness") or {}).get("candidate") or {}
+    indicators = candidate.get("indicators") or {}
+    return sorted(name for name, entry in indicators.items() if entry.get("triggered")) if indicators else None
+
+
+def run_record(folder: Path) -> dict[str, Any]:
+    """The figures of one finished run folder."""
+    summary = json.loads((folder / "summary.json").read_text())
+    stats_file = folder / "statistics.json"
+    stats = json.loads(stats_file.read_text()) if stats_file.is_file() else {}
+    last = _last_epoch(stats)
+    outcomes_file = folder / "outcomes.json"
+    stored = json.loads(outcomes_file.read_text()) if outcomes_file.is_file() else None
+    algorithm = summary.get("algorithm")
+    mask = folder / "plots" / f"{algorithm}_final_mask.npz"
+    return {
+        "algorithm": algorithm,
+        "granularity": summary.get("granularity"),
+        "target_ratio": summary.get("target_ratio"),
+        "sparsity": summary.get("sparsity"),
+        "macs_reduction": 1 - summary["macs_pruned"] / summary["macs_dense"],
+        "clean": summary.get("onnx.clean_acc"),
+        "pgd20": summary.get("onnx.pgd_acc"),
+        "autoattack": summary.get("onnx.autoattack_acc"),
+        "examples": summary.get("onnx.examples"),
+        "autoattack_examples": summary.get("onnx.autoattack_examples"),
+        "split": summary.get("splits.onnx"),
+        "val_clean": summary.get("val.clean_acc"),
+        "val_pgd": summary.get("val.pgd_acc"),
+        "gate_passed": summary.get("gate.passed"),
+        "indicators_triggered": _triggered(folder),
+        "hessian": last.get("hessian_top_eigenvalue"),
+        "sharpness": last.get("sharpness"),
+        "mask_sha256": (stats.get("extra") or {}).get("final_mask_sha256"),
+        "mask_file": str(mask) if mask.is_file() else None,
+        "outcomes": None
+        if stored is None
+        else {"subset_sha256": stored["subset_sha256"], "split": stored.get("split"), **stored["outcomes"]},
+    }
+
+
+def sweep_records(name: str, out: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The records of the completed trials of sweep ``name`` (output folder ``out``), and a line per
+    trial that is not complete (what is missing)."""
+    document = json.loads((out / "sweep.json").read_text())
+    records, missing = [], []
+    for trial in document["trials"]:
+        params = trial["params"]
+        label = f"{name} trial {trial['number']} ({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
+        if trial["state"] != COMPLETE:
+            missing.append(f"{label}: {trial['state']}")
+            continue
+        figures = run_record(out / trial["run_folder"])
+        setting = setting_name(figures["target_ratio"], figures["granularity"])
+        records.append(
+            {
+                "task": "cell",
+                "status": "done",
+                "sweep": name,
+                "cell": f"{name}_{setting}",
+                "setting": setting,
+                "seed": params["seed"],
+                "trial": trial["number"],
+                "run_folder": str(Path(out.name) / trial["run_folder"]),
+                "seconds": trial.get("seconds"),
+                **figures,
+            }
+        )
+    return records, missing
+
+
+def grouped(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Records by cell, each cell's sorted by seed."""
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        cells.setdefault(record["cell"], []).append(record)
+    return {name: sorted(rows, key=lambda r: r["seed"]) for name, rows in sorted(cells.items())}
+
+
+def mask_distances(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The normalized Hamming distance between the final masks of every two seeds of one cell
+    (:func:`robprune_s2ap.stability.mask_distance`: 0 identical, 2 disjoint; half of it is the fraction
+    of kept entries swapped); ``None`` for a cell without mask files or with fewer than 2."""
+    files = [(r["seed"], Path(r["mask_file"])) for r in rows if r.get("mask_file") and Path(r["mask_file"]).is_file()]
+    if len(files) < 2:
+        return None
+    from robprune_s2ap.stability import load_masks, mask_distance
+
+    masks = {seed: load_masks(path) for seed, path in files}
+    pairs = {f"{a}-{b}": mask_distance(masks[a], masks[b]) for a, b in itertools.combinations(sorted(masks), 2)}
+    values = list(pairs.values())
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else None,
+        "pairs": pairs,
+    }
