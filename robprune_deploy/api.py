@@ -30,7 +30,7 @@ DEFAULT_THREAT = ThreatModel(eps=8 / 255, step_size=2 / 255, steps=10)
 def _ensure_threads(model: nn.Module, first_inputs: Callable[[], torch.Tensor]) -> None:
     """``runtime.threads: auto`` for this process, sized by ``model`` on the first batch, unless a
     command or an earlier call already chose (see :mod:`robprune_deploy.runtime.thread_policy`)."""
-    from robprune_deploy.pipeline.threads import forward_macs
+    from robprune_deploy.pipeline.recipe_threads import forward_macs
     from robprune_deploy.runtime import current_thread_choice, ensure_thread_policy
 
     if current_thread_choice() is not None:

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from robprune_deploy.cli.main import main
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import RunContext
-from robprune_deploy.pipeline.run import run_pipeline
+from robprune_deploy.pipeline.driver import run_pipeline
 from robprune_deploy.recipe import load_recipe
 from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
 

@@ -21,8 +21,8 @@ from robprune_deploy.cli.common import context_of, recipe_of, warn_about_plugin_
 from robprune_deploy.cli.run_summary import summary_lines
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import RunContext, stages
+from robprune_deploy.pipeline.driver import run_pipeline, verdict_line
 from robprune_deploy.pipeline.ownership import owned_output
-from robprune_deploy.pipeline.run import run_pipeline, verdict_line
 from robprune_deploy.recipe import recipe_to_dict
 
 _T = TypeVar("_T")

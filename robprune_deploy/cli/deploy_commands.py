@@ -26,8 +26,7 @@ from robprune_deploy.gate.gating import (
     write_gate_report,
 )
 from robprune_deploy.pipeline import RunContext, deploy, stages
-from robprune_deploy.pipeline.ownership import owned_output
-from robprune_deploy.pipeline.run import (
+from robprune_deploy.pipeline.driver import (
     INT8_GATE_DIR,
     SUMMARY,
     record_verdict,
@@ -35,6 +34,7 @@ from robprune_deploy.pipeline.run import (
     verdict_line,
     write_summary_and_report,
 )
+from robprune_deploy.pipeline.ownership import owned_output
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.release.examples import examples_of

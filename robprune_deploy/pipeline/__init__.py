@@ -1,6 +1,6 @@
 """The pipeline: stages that read and write files so they can run alone, resume, or chain.
 
-``robprune_deploy.pipeline.run`` holds the whole-pipeline driver (it depends on the gate, which in
+``robprune_deploy.pipeline.driver`` holds the whole-pipeline driver (it depends on the gate, which in
 turn uses the stage context defined here, so it is imported from its module, not re-exported).
 
 :class:`RunContext` is imported on first use: the light modules of this package (``ownership``,

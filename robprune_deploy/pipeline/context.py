@@ -26,7 +26,7 @@ from robprune_deploy.evaluation.memory_bound import bound_session_memory
 from robprune_deploy.gate.validation import EvaluationData
 from robprune_deploy.models import NormalizedClassifier, build_model
 from robprune_deploy.pipeline.ownership import STAGE_ORDER, owner_record, read_state, write_state
-from robprune_deploy.pipeline.threads import apply_recipe_threads
+from robprune_deploy.pipeline.recipe_threads import apply_recipe_threads
 from robprune_deploy.progress import StageLines, restored, stage_lines
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.tracking import NullTracker, Tracker
@@ -79,7 +79,7 @@ class RunContext:
     :func:`~robprune_deploy.pipeline.ownership.owned_output`, or by the first file written).
 
     Every command makes one, so creating it applies ``runtime.threads`` to the process (once;
-    :mod:`robprune_deploy.pipeline.threads`): :attr:`threads` is the choice.
+    :mod:`robprune_deploy.pipeline.recipe_threads`): :attr:`threads` is the choice.
     """
 
     recipe: Recipe
@@ -252,7 +252,7 @@ class RunContext:
         model on the data's inputs, the evaluation subset's labels, the export opset) before
         anything is written, so bad input never leaves a half-made output folder."""
         from robprune_deploy.checkpoints import load_model_weights
-        from robprune_deploy.pipeline.preflight import check_export_opset, check_model_fits_data
+        from robprune_deploy.pipeline.run_preflight import check_export_opset, check_model_fits_data
 
         model = self.new_model()
         problems = self.recipe.split_problems()

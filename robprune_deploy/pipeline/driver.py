@@ -21,10 +21,10 @@ from robprune_deploy.gate.gating import (
     write_gate_report,
 )
 from robprune_deploy.pipeline import deploy, stages
-from robprune_deploy.pipeline import quantize as int8_stages
+from robprune_deploy.pipeline import int8_stage as int8_stages
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.ownership import owned_output
-from robprune_deploy.pipeline.report import write_report
+from robprune_deploy.pipeline.run_report import write_report
 from robprune_deploy.progress import stage_lines
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.reporting import plot_layers, plot_training
