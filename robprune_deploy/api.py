@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,7 +223,7 @@ def gate_onnx(
         ``per_runtime`` holds each runtime's own verdict.
     """
     from robprune_deploy.gate.gating import baseline_path, declared, evaluate_gate, write_gate_report
-    from robprune_deploy.pipeline import RunContext
+    from robprune_deploy.pipeline.run_data import gate_run_data
     from robprune_deploy.recipe import Recipe, apply_overrides, load_recipe, recipe_to_dict, validate_recipe
     from robprune_deploy.tracking.models import resolve_onnx
 
@@ -238,15 +237,13 @@ def gate_onnx(
     if precision is not None:
         resolved = declared(resolved, precision)
     path = resolve_onnx(str(model), resolved.tracking.tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="robprune-gate-") as work:
-        ctx = RunContext(resolved, Path(work), show_progress=show_progress)
-        verdict = evaluate_gate(
-            resolved,
-            path,
-            ctx.evaluation_data(),
-            baseline_file=baseline_path(resolved, path, str(model)),
-            show_progress=show_progress,
-        )
+    verdict = evaluate_gate(
+        resolved,
+        path,
+        gate_run_data(resolved, show_progress=show_progress).evaluation_data(),
+        baseline_file=baseline_path(resolved, path, str(model)),
+        show_progress=show_progress,
+    )
     verdict.details["model"] = str(model)
     if report is not None:
         write_gate_report(verdict, Path(report))

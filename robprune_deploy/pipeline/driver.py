@@ -1,16 +1,13 @@
-"""``robprune run``: the whole pipeline of a recipe, one stage after another, in one MLflow run."""
+"""``robprune run``: the whole pipeline of a recipe, :data:`STAGES` one after another, in one MLflow run."""
 
 from __future__ import annotations
 
-import copy
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from robprune_deploy import distributed
 from robprune_deploy.atomic import write_json, write_text
 from robprune_deploy.gate.gating import (
     GateVerdict,
@@ -25,7 +22,8 @@ from robprune_deploy.pipeline import int8_stage as int8_stages
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.ownership import owned_output
 from robprune_deploy.pipeline.run_report import write_report
-from robprune_deploy.progress import stage_lines
+from robprune_deploy.pipeline.stage_runner import PipelineRunner, Stage, StageBase, StageRecord, Tracking, Values
+from robprune_deploy.progress import StageLines, stage_lines
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.reporting import plot_layers, plot_training
 from robprune_deploy.tracking import Tracker
@@ -39,8 +37,147 @@ INT8_GATE_DIR = "gate_int8"
 """The INT8 model's gate report (``gate.md``, ``gate.json``, ``gate.png``) inside the output folder."""
 
 
+class LogModels(StageBase):
+    """Log the stripped torch model and the ONNX model; register the ONNX one when the recipe names
+    it (hands on its ``version``, or ``None``). They are logged in the pipeline's own run, so its page
+    lists the logged and registered models."""
+
+    name = "log models"
+    inputs = ("deployable",)
+    outputs = ("version",)
+    tracking: Tracking = "quiet"
+    main_only = True
+
+    def run(self, ctx: RunContext, values: Values, lines: StageLines) -> StageRecord:
+        with stage_lines("log models (MLflow)", ctx.show_progress and ctx.recipe.tracking.enabled):
+            figures, values["version"] = _log_models(ctx, values["deployable"])
+        return StageRecord(self.name, figures)
+
+
+class Gate(StageBase):
+    """The gate on ``model.onnx`` against ``dense.onnx``, reusing the evaluation's measurement; a
+    registered version is promoted on a pass. Hands on its ``verdict``."""
+
+    name = "gate"
+    inputs = ("deployable", "dense", "robustness", "version")
+    outputs = ("verdict",)
+    tracking: Tracking = "nested"
+    main_only = True
+
+    def run(self, ctx: RunContext, values: Values, lines: StageLines) -> StageRecord:
+        model_file = ctx.out_dir / deploy.MODEL_ONNX
+        fp32_recipe = declared(ctx.recipe, "fp32")  # the pipeline knows what it exported
+        verdict = evaluate_gate(
+            fp32_recipe,
+            model_file,
+            ctx.evaluation_data(),
+            torch_model=values["deployable"].cpu(),
+            candidate=values["robustness"],
+            reference_model=values["dense"].cpu(),
+            baseline_file=baseline_path(fp32_recipe, model_file),
+            show_progress=ctx.show_progress,
+        )
+        figures: dict[str, Any] = {}
+        if "baseline" in verdict.robustness:
+            figures.update(deploy.robustness_summary(verdict.robustness["baseline"], "onnx.dense_"))
+        record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir))
+        name, version = ctx.recipe.tracking.registered_model, values["version"]
+        if version is not None and name:
+            _promote_and_report(ctx, verdict, name, version, ctx.recipe.tracking.alias, ctx.out_dir)
+        lines.note(_verdict_figures(verdict))
+        values["verdict"] = verdict
+        figures.update({"gate.passed": verdict.passed, "gate.failures": verdict.failures})
+        return StageRecord(self.name, figures, tags=verdict_tags(verdict))  # the parent's row shows it too
+
+
+class LogInt8Model(StageBase):
+    """Log ``model.int8.onnx`` and register it beside the FP32 version (hands on ``int8_version``)."""
+
+    name = "log int8 model"
+    inputs = ("int8_robustness",)
+    outputs = ("int8_version",)
+    tracking: Tracking = "quiet"
+    main_only = True
+
+    def applies(self, ctx: RunContext) -> bool:
+        return ctx.recipe.quantize.enabled
+
+    def run(self, ctx: RunContext, values: Values, lines: StageLines) -> StageRecord:
+        example = ctx.example_inputs.cpu().numpy()
+        uri = ctx.tracker.log_onnx_model(ctx.out_dir / int8_stages.MODEL_INT8_ONNX, example, name="onnx_int8_model")
+        figures: dict[str, Any] = {"mlflow.int8_model_uri": uri or ""}
+        name, version = ctx.recipe.tracking.registered_model, None
+        if uri and name:
+            tags = {"algorithm": ctx.recipe.compression.algorithm, "precision": "int8"}
+            if ctx.summary.get("mlflow.model_uri"):
+                tags[FP32_TAG] = ctx.summary["mlflow.model_uri"]
+            version = ctx.tracker.register_model(uri, name, tags)
+            figures["mlflow.int8_registered_version"] = version
+        values["int8_version"] = version
+        return StageRecord(self.name, figures)
+
+
+class GateInt8(StageBase):
+    """The INT8 model's gate against the FP32 model (``robustness``: the FP32 model's measurement
+    in this process when there is one, else the gate measures it). Hands on ``int8_verdict``."""
+
+    name = "gate_int8"
+    inputs = ("deployable", "int8_robustness", "int8_version")
+    outputs = ("int8_verdict",)
+    tracking: Tracking = "nested"
+    main_only = True
+
+    def applies(self, ctx: RunContext) -> bool:
+        return ctx.recipe.quantize.enabled
+
+    def run(self, ctx: RunContext, values: Values, lines: StageLines) -> StageRecord:
+        fp32 = values.get("robustness")
+        verdict = evaluate_gate(
+            declared(ctx.recipe, int8_stages.PRECISION),
+            ctx.out_dir / int8_stages.MODEL_INT8_ONNX,
+            ctx.evaluation_data(),
+            reference_model=values["deployable"].cpu(),
+            baseline_file=ctx.out_dir / deploy.MODEL_ONNX,
+            candidate=values["int8_robustness"],
+            reference=fp32 if ctx.recipe.evaluate.attacks == "pgd" else None,  # else measured with PGD
+            show_progress=ctx.show_progress,
+        )
+        record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir / INT8_GATE_DIR))
+        name, version = ctx.recipe.tracking.registered_model, values["int8_version"]
+        if version is not None and name:
+            alias = ctx.recipe.tracking.alias
+            int8_alias = f"{alias}-int8" if alias else None
+            _promote_and_report(ctx, verdict, name, version, int8_alias, ctx.out_dir / INT8_GATE_DIR)
+        lines.note(_verdict_figures(verdict))
+        values["int8_verdict"] = verdict
+        figures = {"int8.gate.passed": verdict.passed, "int8.gate.failures": verdict.failures}
+        return StageRecord(self.name, figures, tags={"int8.gate.passed": str(verdict.passed).lower()})
+
+
+INT8_STAGES: tuple[Stage, ...] = (int8_stages.Quantize(), deploy.Evaluate("int8"), LogInt8Model(), GateInt8())
+"""What ``robprune run`` does with ``quantize.enabled`` after the FP32 gate, and ``robprune quantize``
+on a finished folder."""
+
+STAGES: tuple[Stage, ...] = (
+    stages.Pretrain(),
+    stages.Prune(),
+    stages.Finetune(),
+    stages.Compression(),
+    stages.MeasureTorch(),
+    stages.Splits(),
+    deploy.Export(),
+    deploy.Evaluate("fp32"),
+    LogModels(),
+    Gate(),
+    *INT8_STAGES,
+)
+"""The pipeline: the order its stages run in, and the order ``--resume`` restores them in (a stage
+run again makes those after it incomplete)."""
+
+
 def run_pipeline(ctx: RunContext) -> dict[str, Any]:
-    """Pretrain -> prune -> finetune -> strip -> export -> evaluate -> gate.
+    """Every stage of :data:`STAGES`: pretrain -> prune -> finetune -> export -> evaluate -> gate
+    (-> quantize -> evaluate_int8 -> gate_int8).
 
     Writes ``summary.json``, ``report.md``, ``model.onnx``, ``dense.onnx`` and plots into the output
     folder and records everything in one parent MLflow run with a nested run per stage. The folder
@@ -77,70 +214,22 @@ def _run_tracked(ctx: RunContext) -> None:
             ctx.tracker.log_artifact(
                 write_text(ctx.out_dir / RESOLVED_RECIPE, yaml.safe_dump(document, sort_keys=False))
             )
-        _run_stages(ctx)
+        torch.manual_seed(recipe.seed)
+        runner = PipelineRunner(ctx, STAGES)
+        runner.run_all()
+        if ctx.is_main:
+            _finish(ctx, runner.values)
 
 
-def _run_stages(ctx: RunContext) -> None:
-    torch.manual_seed(ctx.recipe.seed)
-    model = stages.pretrain(ctx)
-    dense = copy.deepcopy(model)  # the reference for export, latency and the gate's baseline
-    result = stages.prune(ctx, model)
-    deployable = stages.finetune(ctx, result)
-    if ctx.distributed:
-        ctx.summary.update(_check_ranks_agree(deployable, result))
-    ctx.summary.update(stages.describe(result, deployable, ctx))
-    ctx.tracker.set_tags({"granularity": result.granularity.value})
-    # Not a tracked stage (its figures go to the parent run), but minutes long on a big split: said.
-    with stage_lines("measure (torch)", ctx.show_progress and ctx.is_main) as lines:
-        metrics = stages.robustness(ctx, deployable)
-        ctx.summary.update({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
-        ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in metrics.items()})
-        lines.note({"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]})
-        if ctx.is_main and ctx.val_set is not None:  # the figure hyper-parameter sweeps choose by
-            val = stages.validation(ctx, deployable)
-            ctx.summary.update({"val.clean_acc": val["val_clean_acc"], "val.pgd_acc": val["val_pgd_acc"]})
-            ctx.summary["val.pgd_steps"] = ctx.recipe.attack.val_steps
-            ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in val.items()})
-            lines.note({"val.clean_acc": val["val_clean_acc"], "val.pgd_acc": val["val_pgd_acc"]})
-    if not ctx.is_main:
-        return
-    ctx.summary.update(ctx.split_summary())
-    ctx.summary.update(deploy.export(ctx, deployable, dense, result))
-    evaluated, robustness = deploy.evaluate(ctx, deployable)
-    ctx.summary.update(evaluated)
-    with stage_lines("log models (MLflow)", ctx.show_progress and ctx.recipe.tracking.enabled):
-        version = _log_models(ctx, deployable)
-    with ctx.stage("gate") as lines:
-        model_file = ctx.out_dir / deploy.MODEL_ONNX
-        fp32_recipe = declared(ctx.recipe, "fp32")  # the pipeline knows what it exported
-        verdict = evaluate_gate(
-            fp32_recipe,
-            model_file,
-            ctx.evaluation_data(),
-            torch_model=deployable.cpu(),
-            candidate=robustness,
-            reference_model=dense.cpu(),
-            baseline_file=baseline_path(fp32_recipe, model_file),
-            show_progress=ctx.show_progress,
-        )
-        if "baseline" in verdict.robustness:
-            ctx.summary.update(deploy.robustness_summary(verdict.robustness["baseline"], "onnx.dense_"))
-        record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir))
-        name = ctx.recipe.tracking.registered_model
-        if version is not None and name:
-            _promote_and_report(ctx, verdict, name, version, ctx.recipe.tracking.alias, ctx.out_dir)
-        lines.note(_verdict_figures(verdict))
-    ctx.tracker.set_tags(verdict_tags(verdict))  # the parent's row in the run list shows the verdict too
-    ctx.summary.update({"gate.passed": verdict.passed, "gate.failures": verdict.failures})
-    if ctx.recipe.quantize.enabled:
-        release_int8(ctx, deployable, robustness)
+def _finish(ctx: RunContext, values: Values) -> None:
+    """The run's MLflow id, its plots, ``summary.json`` and ``report.md``; the summary's numbers as metrics."""
     ctx.summary["mlflow.run_id"] = ctx.tracker.run_id or ""
-    stats = result.statistics()
+    stats = values["result"].statistics()
     plots = [plot_layers(stats, ctx.out_dir / "layers.png"), plot_training(ctx.history, ctx.out_dir / "training.png")]
     for plot in plots:
         if plot is not None:
             ctx.tracker.log_artifact(plot, "plots")
-    write_summary_and_report(ctx, stats.layer_table(), verdict.to_dict())
+    write_summary_and_report(ctx, stats.layer_table(), values["verdict"].to_dict())
     ctx.tracker.log_metrics({k: v for k, v in ctx.summary.items() if deploy.is_number(v)})
 
 
@@ -153,43 +242,12 @@ def write_summary_and_report(ctx: RunContext, layer_table: str, gate: dict[str, 
         ctx.tracker.log_artifact(file)
 
 
-def release_int8(ctx: RunContext, deployable: torch.nn.Module, fp32: Any | None) -> GateVerdict:
-    """Quantize, evaluate, log and register the INT8 model, and gate it against the FP32 model
-    (``fp32``: the FP32 model's robustness measured in this process, else the gate measures it);
-    ``int8.*`` figures go into ``ctx.summary``. ``robprune run`` and ``robprune quantize`` both end here."""
-    ctx.summary.update(int8_stages.quantize(ctx))
-    evaluated, result = deploy.evaluate(ctx, deployable, int8_stages.PRECISION, ctx.summary)
-    ctx.summary.update(evaluated)
-    int8_file = ctx.out_dir / int8_stages.MODEL_INT8_ONNX
-    example = ctx.example_inputs.cpu().numpy()
-    uri = ctx.tracker.log_onnx_model(int8_file, example, name="onnx_int8_model")
-    ctx.summary["mlflow.int8_model_uri"] = uri or ""
-    name, version = ctx.recipe.tracking.registered_model, None
-    if uri and name:
-        tags = {"algorithm": ctx.recipe.compression.algorithm, "precision": "int8"}
-        if ctx.summary.get("mlflow.model_uri"):
-            tags[FP32_TAG] = ctx.summary["mlflow.model_uri"]
-        version = ctx.tracker.register_model(uri, name, tags)
-        ctx.summary["mlflow.int8_registered_version"] = version
-    with ctx.stage("gate_int8") as lines:
-        verdict = evaluate_gate(
-            declared(ctx.recipe, int8_stages.PRECISION),
-            int8_file,
-            ctx.evaluation_data(),
-            reference_model=deployable.cpu(),
-            baseline_file=ctx.out_dir / deploy.MODEL_ONNX,
-            candidate=result,
-            reference=fp32 if ctx.recipe.evaluate.attacks == "pgd" else None,  # else measured with PGD
-            show_progress=ctx.show_progress,
-        )
-        record_verdict(ctx.tracker, verdict, write_gate_report(verdict, ctx.out_dir / INT8_GATE_DIR))
-        if version is not None and name:
-            alias = ctx.recipe.tracking.alias
-            int8_alias = f"{alias}-int8" if alias else None
-            _promote_and_report(ctx, verdict, name, version, int8_alias, ctx.out_dir / INT8_GATE_DIR)
-        lines.note(_verdict_figures(verdict))
-    ctx.tracker.set_tags({"int8.gate.passed": str(verdict.passed).lower()})
-    ctx.summary.update({"int8.gate.passed": verdict.passed, "int8.gate.failures": verdict.failures})
+def release_int8(runner: PipelineRunner) -> GateVerdict:
+    """The :data:`INT8_STAGES` on ``runner`` (which holds ``deployable``, and the FP32 ``robustness``
+    when measured in this process): quantize, evaluate, log, register and gate the INT8 model."""
+    for stage in INT8_STAGES:
+        runner.run(stage, asked=True)
+    verdict: GateVerdict = runner.values["int8_verdict"]
     return verdict
 
 
@@ -207,43 +265,29 @@ def _promote_and_report(
         ctx.tracker.log_artifact(file, "gate")
 
 
-def _check_ranks_agree(deployable: torch.nn.Module, result: Any) -> dict[str, Any]:
-    """Every rank must end with the same masks and weights; a divergence is a bug, not a warning."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted({**deployable.state_dict(), **result.masks()}.items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    digests = distributed.gather_objects(digest.hexdigest())
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"ranks disagree on the pruned model: {digests}")
-    return {"distributed.world_size": len(digests), "distributed.state_sha256": digests[0]}
-
-
-def _log_models(ctx: RunContext, deployable: torch.nn.Module) -> str | None:
-    """Log the stripped torch model and the ONNX model; register the ONNX one when the recipe names it.
-
-    They are logged in the pipeline's parent run, so its page lists the logged and registered models.
-    """
+def _log_models(ctx: RunContext, deployable: torch.nn.Module) -> tuple[dict[str, Any], str | None]:
+    """The ``mlflow.*`` entries of :class:`LogModels`, and the registered version (or ``None``)."""
+    figures: dict[str, Any] = {}
     example = ctx.example_inputs.cpu().numpy()
     torch_uri = ctx.tracker.log_torch_model(deployable, example)
     if torch_uri:  # a later run can start from it: model.checkpoint=<this URI>
-        ctx.summary["mlflow.torch_model_uri"] = torch_uri
+        figures["mlflow.torch_model_uri"] = torch_uri
     uri = ctx.tracker.log_onnx_model(ctx.out_dir / deploy.MODEL_ONNX, example)
-    ctx.summary["mlflow.model_uri"] = uri or ""
+    figures["mlflow.model_uri"] = uri or ""
     # The dense model travels with the pruned one, so a later gate on models:/NAME/V finds its baseline.
     baseline = ctx.tracker.log_file(ctx.out_dir / deploy.DENSE_ONNX, "baseline")
     tags = {"algorithm": ctx.recipe.compression.algorithm}
     if baseline:
-        ctx.summary["mlflow.baseline_uri"] = baseline
+        figures["mlflow.baseline_uri"] = baseline
         tags[BASELINE_TAG] = baseline
         ctx.tracker.set_tags({BASELINE_TAG: baseline})
     name = ctx.recipe.tracking.registered_model
     if uri and name:
         version = ctx.tracker.register_model(uri, name, tags)
-        ctx.summary["mlflow.registered_model"] = name
-        ctx.summary["mlflow.registered_version"] = version
-        return version
-    return None
+        figures["mlflow.registered_model"] = name
+        figures["mlflow.registered_version"] = version
+        return figures, version
+    return figures, None
 
 
 def _verdict_figures(verdict: GateVerdict) -> dict[str, str]:
