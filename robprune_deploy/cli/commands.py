@@ -86,5 +86,5 @@ def handle_prune(args: argparse.Namespace) -> int:
 def handle_finetune(args: argparse.Namespace) -> int:
     with _stage_run(args, "finetune", needs=stages.PRUNED) as runner:
         result, stripped = runner.values["result"], runner.values["deployable"]
-    print(json.dumps(stages.describe(result, stripped, runner.ctx), indent=2))
+    print(json.dumps(stages.describe(result, stripped, runner.ctx).summary_items(), indent=2))
     return 0

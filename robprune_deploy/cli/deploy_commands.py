@@ -25,16 +25,9 @@ from robprune_deploy.gate.gating import (
     write_gate_report,
 )
 from robprune_deploy.pipeline import RunContext, deploy
-from robprune_deploy.pipeline.driver import (
-    INT8_GATE_DIR,
-    STAGES,
-    SUMMARY,
-    record_verdict,
-    release_int8,
-    verdict_line,
-    write_summary_and_report,
-)
+from robprune_deploy.pipeline.driver import STAGES, SUMMARY, release_int8, verdict_line, write_summary_and_report
 from robprune_deploy.pipeline.ownership import owned_output
+from robprune_deploy.pipeline.release_stages import INT8_GATE_DIR, record_verdict
 from robprune_deploy.pipeline.run_data import gate_run_data
 from robprune_deploy.pipeline.stage_runner import PipelineRunner
 from robprune_deploy.recipe import Recipe, recipe_to_dict

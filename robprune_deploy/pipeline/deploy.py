@@ -18,7 +18,7 @@ from robprune_deploy.export.onnx_export import onnx_opset
 from robprune_deploy.gate.measure import measure, twins_for
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.stage_runner import StageBase, StageRecord, Values
-from robprune_deploy.pipeline.summary_schema import ROBUSTNESS_FIGURES
+from robprune_deploy.pipeline.summary_schema import ROBUSTNESS_FIGURES, ExportFigures
 from robprune_deploy.progress import StageLines
 
 MODEL_ONNX = "model.onnx"
@@ -120,20 +120,21 @@ class Export(StageBase):
             raise OnnxModelError(
                 f"{pruned_path}: audit found {audit.weight_params} Conv/Gemm weights, the torch model has {expected}"
             )
-        info = {
-            "onnx.weight_params": audit.weight_params,
-            "onnx.macs": audit.macs,
-            "onnx.zero_fraction": audit.zero_fraction,
-            "onnx.dense_weight_params": dense_audit.weight_params,
-            "onnx.dense_macs": dense_audit.macs,
-            "onnx.opset": onnx_opset(pruned_proto) or 0,  # read from the file: what was asked is what it has
-        }
+        figures = ExportFigures(
+            weight_params=audit.weight_params,
+            macs=audit.macs,
+            zero_fraction=audit.zero_fraction,
+            dense_weight_params=dense_audit.weight_params,
+            dense_macs=dense_audit.macs,
+            opset=onnx_opset(pruned_proto) or 0,  # read from the file: what was asked is what it has
+        )
+        info = figures.summary_items()
         ctx.tracker.log_params({"opset": opset, "dynamic_batch": dynamic})
         ctx.tracker.log_metrics({k.replace("onnx.", "audit_"): float(v) for k, v in info.items()})
         lines.note(
             {k: info[k] for k in ("onnx.weight_params", "onnx.dense_weight_params", "onnx.macs", "onnx.dense_macs")}
         )
-        return StageRecord(self.name, info)
+        return StageRecord.of(self.name, figures)
 
 
 _ATTRIBUTE = {"attack_budget": "budget"}

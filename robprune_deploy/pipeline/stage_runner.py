@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from robprune_deploy.pipeline.summary_schema import check_summary_keys
+from robprune_deploy.pipeline.summary_schema import Figures, check_summary_keys
 from robprune_deploy.progress import StageLines, stage_lines
 
 if TYPE_CHECKING:
@@ -36,6 +36,11 @@ class StageRecord:
     stage: str
     figures: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, stage: str, figures: Figures, tags: dict[str, str] | None = None) -> StageRecord:
+        """The record of a stage whose figures are typed."""
+        return cls(stage, figures.summary_items(), dict(tags or {}))
 
     def summary_items(self) -> dict[str, Any]:
         """The entries, each checked against the stage's keys in :mod:`~robprune_deploy.pipeline.summary_schema`."""

@@ -4,6 +4,7 @@ model's figures after them."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,9 @@ from robprune_deploy.checkpoints import load_model_weights, save_checkpoint
 from robprune_deploy.data import make_loader, seeded_subset
 from robprune_deploy.pipeline.artifacts import load_pruned, save_pruned
 from robprune_deploy.pipeline.context import RunContext
+from robprune_deploy.pipeline.run_data import RunData
 from robprune_deploy.pipeline.stage_runner import StageBase, StageRecord, Tracking, Values
+from robprune_deploy.pipeline.summary_schema import CompressionFigures, TorchFigures
 from robprune_deploy.progress import StageLines
 from robprune_deploy.recipe import FinetuneSection, PretrainSection, TrainingSection, validate_algorithm_config
 from robprune_deploy.surgery import count_model
@@ -313,9 +316,9 @@ class Compression(StageBase):
 
     def run(self, ctx: RunContext, values: Values, lines: StageLines) -> StageRecord:
         result, deployable = values["result"], values["deployable"]
-        figures: dict[str, Any] = _check_ranks_agree(deployable, result) if ctx.distributed else {}
-        figures.update(describe(result, deployable, ctx))
-        return StageRecord(self.name, figures, tags={"granularity": result.granularity.value})
+        world_size, state = _check_ranks_agree(deployable, result) if ctx.distributed else (None, None)
+        figures = describe(result, deployable, ctx, world_size=world_size, state_sha256=state)
+        return StageRecord.of(self.name, figures, tags={"granularity": result.granularity.value})
 
 
 class MeasureTorch(StageBase):
@@ -330,16 +333,20 @@ class MeasureTorch(StageBase):
     def run(self, ctx: RunContext, values: Values, lines: StageLines) -> StageRecord:
         deployable = values["deployable"]
         metrics = robustness(ctx, deployable)
-        figures: dict[str, Any] = {"torch.clean_acc": metrics["clean_acc"], "torch.pgd_acc": metrics["pgd_acc"]}
+        figures = TorchFigures(clean_acc=metrics["clean_acc"], pgd_acc=metrics["pgd_acc"])
         ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in metrics.items()})
-        lines.note(dict(figures))
+        lines.note(figures.summary_items())
         if ctx.is_main and ctx.val_set is not None:
             val = validation(ctx, deployable)
-            figures.update({"val.clean_acc": val["val_clean_acc"], "val.pgd_acc": val["val_pgd_acc"]})
-            figures["val.pgd_steps"] = ctx.recipe.attack.val_steps
+            figures = dataclasses.replace(
+                figures,
+                val_clean_acc=val["val_clean_acc"],
+                val_pgd_acc=val["val_pgd_acc"],
+                val_pgd_steps=ctx.recipe.attack.val_steps,
+            )
             ctx.tracker.log_metrics({f"pruned_{k}": v for k, v in val.items()})
             lines.note({"val.clean_acc": val["val_clean_acc"], "val.pgd_acc": val["val_pgd_acc"]})
-        return StageRecord(self.name, figures)
+        return StageRecord.of(self.name, figures)
 
 
 class Splits(StageBase):
@@ -353,7 +360,7 @@ class Splits(StageBase):
         return StageRecord(self.name, ctx.split_summary())
 
 
-def _check_ranks_agree(deployable: nn.Module, result: PruningResult) -> dict[str, Any]:
+def _check_ranks_agree(deployable: nn.Module, result: PruningResult) -> tuple[int, str]:
     """Every rank must end with the same masks and weights; a divergence is a bug, not a warning."""
     digest = hashlib.sha256()
     for name, tensor in sorted({**deployable.state_dict(), **result.masks()}.items()):
@@ -362,21 +369,30 @@ def _check_ranks_agree(deployable: nn.Module, result: PruningResult) -> dict[str
     digests = distributed.gather_objects(digest.hexdigest())
     if len(set(digests)) != 1:
         raise RuntimeError(f"ranks disagree on the pruned model: {digests}")
-    return {"distributed.world_size": len(digests), "distributed.state_sha256": digests[0]}
+    return len(digests), str(digests[0])  # the world size, and the state every rank holds
 
 
-def describe(result: PruningResult, stripped: nn.Module, ctx: RunContext) -> dict[str, float | str]:
-    """Summary entries about compression (counted on the stripped model)."""
+def describe(
+    result: PruningResult,
+    stripped: nn.Module,
+    ctx: RunData,
+    *,
+    world_size: int | None = None,
+    state_sha256: str | None = None,
+) -> CompressionFigures:
+    """What was pruned (counted on the stripped model); under ``torchrun``, the ranks' common state."""
     stats = result.statistics()
     count = count_model(stripped, ctx.example_inputs.to(next(stripped.parameters()).device))
     channel = result.granularity is Granularity.CHANNEL
-    return {
-        "algorithm": result.algorithm,
-        "granularity": result.granularity.value,
-        "target_ratio": result.ratio,
-        "sparsity": stats.sparsity,
-        "params_dense": stats.params_dense,
-        "params_pruned": count.params if channel else count.nonzero_params,
-        "macs_dense": stats.macs_dense,
-        "macs_pruned": count.macs if channel else count.effective_macs,
-    }
+    return CompressionFigures(
+        algorithm=result.algorithm,
+        granularity=result.granularity.value,
+        target_ratio=result.ratio,
+        sparsity=stats.sparsity,
+        params_dense=stats.params_dense,
+        params_pruned=count.params if channel else count.nonzero_params,
+        macs_dense=stats.macs_dense,
+        macs_pruned=count.macs if channel else count.effective_macs,
+        world_size=world_size,
+        state_sha256=state_sha256,
+    )

@@ -1,8 +1,10 @@
 """The keys of ``summary.json``: one table, by the stage that measures them, in run order.
 
-Each stage's :class:`~robprune_deploy.pipeline.stage_runner.StageRecord` is checked against its
-group here before it is merged, and the reference page of the keys (``docs/reference/summary.md``)
-is rendered from this table, so what a run writes and what the documentation lists cannot drift.
+Stages with a fixed set of keys return typed :class:`Figures` (a field per key), and their group
+is read from those fields; every stage's :class:`~robprune_deploy.pipeline.stage_runner.StageRecord`
+is checked against its group here before it is merged, and the reference page of the keys
+(``docs/reference/summary.md``) is rendered from this table, so what a run writes and what the
+documentation lists cannot drift.
 
 A ``<name>`` in a key stands for a part that depends on the run (an indicator's name, an ensemble
 member, a compared model); a group ``per_runtime`` also holds each key as ``<runtime>.<key>`` for
@@ -13,8 +15,69 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+
+def key(name: str, *, optional: bool = False) -> Any:
+    """A field of :class:`Figures` that is the ``summary.json`` key ``name``; an ``optional`` one
+    (default ``None``) is left out of the summary when it is ``None``."""
+    metadata = {"key": name, "optional": optional}
+    return field(default=None, metadata=metadata) if optional else field(metadata=metadata)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Figures:
+    """A stage's typed figures: each field is one ``summary.json`` key, named in its metadata."""
+
+    def summary_items(self) -> dict[str, Any]:
+        items = {f.metadata["key"]: getattr(self, f.name) for f in fields(self)}
+        optional = {f.metadata["key"] for f in fields(self) if f.metadata["optional"]}
+        return {k: v for k, v in items.items() if v is not None or k not in optional}
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(f.metadata["key"] for f in fields(cls))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompressionFigures(Figures):
+    """What was pruned, counted on the stripped model; under ``torchrun``, the ranks' common state."""
+
+    algorithm: str = key("algorithm")
+    granularity: str = key("granularity")
+    target_ratio: float = key("target_ratio")
+    sparsity: float = key("sparsity")
+    params_dense: int = key("params_dense")
+    params_pruned: int = key("params_pruned")
+    macs_dense: int = key("macs_dense")
+    macs_pruned: int = key("macs_pruned")
+    world_size: int | None = key("distributed.world_size", optional=True)
+    state_sha256: str | None = key("distributed.state_sha256", optional=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TorchFigures(Figures):
+    """The pruned torch model: evaluation subset and, with a validation split, the whole of it."""
+
+    clean_acc: float = key("torch.clean_acc")
+    pgd_acc: float = key("torch.pgd_acc")
+    val_clean_acc: float | None = key("val.clean_acc", optional=True)
+    val_pgd_acc: float | None = key("val.pgd_acc", optional=True)
+    val_pgd_steps: int | None = key("val.pgd_steps", optional=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportFigures(Figures):
+    """The audit of ``model.onnx`` and ``dense.onnx``."""
+
+    weight_params: int = key("onnx.weight_params")
+    macs: int = key("onnx.macs")
+    zero_fraction: float = key("onnx.zero_fraction")
+    dense_weight_params: int = key("onnx.dense_weight_params")
+    dense_macs: int = key("onnx.dense_macs")
+    opset: int = key("onnx.opset")
+
 
 ROBUSTNESS_FIGURES = (
     "clean_acc",
@@ -90,25 +153,10 @@ SUMMARY_SCHEMA: tuple[KeyGroup, ...] = (
     ),
     KeyGroup(
         "compression",
-        (
-            "algorithm",
-            "granularity",
-            "target_ratio",
-            "sparsity",
-            "params_dense",
-            "params_pruned",
-            "macs_dense",
-            "macs_pruned",
-            "distributed.world_size",
-            "distributed.state_sha256",
-        ),
+        CompressionFigures.keys(),
         "what was pruned, counted on the stripped model; under torchrun, the ranks' common state",
     ),
-    KeyGroup(
-        "measure (torch)",
-        ("torch.clean_acc", "torch.pgd_acc", "val.clean_acc", "val.pgd_acc", "val.pgd_steps"),
-        "the pruned torch model: evaluation subset and validation split",
-    ),
+    KeyGroup("measure (torch)", TorchFigures.keys(), "the pruned torch model: evaluation subset and validation split"),
     KeyGroup(
         "splits",
         (
@@ -125,18 +173,7 @@ SUMMARY_SCHEMA: tuple[KeyGroup, ...] = (
         ),
         "the split each key prefix was measured on, and the split sizes",
     ),
-    KeyGroup(
-        "export",
-        (
-            "onnx.weight_params",
-            "onnx.macs",
-            "onnx.zero_fraction",
-            "onnx.dense_weight_params",
-            "onnx.dense_macs",
-            "onnx.opset",
-        ),
-        "the audit of model.onnx and dense.onnx",
-    ),
+    KeyGroup("export", ExportFigures.keys(), "the audit of model.onnx and dense.onnx"),
     KeyGroup(
         "evaluate",
         (*robustness_keys("onnx."), "indicators.<name>", *latency_keys("latency.")),
