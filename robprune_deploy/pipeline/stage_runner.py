@@ -143,6 +143,9 @@ class PipelineRunner:
                 record = stage.run(ctx, self.values, lines)
                 if stage.tracking == "recorded":
                     ctx.state.mark_done(stage.name, record.figures, later=self._after(stage))
+        unwritten = [name for name in stage.outputs if name not in self.values]
+        if unwritten:  # a stage that promises a value and leaves it out is a bug, said where it happens
+            raise RuntimeError(f"stage {stage.name} did not hand on {', '.join(unwritten)}")
         if record.tags:  # outside the stage's nested run: they tag the pipeline's own run
             ctx.tracker.set_tags(record.tags)
         ctx.summary.update(record.summary_items())
