@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+
 def builtin_algorithm_configs() -> dict[str, tuple[type[BaseModel], str]]:
     """``{name: (Config, description)}`` of the algorithms the core and its own plugins declare (a
     third-party plugin installed beside them documents itself: the page must not depend on what else is
