@@ -107,7 +107,7 @@ def measure(command: list[str], threads: str, default_threads: int) -> dict[str,
 
 def policy_prediction(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """What ``auto`` chooses here now for the workload's recipe (the child chooses the same way)."""
-    from robprune_deploy.pipeline.threads import auto_work_macs
+    from robprune_deploy.pipeline.recipe_threads import auto_work_macs
     from robprune_deploy.recipe import load_recipe
     from robprune_deploy.runtime import choose_threads
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,7 @@ DEFAULT_THREAT = ThreatModel(eps=8 / 255, step_size=2 / 255, steps=10)
 def _ensure_threads(model: nn.Module, first_inputs: Callable[[], torch.Tensor]) -> None:
     """``runtime.threads: auto`` for this process, sized by ``model`` on the first batch, unless a
     command or an earlier call already chose (see :mod:`robprune_deploy.runtime.thread_policy`)."""
-    from robprune_deploy.pipeline.threads import forward_macs
+    from robprune_deploy.pipeline.recipe_threads import forward_macs
     from robprune_deploy.runtime import current_thread_choice, ensure_thread_policy
 
     if current_thread_choice() is not None:
@@ -224,7 +223,7 @@ def gate_onnx(
         ``per_runtime`` holds each runtime's own verdict.
     """
     from robprune_deploy.gate.gating import baseline_path, declared, evaluate_gate, write_gate_report
-    from robprune_deploy.pipeline import RunContext
+    from robprune_deploy.pipeline.run_data import gate_run_data
     from robprune_deploy.recipe import Recipe, apply_overrides, load_recipe, recipe_to_dict, validate_recipe
     from robprune_deploy.tracking.models import resolve_onnx
 
@@ -238,15 +237,13 @@ def gate_onnx(
     if precision is not None:
         resolved = declared(resolved, precision)
     path = resolve_onnx(str(model), resolved.tracking.tracking_uri)
-    with tempfile.TemporaryDirectory(prefix="robprune-gate-") as work:
-        ctx = RunContext(resolved, Path(work), show_progress=show_progress)
-        verdict = evaluate_gate(
-            resolved,
-            path,
-            ctx.evaluation_data(),
-            baseline_file=baseline_path(resolved, path, str(model)),
-            show_progress=show_progress,
-        )
+    verdict = evaluate_gate(
+        resolved,
+        path,
+        gate_run_data(resolved, show_progress=show_progress).evaluation_data(),
+        baseline_file=baseline_path(resolved, path, str(model)),
+        show_progress=show_progress,
+    )
     verdict.details["model"] = str(model)
     if report is not None:
         write_gate_report(verdict, Path(report))

@@ -10,7 +10,7 @@ import torch
 
 from robprune_deploy.data import DatasetBundle, build_dataset
 from robprune_deploy.models import build_model
-from robprune_deploy.pipeline.threads import forward_macs
+from robprune_deploy.pipeline.recipe_threads import forward_macs
 from robprune_deploy.runtime import apply_thread_policy, choose_threads
 
 

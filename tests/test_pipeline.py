@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from robprune_deploy.cli.main import main
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import RunContext
-from robprune_deploy.pipeline.run import run_pipeline
+from robprune_deploy.pipeline.driver import run_pipeline
 from robprune_deploy.recipe import load_recipe
 from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
 
@@ -272,3 +272,30 @@ def test_an_mlflow_checkpoint_that_does_not_exist_exits_2(digits_run, tmp_path: 
     assert code == 2 and len(err) == 1
     assert "model.checkpoint runs:/0123456789abcdef" in err[0]
     assert not (tmp_path / "c" / "pretrained.pt").exists()
+
+
+def test_stages_read_only_what_earlier_stages_wrote_and_each_has_its_schema_group() -> None:
+    from robprune_deploy.pipeline.driver import STAGES
+    from robprune_deploy.pipeline.summary_schema import SUMMARY_SCHEMA
+
+    written: set[str] = set()
+    for stage in STAGES:
+        assert set(stage.inputs) <= written, (stage.name, set(stage.inputs) - written)
+        written |= set(stage.outputs)
+    names = [stage.name for stage in STAGES]
+    assert len(set(names)) == len(names)
+    # one group per stage, in run order, and the run's own keys first
+    assert [group.stage for group in SUMMARY_SCHEMA] == ["run", *names]
+
+
+def test_every_summary_key_is_in_the_schema_and_on_its_reference_page(digits_run) -> None:
+    from robprune_deploy.pipeline.summary_schema import SUMMARY_SCHEMA, unknown_keys
+
+    summary = digits_run["summary"]
+    unlisted = [key for key in summary if all(unknown_keys(group.stage, [key]) for group in SUMMARY_SCHEMA)]
+    assert unlisted == []
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "summary.md").read_text()
+    assert [key for group in SUMMARY_SCHEMA for key in group.keys if f"`{key}`" not in page] == []
+    assert unknown_keys("evaluate", ["onnx.pgd_acc", "openvino.onnx.pgd_acc", "onnx.pgd_accuracy"]) == [
+        "onnx.pgd_accuracy"
+    ]

@@ -10,8 +10,7 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.table import Table
@@ -20,12 +19,11 @@ from robprune_deploy.algorithms import ALGORITHMS
 from robprune_deploy.cli.common import context_of, recipe_of, warn_about_plugin_conflicts
 from robprune_deploy.cli.run_summary import summary_lines
 from robprune_deploy.errors import RobPruneError
-from robprune_deploy.pipeline import RunContext, stages
+from robprune_deploy.pipeline import stages
+from robprune_deploy.pipeline.driver import STAGES, run_pipeline, verdict_line
 from robprune_deploy.pipeline.ownership import owned_output
-from robprune_deploy.pipeline.run import run_pipeline, verdict_line
+from robprune_deploy.pipeline.stage_runner import PipelineRunner
 from robprune_deploy.recipe import recipe_to_dict
-
-_T = TypeVar("_T")
 
 
 def handle_run(args: argparse.Namespace) -> int:
@@ -57,43 +55,36 @@ def handle_algorithms(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _stage_run(args: argparse.Namespace, stage: str) -> Iterator[RunContext]:
-    """A context for one stage command: earlier stages are loaded from ``--out`` when complete,
-    and the command's MLflow run (its parent for the stage's nested run) wraps it."""
+def _stage_run(args: argparse.Namespace, stage: str, needs: str | None = None) -> Iterator[PipelineRunner]:
+    """A runner for one stage command: earlier stages are loaded from ``--out`` when complete
+    (:meth:`PipelineRunner.run_through`), and the command's MLflow run (its parent for the stage's
+    nested run) wraps it. ``needs``: the earlier stage's file the command cannot start without."""
     ctx = context_of(args, recipe_of(args))
     tags = {"stage": stage, "algorithm": ctx.recipe.compression.algorithm, "dataset": ctx.recipe.data.name}
     with owned_output(ctx, fresh=False), ctx.tracker.pipeline(stage, recipe_to_dict(ctx.recipe), tags):
-        yield ctx
-
-
-def _earlier(ctx: RunContext, args: argparse.Namespace, action: Callable[[], _T]) -> _T:
-    ctx.resume = True
-    try:
-        return action()
-    finally:
-        ctx.resume = args.resume
+        if needs is not None and not (ctx.out_dir / needs).is_file():
+            raise RobPruneError(f"{ctx.out_dir}: no {needs}; run `robprune prune` first")
+        runner = PipelineRunner(ctx, STAGES)
+        runner.run_through(stage)
+        yield runner
 
 
 def handle_pretrain(args: argparse.Namespace) -> int:
-    with _stage_run(args, "pretrain") as ctx:
-        stages.pretrain(ctx)
-    print(json.dumps(ctx.summary, indent=2))
+    with _stage_run(args, "pretrain") as runner:
+        pass
+    print(json.dumps(runner.ctx.summary, indent=2))
     return 0
 
 
 def handle_prune(args: argparse.Namespace) -> int:
-    with _stage_run(args, "prune") as ctx:
-        model = _earlier(ctx, args, lambda: stages.pretrain(ctx))
-        result = stages.prune(ctx, model)
+    with _stage_run(args, "prune") as runner:
+        result = runner.values["result"]
     print(json.dumps(result.statistics().to_dict() | {"layers": None}, indent=2, default=str))
     return 0
 
 
 def handle_finetune(args: argparse.Namespace) -> int:
-    with _stage_run(args, "finetune") as ctx:
-        if not (ctx.out_dir / stages.PRUNED).is_file():
-            raise RobPruneError(f"{ctx.out_dir}: no {stages.PRUNED}; run `robprune prune` first")
-        result = _earlier(ctx, args, lambda: stages.prune(ctx, stages.pretrain(ctx)))
-        stripped = stages.finetune(ctx, result)
-    print(json.dumps(stages.describe(result, stripped, ctx), indent=2))
+    with _stage_run(args, "finetune", needs=stages.PRUNED) as runner:
+        result, stripped = runner.values["result"], runner.values["deployable"]
+    print(json.dumps(stages.describe(result, stripped, runner.ctx).summary_items(), indent=2))
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -25,16 +24,12 @@ from robprune_deploy.gate.gating import (
     promote,
     write_gate_report,
 )
-from robprune_deploy.pipeline import RunContext, deploy, stages
+from robprune_deploy.pipeline import RunContext, deploy
+from robprune_deploy.pipeline.driver import STAGES, SUMMARY, release_int8, verdict_line, write_summary_and_report
 from robprune_deploy.pipeline.ownership import owned_output
-from robprune_deploy.pipeline.run import (
-    INT8_GATE_DIR,
-    SUMMARY,
-    record_verdict,
-    release_int8,
-    verdict_line,
-    write_summary_and_report,
-)
+from robprune_deploy.pipeline.release_stages import INT8_GATE_DIR, record_verdict
+from robprune_deploy.pipeline.run_data import gate_run_data
+from robprune_deploy.pipeline.stage_runner import PipelineRunner
 from robprune_deploy.recipe import Recipe, recipe_to_dict
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.release.examples import examples_of
@@ -47,15 +42,15 @@ from robprune_deploy.tracking.store_checks import check_store, default_tracking_
 EXIT_PASS, EXIT_FAIL = 0, 1
 
 
-def _deployable(ctx: RunContext) -> tuple[Any, Any, Any]:
-    """The dense, pruning result and deployable models rebuilt from the files in ``--out``."""
+def _restored(ctx: RunContext) -> PipelineRunner:
+    """A runner holding the dense, pruning result and deployable models rebuilt from the files in ``--out``."""
     ctx.resume = True
     for stage in ("pretrain", "prune", "finetune"):
-        if not ctx.is_done(stage):
+        if not ctx.state.is_done(stage):
             raise RobPruneError(f"{ctx.out_dir}: no completed {stage} stage; run `robprune {stage}` (or run) first")
-    dense = stages.pretrain(ctx)
-    result = stages.prune(ctx, copy.deepcopy(dense))
-    return dense, result, stages.finetune(ctx, result)
+    runner = PipelineRunner(ctx, STAGES)
+    runner.run_through("finetune")
+    return runner
 
 
 def handle_export(args: argparse.Namespace) -> int:
@@ -64,9 +59,10 @@ def handle_export(args: argparse.Namespace) -> int:
         owned_output(ctx, fresh=False),
         ctx.tracker.pipeline("export", recipe_to_dict(ctx.recipe), {"stage": "export"}),
     ):
-        dense, result, deployable = _deployable(ctx)
-        info = deploy.export(ctx, deployable, dense, result)
-    print(json.dumps(info, indent=2))
+        runner = _restored(ctx)
+        record = runner.run(runner.stage("export"))
+    assert record is not None
+    print(json.dumps(record.figures, indent=2))
     return 0
 
 
@@ -76,10 +72,12 @@ def handle_evaluate(args: argparse.Namespace) -> int:
         owned_output(ctx, fresh=False),
         ctx.tracker.pipeline("evaluate", recipe_to_dict(ctx.recipe), {"stage": "evaluate"}),
     ):
-        _, _, deployable = _deployable(ctx)
-        if not ctx.is_done("export") or not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
+        runner = _restored(ctx)
+        if not ctx.state.is_done("export") or not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
             raise RobPruneError(f"{ctx.out_dir}: no exported {deploy.MODEL_ONNX}; run `robprune export` first")
-        summary, _ = deploy.evaluate(ctx, deployable)
+        record = runner.run(runner.stage("evaluate"))
+    assert record is not None
+    summary = record.figures
     print(json.dumps(summary, indent=2))
     print(
         f"latency (median, {summary['latency.provider']}): batch {summary['latency.batch']}: "
@@ -100,25 +98,26 @@ def handle_quantize(args: argparse.Namespace) -> int:
         owned_output(ctx, fresh=False),
         ctx.tracker.pipeline("quantize", recipe_to_dict(ctx.recipe), {"stage": "quantize", "precision": "int8"}),
     ):
-        if "export" not in ctx.completed() or not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
+        completed = ctx.state.completed()
+        if "export" not in completed or not (ctx.out_dir / deploy.MODEL_ONNX).is_file():
             raise QuantizationError(
                 f"{ctx.out_dir}: no exported {deploy.MODEL_ONNX} to quantize; run `robprune export` first"
             )
-        if "evaluate" not in ctx.completed():
+        if "evaluate" not in completed:
             raise QuantizationError(
                 f"{ctx.out_dir}: the FP32 model is not evaluated (the INT8 figures are compared with its); "
                 "run `robprune evaluate` first"
             )
-        _, result, deployable = _deployable(ctx)
+        runner = _restored(ctx)
         summary_file = ctx.out_dir / SUMMARY
         if summary_file.is_file():  # a finished run's figures; the INT8 ones are added to them
             ctx.summary.update(json.loads(summary_file.read_text()))
-        for figures in ctx.completed().values():
+        for figures in ctx.state.completed().values():
             ctx.summary.update(figures)
-        verdict = release_int8(ctx, deployable, None)
+        verdict = release_int8(runner)
         fp32_gate = ctx.out_dir / GATE_JSON  # the run's FP32 verdict keeps its section in report.md
         gate = json.loads(fp32_gate.read_text()) if fp32_gate.is_file() else None
-        write_summary_and_report(ctx, result.statistics().layer_table(), gate)
+        write_summary_and_report(ctx, runner.values["result"].statistics().layer_table(), gate)
     print(json.dumps({k: v for k, v in ctx.summary.items() if k.startswith(("int8.", "mlflow.int8"))}, indent=2))
     print(verdict_line(verdict.passed, verdict.failures, ctx.out_dir / INT8_GATE_DIR / "gate.md"))
     return EXIT_PASS if verdict.passed else EXIT_FAIL
@@ -153,14 +152,14 @@ def _gate(args: argparse.Namespace, recipe: Recipe) -> int:
             baseline_source = baseline_path(recipe, staged[0].path, args.model, beside=source)
             if baseline_source is not None:
                 staged.append(staging.stage_model(baseline_source, Path(work) / "staging" / "baseline"))
-            ctx = RunContext(recipe, Path(work), show_progress=not args.quiet)
-            data = ctx.evaluation_data()
+            source_data = gate_run_data(recipe, show_progress=not args.quiet)
+            data = source_data.evaluation_data()
             verdict = evaluate_gate(
                 recipe,
                 staged[0].path,
                 data,
                 baseline_file=staged[1].path if len(staged) > 1 else None,
-                show_progress=ctx.show_progress,
+                show_progress=not args.quiet,
             )
         except RobPruneError as exc:
             raise staging.as_source(exc, staged) from None
@@ -170,7 +169,7 @@ def _gate(args: argparse.Namespace, recipe: Recipe) -> int:
             verdict.details["baseline_model"] = registry.origin_of(staged[1].source)
             verdict.details["baseline_sha256"] = staged[1].sha256
         release = ReleaseInputs(
-            recipe, staged[0], args.model, examples_of(ctx, data.name, data.batches),
+            recipe, staged[0], args.model, examples_of(source_data, data.name, data.batches),
             staged[1] if len(staged) > 1 else None, verdict.details.get("baseline_model"), args.register, sign_key,
         )  # fmt: skip
         reports = write_gate_report(verdict, args.report) + release.write(verdict, args.report)

@@ -47,8 +47,8 @@ def remeasure(record: dict[str, Any], model: Path, recipe: Recipe | None, show_p
     """Run the gate's measurement again on ``model`` under the recorded recipe (or ``recipe``) and
     check the examples' hash and that each recorded accuracy's new value lies in its 95% interval."""
     from robprune_deploy.gate import staging
-    from robprune_deploy.gate.run import evaluate_gate
-    from robprune_deploy.pipeline import RunContext
+    from robprune_deploy.gate.gating import evaluate_gate
+    from robprune_deploy.pipeline.run_data import gate_run_data
     from robprune_deploy.release.examples import examples_of
     from robprune_deploy.release.figures import figures_of
     from robprune_deploy.tracking import models as registry
@@ -71,9 +71,9 @@ def remeasure(record: dict[str, Any], model: Path, recipe: Recipe | None, show_p
                 )
             )
             baseline_file = baseline.path
-        ctx = RunContext(resolved, Path(work), show_progress=show_progress)
-        data = ctx.evaluation_data()
-        examples = examples_of(ctx, data.name, data.batches)
+        source_data = gate_run_data(resolved, show_progress=show_progress)
+        data = source_data.evaluation_data()
+        examples = examples_of(source_data, data.name, data.batches)
         ok = examples.sha256 == record["examples"]["sha256"]
         findings.append(
             Finding(

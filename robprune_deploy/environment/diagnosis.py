@@ -22,7 +22,7 @@ from robprune_deploy.environment.providers import OnnxruntimeProbe, probe_onnxru
 from robprune_deploy.environment.tracking_probe import TrackingProbe, probe_tracking_uri
 from robprune_deploy.evaluation.runtimes import RUNTIMES
 from robprune_deploy.evaluation.sessions import PROVIDERS
-from robprune_deploy.pipeline.threads import apply_recipe_threads
+from robprune_deploy.pipeline.recipe_threads import apply_recipe_threads
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.runtime import ThreadChoice
 

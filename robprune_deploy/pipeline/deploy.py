@@ -19,6 +19,9 @@ from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_wei
 from robprune_deploy.export.onnx_export import onnx_opset
 from robprune_deploy.gate.measure import measure, twins_for
 from robprune_deploy.pipeline.context import RunContext
+from robprune_deploy.pipeline.stage_runner import StageBase, StageRecord, Values
+from robprune_deploy.pipeline.summary_schema import ROBUSTNESS_FIGURES, ExportFigures
+from robprune_deploy.progress import StageLines
 
 MODEL_ONNX = "model.onnx"
 DENSE_ONNX = "dense.onnx"
@@ -85,11 +88,18 @@ def claimed_metadata(result: PruningResult, deployable: nn.Module, dense: nn.Mod
     }
 
 
-def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: PruningResult) -> dict[str, Any]:
-    """Write ``model.onnx`` and ``dense.onnx`` and check the graph against the torch model."""
-    opset, dynamic = ctx.recipe.export.opset, ctx.recipe.export.dynamic_batch
-    example = ctx.example_inputs
-    with ctx.stage("export") as lines:
+class Export(StageBase):
+    """Write ``model.onnx`` and ``dense.onnx`` and check the graph against the torch model (always
+    written afresh: an export takes seconds)."""
+
+    name = "export"
+    inputs = ("deployable", "dense", "result")
+    main_only = True
+
+    def run(self, ctx: RunContext, values: Values, lines: StageLines) -> StageRecord:
+        deployable, dense, result = values["deployable"], values["dense"], values["result"]
+        opset, dynamic = ctx.recipe.export.opset, ctx.recipe.export.dynamic_batch
+        example = ctx.example_inputs
         pruned_path = export_onnx(
             deployable,
             ctx.out_dir / MODEL_ONNX,
@@ -114,21 +124,27 @@ def export(ctx: RunContext, deployable: nn.Module, dense: nn.Module, result: Pru
             raise OnnxModelError(
                 f"{pruned_path}: audit found {audit.weight_params} Conv/Gemm weights, the torch model has {expected}"
             )
-        info = {
-            "onnx.weight_params": audit.weight_params,
-            "onnx.macs": audit.macs,
-            "onnx.zero_fraction": audit.zero_fraction,
-            "onnx.dense_weight_params": dense_audit.weight_params,
-            "onnx.dense_macs": dense_audit.macs,
-            "onnx.opset": onnx_opset(pruned_proto) or 0,  # read from the file: what was asked is what it has
-        }
+        figures = ExportFigures(
+            weight_params=audit.weight_params,
+            macs=audit.macs,
+            zero_fraction=audit.zero_fraction,
+            dense_weight_params=dense_audit.weight_params,
+            dense_macs=dense_audit.macs,
+            opset=onnx_opset(pruned_proto) or 0,  # read from the file: what was asked is what it has
+        )
+        info = figures.summary_items()
         ctx.tracker.log_params({"opset": opset, "dynamic_batch": dynamic})
         ctx.tracker.log_metrics({k.replace("onnx.", "audit_"): float(v) for k, v in info.items()})
         lines.note(
             {k: info[k] for k in ("onnx.weight_params", "onnx.dense_weight_params", "onnx.macs", "onnx.dense_macs")}
         )
-        ctx.mark_done("export", info)
-    return info
+        return StageRecord.of(self.name, figures)
+
+
+_ATTRIBUTE = {"attack_budget": "budget"}
+"""Robustness figures named otherwise in ``summary.json`` than on :class:`Robustness`."""
+_DERIVED = frozenset({"agreement", "autoattack_examples"})
+"""Robustness figures that are not attributes of :class:`Robustness` as they are."""
 
 
 def robustness_summary(
@@ -137,24 +153,11 @@ def robustness_summary(
     """``summary.json`` entries for one artifact's robustness: ``<prefix><figure>``, and its indicators
     as ``<indicators><name>`` (``onnx.*`` and ``indicators.*`` for the shipped FP32 model,
     ``onnx.dense_*`` without indicators for the dense baseline, ``int8.*`` for the INT8 model)."""
-    figures: dict[str, Any] = {
-        "clean_acc": result.clean_acc,
-        "pgd_acc": result.pgd_acc,
-        "square_acc": result.square_acc,
-        "autoattack_acc": result.autoattack_acc,
-        "whitebox_acc": result.whitebox_acc,
-        "attacks": result.attacks,
-        "attack_budget": result.budget,
-        "median_linf_distance": result.median_linf_distance,
-        "curve_acc_at_eps": result.curve_acc_at_eps,
-        "fmn_acc_at_eps": result.fmn_acc_at_eps,
-        "max_abs_diff": result.max_abs_diff,
-        "argmax_agreement": result.argmax_agreement,
-        "provider": result.provider,
-        "examples": result.examples,
-        "square_examples": result.square_examples,
-        "autoattack_examples": result.square_examples if result.autoattack_acc is not None else None,
-    }
+    # The fixed figures of ROBUSTNESS_FIGURES (the schema lists them), then those of this run.
+    fixed = [name for name in ROBUSTNESS_FIGURES if "<" not in name and name not in _DERIVED]
+    figures: dict[str, Any] = {name: getattr(result, _ATTRIBUTE.get(name, name)) for name in fixed}
+    # AutoAttack runs on the Square subset (its last member), when the ensemble ran at all.
+    figures["autoattack_examples"] = result.square_examples if result.autoattack_acc is not None else None
     figures.update({f"{name}_pgd_acc": acc for name, acc in result.pgd_sources.items()})
     if result.agreement is not None:
         figures["agreement"] = result.agreement
@@ -183,55 +186,81 @@ def _drops(spec: Deployable, summary: dict[str, Any], reference: dict[str, Any],
     return drops
 
 
+class Evaluate(StageBase):
+    """Robustness and latency of the exported model at ``precision`` (see :data:`DEPLOYABLES`) on each
+    runtime of ``evaluate.runtimes``; hands on each runtime's full measurement (the gate reuses them)
+    as ``robustness`` (FP32) or ``int8_robustness``.
+
+    Reads ``deployable``, the FP32 torch model (the twin of ``model.onnx``; PGD transferred from it
+    attacks a quantized model beside its straight-through twin); the drops of a precision with a
+    reference compare with the reference's entries in ``ctx.summary``.
+    """
+
+    main_only = True
+    inputs = ("deployable",)
+
+    def __init__(self, precision: str = "fp32") -> None:
+        self.precision = precision
+        self.spec = DEPLOYABLES[precision]
+        self.name = self.spec.stage
+        self.outputs = (self.output,)
+
+    @property
+    def output(self) -> str:
+        return "robustness" if self.precision == "fp32" else f"{self.precision}_robustness"
+
+    def applies(self, ctx: RunContext) -> bool:
+        return self.precision == "fp32" or ctx.recipe.quantize.enabled
+
+    def run(self, ctx: RunContext, values: Values, lines: StageLines) -> StageRecord:
+        summary, records = evaluate(ctx, values["deployable"], self.precision, ctx.summary)
+        keys = [f"{self.spec.keys}{k}" for k in ("clean_acc", "pgd_acc", "autoattack_acc", "square_acc", "agreement")]
+        lines.note({k: summary[k] for k in [*keys, f"{self.spec.latency}speedup"] if summary.get(k) is not None})
+        values[self.output] = records
+        return StageRecord(self.name, summary)
+
+
 def evaluate(
     ctx: RunContext, deployable: nn.Module, precision: str = "fp32", reference: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Robustness]]:
-    """Robustness and latency of the exported model at ``precision`` (see :data:`DEPLOYABLES`) on each
-    runtime of ``evaluate.runtimes``. The first runtime's entries are named as in
-    :class:`Deployable`; another runtime's carry its name first (``openvino.onnx.pgd_acc``).
+    """The figures of :class:`Evaluate`. The first runtime's entries are named as in :class:`Deployable`;
+    another runtime's carry its name first (``openvino.onnx.pgd_acc``).
 
-    :param deployable: the FP32 torch model (the twin of ``model.onnx``; PGD transferred from it
-        attacks a quantized model beside its straight-through twin).
     :param reference: the summary with the reference precision's entries, for the drops.
-    :returns: the summary entries and each runtime's full measurement (the gate reuses them). The
-        first runtime's per-example outcomes go to ``spec.outcomes``
-        (:mod:`robprune_deploy.evaluation.outcomes`).
+    :returns: the summary entries and each runtime's full measurement. The first runtime's
+        per-example outcomes go to ``spec.outcomes`` (:mod:`robprune_deploy.evaluation.outcomes`).
     """
     spec = DEPLOYABLES[precision]
     providers = tuple(ctx.recipe.evaluate.providers)
-    with ctx.stage(spec.stage) as lines:
-        batches = ctx.eval_subset_batches()
-        summary: dict[str, Any] = {}
-        records: dict[str, Robustness] = {}
-        model = deployable.cpu()
-        # fp32: the torch model itself; int8: its straight-through twin, and PGD transferred from the model
-        twins = twins_for(Artifact(ctx.out_dir / spec.file, precision), model, model)
-        for index, runtime in enumerate(ctx.recipe.evaluate.runtimes):
-            artifact = Artifact(ctx.out_dir / spec.file, precision, runtime, providers)
-            compared = None
-            if spec.reference is not None:
-                compared = Artifact(ctx.out_dir / DEPLOYABLES[spec.reference].file, spec.reference, runtime, providers)
-            records[runtime] = measure(
-                ctx.recipe, artifact, batches, twins, reference=compared, show_progress=ctx.show_progress
-            )
-            figures = robustness_summary(records[runtime], spec.keys, spec.indicators, spec.renamed)
-            runtime_prefix = f"{runtime}." if index else ""
-            figures.update(_drops(spec, figures, reference or {}, runtime_prefix) if spec.reference else {})
-            figures.update(latency(ctx, spec, runtime))
-            summary.update({f"{runtime_prefix}{k}": v for k, v in figures.items()})
-        deployable.to(ctx.device)
-        first = records[ctx.recipe.evaluate.runtimes[0]]
-        context = {
-            "split": ctx.eval_split,
-            "subset_seed": ctx.recipe.evaluate.subset_seed,
-            "pgd_steps": ctx.recipe.attack.eval_steps,
-        }
-        outcomes = write_json(ctx.out_dir / spec.outcomes, outcome_record(first, batches, **context))
-        ctx.tracker.log_artifact(outcomes)
-        ctx.tracker.log_metrics({k: float(v) for k, v in summary.items() if is_number(v)})
-        keys = [f"{spec.keys}{k}" for k in ("clean_acc", "pgd_acc", "autoattack_acc", "square_acc", "agreement")]
-        lines.note({k: summary[k] for k in [*keys, f"{spec.latency}speedup"] if summary.get(k) is not None})
-        ctx.mark_done(spec.stage, summary)
+    batches = ctx.eval_subset_batches()
+    summary: dict[str, Any] = {}
+    records: dict[str, Robustness] = {}
+    model = deployable.cpu()
+    # fp32: the torch model itself; int8: its straight-through twin, and PGD transferred from the model
+    twins = twins_for(Artifact(ctx.out_dir / spec.file, precision), model, model)
+    for index, runtime in enumerate(ctx.recipe.evaluate.runtimes):
+        artifact = Artifact(ctx.out_dir / spec.file, precision, runtime, providers)
+        compared = None
+        if spec.reference is not None:
+            compared = Artifact(ctx.out_dir / DEPLOYABLES[spec.reference].file, spec.reference, runtime, providers)
+        records[runtime] = measure(
+            ctx.recipe, artifact, batches, twins, reference=compared, show_progress=ctx.show_progress
+        )
+        figures = robustness_summary(records[runtime], spec.keys, spec.indicators, spec.renamed)
+        runtime_prefix = f"{runtime}." if index else ""
+        figures.update(_drops(spec, figures, reference or {}, runtime_prefix) if spec.reference else {})
+        figures.update(latency(ctx, spec, runtime))
+        summary.update({f"{runtime_prefix}{k}": v for k, v in figures.items()})
+    deployable.to(ctx.device)
+    first = records[ctx.recipe.evaluate.runtimes[0]]
+    context = {
+        "split": ctx.eval_split,
+        "subset_seed": ctx.recipe.evaluate.subset_seed,
+        "pgd_steps": ctx.recipe.attack.eval_steps,
+    }
+    outcomes = write_json(ctx.out_dir / spec.outcomes, outcome_record(first, batches, **context))
+    ctx.tracker.log_artifact(outcomes)
+    ctx.tracker.log_metrics({k: float(v) for k, v in summary.items() if is_number(v)})
     return summary, records
 
 

@@ -34,6 +34,7 @@ from robprune_deploy.errors import OutputError, control_character
 
 if TYPE_CHECKING:
     from robprune_deploy.pipeline.context import RunContext
+    from robprune_deploy.pipeline.run_state import RunState
     from robprune_deploy.recipe import Recipe
 
 STATE_FILE = "state.json"
@@ -45,8 +46,6 @@ EXCLUDED_SECTIONS = ("tracking", "gate", "quantize", "runtime")
 settings (``quantize``): quantization reads the exported model and always runs afresh, so
 ``robprune quantize`` can try other settings on a finished folder, and the threads
 (``runtime``): a run killed on a loaded machine may resume with another count."""
-
-STAGE_ORDER = ("pretrain", "prune", "finetune", "export", "evaluate", "quantize", "evaluate_int8")
 
 _TOP_LEVEL_FILES = frozenset(
     {
@@ -381,17 +380,17 @@ def _describe(owner: dict[str, Any]) -> str:
     return f"recipe {owner.get('recipe')} (fingerprint {str(owner.get('fingerprint'))[:12]})"
 
 
-def claim(ctx: RunContext, *, fresh: bool) -> None:
-    """Make ``ctx.out_dir`` this run's folder (the caller holds its lock).
+def claim(run: RunState, *, fresh: bool) -> None:
+    """Make ``run.out_dir`` this run's folder (the caller holds its lock).
 
     :param fresh: forget completed stages (``run`` without ``--resume``); stage commands keep them.
     :raises OutputError: when the folder holds another recipe's results, or robprune files without
-        a ``state.json``, and ``ctx.force`` is not set.
+        a ``state.json``, and ``run.force`` is not set.
     """
-    out = ctx.out_dir
-    record = owner_record(ctx.recipe, ctx.recipe_source)
-    if ctx.force:
-        checkpoint = ctx.recipe.model.checkpoint
+    out = run.out_dir
+    record = owner_record(run.recipe, run.recipe_source)
+    if run.force:
+        checkpoint = run.recipe.model.checkpoint
         inputs = {Path(checkpoint).expanduser().resolve()} if checkpoint is not None else set()
         kept = [p for p in project_files(out) if p.resolve() in inputs]
         if kept:
@@ -447,7 +446,7 @@ def owned_output(ctx: RunContext, *, fresh: bool) -> Iterator[None]:
     lock = FolderLock(ctx.out_dir)
     lock.acquire()
     try:
-        claim(ctx, fresh=fresh)
+        claim(ctx.state, fresh=fresh)
         yield
     finally:
         lock.release()

@@ -43,10 +43,17 @@ def _exit_codes() -> str:
     return exit_codes_reference(EXIT_CODES)
 
 
+def _summary_keys() -> str:
+    from robprune_deploy.pipeline.summary_schema import summary_keys_markdown
+
+    return summary_keys_markdown()
+
+
 PAGES: dict[str, Callable[[], str]] = {
     "reference/recipe.md": _recipe,
     "reference/cli.md": _cli,
     "reference/exit-codes.md": _exit_codes,
+    "reference/summary.md": _summary_keys,
 }
 """Page (relative to the docs folder) and the function that renders it."""
 

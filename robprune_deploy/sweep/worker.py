@@ -34,8 +34,8 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from robprune_deploy.atomic import write_json
 from robprune_deploy.errors import RobPruneError, SweepError
+from robprune_deploy.pipeline.driver import SUMMARY
 from robprune_deploy.pipeline.ownership import check_output_path, make_output_folder, recipe_fingerprint
-from robprune_deploy.pipeline.run import SUMMARY
 from robprune_deploy.progress import lines_enabled
 from robprune_deploy.recipe import Recipe, load_recipe
 from robprune_deploy.sweep import claims, runner

@@ -38,7 +38,7 @@ def batch_work(recipe: Recipe, data: Callable[[], DatasetBundle]) -> int | None:
     """Forward MACs of one ``data.batch_size`` batch of the recipe's model, ``None`` when the data or
     the model cannot be built: the size only refines ``auto``, and the command's own checks report
     the problem with its usual message."""
-    from robprune_deploy.pipeline.context import recipe_model
+    from robprune_deploy.pipeline.run_data import recipe_model
 
     try:
         bundle = data()

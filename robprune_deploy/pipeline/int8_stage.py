@@ -13,16 +13,19 @@ from robprune_deploy.errors import QuantizationError
 from robprune_deploy.export import audit_onnx, load_onnx
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.deploy import MODEL_INT8_ONNX, MODEL_ONNX, is_number
+from robprune_deploy.pipeline.run_data import RunData
+from robprune_deploy.pipeline.stage_runner import StageBase, StageRecord, Values
+from robprune_deploy.progress import StageLines
 from robprune_deploy.quantization import calibration_inputs, initializer_types, quantize_onnx
 from robprune_deploy.quantization.fake_quant import fold_weight_dequantize
 from robprune_deploy.recipe import Precision
 
-__all__ = ["MODEL_INT8_ONNX", "PRECISION", "calibration_batches", "describe_int8", "quantize"]
+__all__ = ["MODEL_INT8_ONNX", "PRECISION", "Quantize", "calibration_batches", "describe_int8"]
 PRECISION: Precision = "int8"
 """What this stage makes of ``model.onnx``: the precision its gate declares for ``model.int8.onnx``."""
 
 
-def calibration_batches(ctx: RunContext) -> list[Any]:
+def calibration_batches(ctx: RunData) -> list[Any]:
     """``quantize.calibration_size`` training images (the run's training split, without augmentation),
     a fixed seeded subset.
 
@@ -41,14 +44,22 @@ def calibration_batches(ctx: RunContext) -> list[Any]:
     )
 
 
-def quantize(ctx: RunContext) -> dict[str, Any]:
-    """Write ``model.int8.onnx`` from the exported ``model.onnx`` and count what the graph holds."""
-    section = ctx.recipe.quantize
-    source, target = ctx.out_dir / MODEL_ONNX, ctx.out_dir / MODEL_INT8_ONNX
-    if "export" not in ctx.completed() or not source.is_file():
-        raise QuantizationError(f"{ctx.out_dir}: no exported {MODEL_ONNX} to quantize; run `robprune export` first")
-    calibration = calibration_inputs(calibration_batches(ctx), section.calibration_size)
-    with ctx.stage("quantize") as lines:
+class Quantize(StageBase):
+    """With ``quantize.enabled``: write ``model.int8.onnx`` from the exported ``model.onnx`` and count
+    what the graph holds (always afresh: ``robprune quantize`` tries other settings on a finished folder)."""
+
+    name = "quantize"
+    main_only = True
+
+    def applies(self, ctx: RunContext) -> bool:
+        return ctx.recipe.quantize.enabled
+
+    def run(self, ctx: RunContext, values: Values, lines: StageLines) -> StageRecord:
+        section = ctx.recipe.quantize
+        source, target = ctx.out_dir / MODEL_ONNX, ctx.out_dir / MODEL_INT8_ONNX
+        if "export" not in ctx.state.completed() or not source.is_file():
+            raise QuantizationError(f"{ctx.out_dir}: no exported {MODEL_ONNX} to quantize; run `robprune export` first")
+        calibration = calibration_inputs(calibration_batches(ctx), section.calibration_size)
         quantize_onnx(
             source,
             target,
@@ -62,8 +73,7 @@ def quantize(ctx: RunContext) -> dict[str, Any]:
         ctx.tracker.log_params(section.model_dump(mode="json"))
         ctx.tracker.log_metrics({k.replace("int8.", "int8_"): float(v) for k, v in info.items() if is_number(v)})
         lines.note({k: v for k, v in info.items() if k != "int8.preset"})
-        ctx.mark_done("quantize", info)
-    return info
+        return StageRecord(self.name, info)
 
 
 def _has_scope(scope: Any) -> bool:
