@@ -93,7 +93,7 @@ class Bench:
     def _start_model(self, recipe: Any, name: str, epochs: int) -> torch.nn.Module:
         """The shipped start model, else a stand-in: FGSM-RS for ``epochs`` on this bench's images."""
         from robprune_deploy.checkpoints import load_model_weights
-        from robprune_deploy.pipeline.context import recipe_model
+        from robprune_deploy.pipeline.recipe_model import recipe_model
         from robprune_deploy.pipeline.stages import plan_of
         from robprune_deploy.training import adversarial_train
 

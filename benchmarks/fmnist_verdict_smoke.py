@@ -54,7 +54,7 @@ def stand_in(recipe: Any, path: Path) -> Path:
 
     from robprune_deploy.checkpoints import save_checkpoint
     from robprune_deploy.data import build_dataset, make_loader
-    from robprune_deploy.pipeline.context import recipe_model
+    from robprune_deploy.pipeline.recipe_model import recipe_model
     from robprune_deploy.pipeline.stages import plan_of
     from robprune_deploy.training import adversarial_train
 

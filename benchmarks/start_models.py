@@ -126,7 +126,7 @@ def check_figures(
 
     from robprune_deploy.checkpoints import load_model_weights
     from robprune_deploy.data import build_dataset, make_loader, validation_split
-    from robprune_deploy.pipeline.context import recipe_model
+    from robprune_deploy.pipeline.recipe_model import recipe_model
     from robprune_deploy.recipe import load_recipe
     from robprune_deploy.training import evaluate_robustness
 

@@ -88,7 +88,7 @@ def test_int8_agrees_with_fp32_and_is_evaluated_under_int8_keys(digits, int8_out
     for key in ("int8.latency.speedup_vs_dense", "int8.latency.speedup_vs_pruned_b1", "int8.square_acc"):
         assert summary[key] > 0
     # its per-example outcomes beside the FP32 model's, on the same examples: pairable example by example
-    from robprune_deploy.evaluation.outcomes import OUTCOMES_FILE, OUTCOMES_INT8_FILE, read_outcomes
+    from robprune_deploy.evaluation.outcome_files import OUTCOMES_FILE, OUTCOMES_INT8_FILE, read_outcomes
 
     int8_outcomes, fp32_outcomes = read_outcomes(int8_out / OUTCOMES_INT8_FILE), read_outcomes(int8_out / OUTCOMES_FILE)
     assert int8_outcomes.record["precision"] == "int8" and fp32_outcomes.record["precision"] == "fp32"

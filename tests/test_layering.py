@@ -184,14 +184,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# The pipeline package is being split (stages, RunContext, renamed modules) on its own branch; its
-# context <-> threads cycle goes with that split. Nothing outside it may form a cycle.
-PIPELINE_IN_PROGRESS = "robprune_deploy.pipeline."
-
-
 def test_no_import_cycles_not_even_through_function_level_imports() -> None:
-    cycles = [c for c in _cycles(_graph()) if not all(m.startswith(PIPELINE_IN_PROGRESS) for m in c)]
-    assert cycles == []
+    assert _cycles(_graph()) == []
 
 
 def test_the_cycle_check_sees_a_function_level_import(tmp_path: Path) -> None:

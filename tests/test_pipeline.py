@@ -84,7 +84,7 @@ def test_summary_has_the_contract_keys_and_sane_values(digits_run) -> None:
 
 
 def test_outcomes_json_holds_the_per_example_verdicts_behind_the_figures(digits_run) -> None:
-    from robprune_deploy.evaluation.outcomes import OUTCOMES_FILE, examples_sha256, read_outcomes
+    from robprune_deploy.evaluation.outcome_files import OUTCOMES_FILE, examples_sha256, read_outcomes
 
     summary, out = digits_run["summary"], digits_run["out"]
     stored = read_outcomes(out / OUTCOMES_FILE)

@@ -50,7 +50,7 @@ class Robustness:
     ``outcomes`` holds the per-example verdicts behind the accuracies, in the subset's order
     (``clean`` and ``pgd`` on every example, ``autoattack`` on the ones the ensemble attacked, the
     first ``square_examples``): paired tests between two models need them, not only their means
-    (kept in ``outcomes.json`` by :mod:`robprune_deploy.evaluation.outcomes`).
+    (kept in ``outcomes.json`` by :mod:`robprune_deploy.evaluation.outcome_files`).
     """
 
     provider: str

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from robprune_deploy import distributed
-from robprune_deploy.pipeline.run_data import RunData, apply_process_settings, recipe_model, resolve_device
+from robprune_deploy.pipeline.recipe_model import recipe_model
+from robprune_deploy.pipeline.run_data import RunData, apply_process_settings, resolve_device
 from robprune_deploy.pipeline.run_state import RunState
 from robprune_deploy.progress import StageLines, restored, stage_lines
 from robprune_deploy.recipe import Recipe

@@ -14,7 +14,7 @@ from robprune_deploy.atomic import write_json
 from robprune_deploy.errors import OnnxModelError
 from robprune_deploy.evaluation import Artifact, Robustness
 from robprune_deploy.evaluation.latency import compare_speed
-from robprune_deploy.evaluation.outcomes import OUTCOMES_FILE, OUTCOMES_INT8_FILE, outcome_record
+from robprune_deploy.evaluation.outcome_files import OUTCOMES_FILE, OUTCOMES_INT8_FILE, outcome_record
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
 from robprune_deploy.export.onnx_export import onnx_opset
 from robprune_deploy.gate.measure import measure, twins_for
@@ -228,7 +228,7 @@ def evaluate(
 
     :param reference: the summary with the reference precision's entries, for the drops.
     :returns: the summary entries and each runtime's full measurement. The first runtime's
-        per-example outcomes go to ``spec.outcomes`` (:mod:`robprune_deploy.evaluation.outcomes`).
+        per-example outcomes go to ``spec.outcomes`` (:mod:`robprune_deploy.evaluation.outcome_files`).
     """
     spec = DEPLOYABLES[precision]
     providers = tuple(ctx.recipe.evaluate.providers)

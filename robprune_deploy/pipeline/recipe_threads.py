@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from robprune_deploy.data import DatasetBundle, build_dataset
+from robprune_deploy.pipeline.recipe_model import recipe_model
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.runtime import ThreadChoice, apply_thread_policy
 from robprune_deploy.runtime.thread_policy import omp_num_threads
@@ -38,7 +39,6 @@ def batch_work(recipe: Recipe, data: Callable[[], DatasetBundle]) -> int | None:
     """Forward MACs of one ``data.batch_size`` batch of the recipe's model, ``None`` when the data or
     the model cannot be built: the size only refines ``auto``, and the command's own checks report
     the problem with its usual message."""
-    from robprune_deploy.pipeline.run_data import recipe_model
 
     try:
         bundle = data()

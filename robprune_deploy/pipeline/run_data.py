@@ -25,7 +25,8 @@ from robprune_deploy.data import (
 from robprune_deploy.errors import DatasetError, RecipeError
 from robprune_deploy.evaluation.memory_bound import bound_session_memory
 from robprune_deploy.gate.validation import EvaluationData
-from robprune_deploy.models import NormalizedClassifier, build_model
+from robprune_deploy.models import NormalizedClassifier
+from robprune_deploy.pipeline.recipe_model import recipe_model
 from robprune_deploy.pipeline.recipe_threads import apply_recipe_threads
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.runtime import ThreadChoice
@@ -46,20 +47,6 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= count:
             raise RecipeError(f"device: {name} asked for, but this machine has {count} CUDA GPU(s) (cuda:0..)")
     return device
-
-
-def recipe_model(recipe: Recipe, data: DatasetBundle) -> NormalizedClassifier:
-    """The untrained model ``recipe`` asks for, shaped for ``data``."""
-    return build_model(
-        recipe.model.name,
-        data.num_classes,
-        data.input_shape[0],
-        data.mean,
-        data.std,
-        recipe.data.channels,
-        image_size=data.input_shape[1],
-        kwargs=recipe.model.kwargs,
-    )
 
 
 @dataclass
