@@ -10,6 +10,7 @@ device: ``cuda`` in ``evaluate.providers`` is skipped (said once), the CPU serve
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,16 @@ DEVICES = {"cpu": "CPU"}
 _SAID: set[str] = set()
 
 
+@functools.cache
+def _core() -> Any:
+    """The process's one ``openvino.Core``, shared by every compiled model: creating and querying
+    many Cores in one process is reported to crash OpenVINO (ultralytics/ultralytics#25864), and a
+    process that evaluates many models (a test suite, a sweep's gates) would create one per model."""
+    import openvino as ov
+
+    return ov.Core()
+
+
 def _first_line(exc: Exception) -> str:
     return ((str(exc).splitlines() or [type(exc).__name__])[0])[:300]
 
@@ -42,8 +53,6 @@ class OpenVinoClassifier:
     """
 
     def __init__(self, path: Path, providers: Sequence[str] = ("cuda", "cpu"), threads: int = 0) -> None:
-        import openvino as ov
-
         unknown = [n for n in providers if n not in PROVIDERS]
         if unknown:
             raise ProviderError(f"evaluate.providers: unknown provider {unknown[0]!r}; known: {', '.join(PROVIDERS)}")
@@ -60,7 +69,7 @@ class OpenVinoClassifier:
             _SAID.add("cuda")
             log.info("openvino: no CUDA device in OpenVINO; running on its CPU device")
         try:
-            core = ov.Core()
+            core = _core()
             self.compiled = core.compile_model(
                 core.read_model(str(self.path)), DEVICES[self.provider], openvino_config(threads=threads)
             )
@@ -90,7 +99,5 @@ class OpenVino(Runtime):
         return OpenVinoClassifier(file, providers, threads)
 
     def devices(self) -> list[str]:
-        import openvino as ov
-
-        core = ov.Core()
+        core = _core()
         return [f"{d}: {core.get_property(d, 'FULL_DEVICE_NAME')}" for d in core.available_devices]
