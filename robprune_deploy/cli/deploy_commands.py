@@ -12,7 +12,7 @@ from typing import Any
 
 from robprune_deploy.cli.common import context_of, recipe_of
 from robprune_deploy.cli.report_folder import report_folder
-from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, TrackingError, printable
+from robprune_deploy.errors import ArgumentError, QuantizationError, RecipeError, RobPruneError, printable
 from robprune_deploy.gate import staging
 from robprune_deploy.gate.gating import (
     GATE_JSON,
@@ -213,7 +213,7 @@ def _track(
             if args.register:
                 version = version or _log_version(args, tracker, model)
                 verdict.details["registered_version"] = version
-                _check_registered_bytes(args.register, version, model, t.tracking_uri)
+                staging.check_registered_bytes(args.register, version, model, t.tracking_uri)
                 verdict.details["alias"] = promote(verdict, args.register, version, args.alias)
                 reports = write_gate_report(verdict, args.report) + release.write(verdict, args.report)
             record_verdict(tracker, verdict, reports)
@@ -227,22 +227,29 @@ def _track(
         release.write(verdict, args.report)
 
 
-def _check_registered_bytes(name: str, version: str, model: staging.StagedModel, tracking_uri: str | None) -> None:
-    """:raises TrackingError: unless the version's ONNX file (downloaded again) is the measured model."""
-    uri = f"models:/{name}/{version}"
-    held = staging.onnx_sha256(registry.resolve_onnx(uri, tracking_uri))
-    if held != model.sha256:
-        raise TrackingError(
-            f"{uri} holds sha256 {held}, not the measured model's {model.sha256}: version not tagged, alias not moved"
-        )
-
-
 def handle_gate(args: argparse.Namespace) -> int:
     recipe = recipe_of(args)
     if args.precision is not None:  # the command's declaration wins over the recipe's
         recipe = declared(recipe, args.precision)
+    if args.plan:
+        return _plan(args, recipe)
+    if args.pilot is not None:
+        raise ArgumentError("--pilot: only with --plan")
+    for value, name in ((args.model, "MODEL"), (args.report, "--report")):
+        if value is None:
+            raise ArgumentError(f"{name}: required (unless --plan)")
     with report_folder(args, recipe):  # --report: checked, claimed and locked like --out
         return _gate(args, recipe)
+
+
+def _plan(args: argparse.Namespace, recipe: Recipe) -> int:
+    from robprune_deploy.gate.plan import plan, plan_lines, read_pilot
+
+    if args.model is not None or args.report is not None:
+        raise ArgumentError(f"{'MODEL' if args.model is not None else '--report'}: --plan measures nothing")
+    rows = plan(recipe, read_pilot(args.pilot) if args.pilot is not None else None)
+    print("\n".join(plan_lines(rows, recipe.gate.drop_rule)))
+    return 0
 
 
 def _log_version(args: argparse.Namespace, tracker: Any, model: staging.StagedModel) -> str:

@@ -110,6 +110,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument(
         "--json", action="store_true", help="print summary.json's contents on stdout instead of the short summary"
     )
+    p.add_argument("--sign-key", type=Path, default=None, metavar="PEM", help=SIGN_KEY_HELP)
 
 
 def _add_stages(sub: Any) -> None:
@@ -140,9 +141,26 @@ def _add_gate(sub: Any) -> None:
         "robustness gate on an ONNX file or MLflow model URI (exit 0 pass, 1 fail, 2 bad input, 3 internal error)",
         f"{_DEPLOY}:handle_gate",
     )
-    p.add_argument("model", help="ONNX file, models:/name/version, models:/name@alias or runs:/id/path")
+    p.add_argument(
+        "model",
+        nargs="?",
+        help="ONNX file, models:/name/version, models:/name@alias or runs:/id/path (none with --plan)",
+    )
     add_recipe_arguments(p, recipe_flag=True)
-    p.add_argument("--report", required=True, type=Path, help="folder for gate.json, gate.md, gate.png")
+    p.add_argument("--report", type=Path, help="folder for gate.json, gate.md, gate.png (required unless --plan)")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="measure nothing: print how many evaluation examples each max_*_drop check needs to pass under "
+        "gate.drop_rule upper_bound",
+    )
+    p.add_argument(
+        "--pilot",
+        type=Path,
+        default=None,
+        metavar="GATE_JSON",
+        help="with --plan: an earlier gate.json (or its folder) whose paired drops the plan assumes",
+    )
     p.add_argument(
         "--precision",
         choices=("fp32", "int8"),

@@ -73,14 +73,15 @@ def _figure_rows(figures: dict[str, dict[str, Any]]) -> list[str]:
                 f = named[name]
                 i = f.get("interval")
                 interval = f"{_pct(i['low'])} - {_pct(i['high'])} ({i['method']})" if i else "exact"
-                cells = [role, runtime, _NAMES[name], _pct(f["value"]), interval, str(f.get("examples", ""))]
+                shown = "drop (baseline - candidate, paired)" if role == "drop" else role
+                cells = [shown, runtime, _NAMES[name], _pct(f["value"]), interval, str(f.get("examples", ""))]
                 rows.append("| " + " | ".join(cells) + " |")
     return rows
 
 
 def _check_row(check: dict[str, Any]) -> str:
     measured = "n/a" if check["measured"] is None else f"{check['measured']:.4f}"
-    result = "pass" if check["passed"] else "FAIL"
+    result = check.get("status", "pass" if check["passed"] else "fail").upper().replace("PASS", "pass")
     return f"| {check['name']} | {measured} | {check['op']} {check['threshold']:.4f} | {result} |"
 
 

@@ -3,7 +3,9 @@
 An accuracy is a count of correct examples out of the examples it was measured on, so it gets
 Wilson's score interval (:func:`~robprune_deploy.statistics.wilson_interval`); the speed-up keeps
 the interval its timing gave; a figure read off the graph (sparsity) or a single worst case
-(parity error) is exact for the model and has none.
+(parity error) is exact for the model and has none. Each accuracy measured example by example on
+both models also has its paired drop from the baseline (role ``drop``), with the paired interval
+the drop checks are decided on (:mod:`robprune_deploy.gate.drop_rule`).
 """
 
 from __future__ import annotations
@@ -72,5 +74,16 @@ def figures_of(verdict: GateVerdict) -> dict[str, dict[str, dict[str, Any]]]:
                     }
                 figures["speedup"] = {"value": speedup.get("ratio"), "interval": interval}
             roles[role] = figures
+        drops = {
+            name: {
+                "value": d.drop,
+                "examples": d.examples,
+                "p_value": d.p_value,
+                "interval": {"method": d.method, "confidence": d.confidence, "low": d.low, "high": d.high},
+            }
+            for name, d in v.paired_drops.items()
+        }
+        if drops:
+            roles["drop"] = drops
         out[runtime] = roles
     return out
