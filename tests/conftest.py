@@ -117,12 +117,19 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     import json
     from pathlib import Path
 
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
+
     from robprune_deploy.cli.main import main
 
     root = tmp_path_factory.mktemp("digits_run")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "digits_hydra.yaml"
     out = root / "out"
+    key = Ed25519PrivateKey.generate()  # the run signs its release record
+    private, public = root / "signer.pem", root / "signer.pub.pem"
+    private.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
     code = main(
         [
             "run",
@@ -132,11 +139,14 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
             "--tracking-uri",
             uri,
             "--quiet",
+            "--sign-key",
+            str(private),
             *overrides(*FAST_RUN, "tracking.registered_model=digits-test", "tracking.alias=candidate"),
         ]
     )
     assert code == 0
-    return {"out": out, "uri": uri, "recipe": recipe, "summary": json.loads((out / "summary.json").read_text())}
+    summary = json.loads((out / "summary.json").read_text())
+    return {"out": out, "uri": uri, "recipe": recipe, "summary": summary, "public_key": public}
 
 
 def subprocess_env(processes: int = 1, **extra: str) -> dict[str, str]:

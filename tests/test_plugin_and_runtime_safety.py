@@ -334,3 +334,16 @@ def test_the_session_memory_bound_does_not_change_the_recipes_fingerprint() -> N
         fingerprint({"max_session_memory_mb": 64}) == fingerprint({}) == fingerprint({"max_session_memory_mb": 65536})
     )
     assert fingerprint({"num_examples": 100}) != fingerprint({})  # what the measurement uses still counts
+
+
+def test_a_field_added_later_keeps_old_folders_owned_at_its_default_and_counts_once_set() -> None:
+    from robprune_deploy.pipeline.ownership import LATER_FIELDS, fingerprint_document, recipe_fingerprint
+    from robprune_deploy.recipe import validate_recipe
+
+    default = validate_recipe({})
+    document = fingerprint_document(default)
+    for section, name in LATER_FIELDS:
+        # A folder written before the field existed was fingerprinted without it: the same document.
+        assert name not in document[section]
+    for evaluate in ({"torch_examples": 50}, {"ensemble_examples": 50}, {"runtimes": ["openvino"]}):
+        assert recipe_fingerprint(validate_recipe({"evaluate": evaluate})) != recipe_fingerprint(default)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from robprune_deploy.algorithms import ALGORITHMS
 from robprune_deploy.errors import RecipeError
@@ -40,6 +41,16 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
     return recipe
 
 
+def _sign_key(args: argparse.Namespace) -> Any:
+    """The ``--sign-key`` of ``robprune run``, loaded before anything runs (a bad key is said first)."""
+    path = getattr(args, "sign_key", None)
+    if path is None:
+        return None
+    from robprune_deploy.release.signing import load_private_key
+
+    return load_private_key(path)
+
+
 def context_of(args: argparse.Namespace, recipe: Recipe) -> RunContext:
     """The run context, tracked in MLflow (rank 0 only) unless ``tracking.enabled`` is false.
 
@@ -55,6 +66,7 @@ def context_of(args: argparse.Namespace, recipe: Recipe) -> RunContext:
         show_progress=not args.quiet,
         force=args.force,
         recipe_source=str(args.recipe.expanduser().resolve()),
+        sign_key=_sign_key(args),
     )
     origin = localize_checkpoint(recipe)  # stages chain across runs: models:/... or runs:/... checkpoints
     if origin:

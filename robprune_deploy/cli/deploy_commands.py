@@ -12,7 +12,7 @@ from typing import Any
 
 from robprune_deploy.cli.common import context_of, recipe_of
 from robprune_deploy.cli.report_folder import report_folder
-from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, TrackingError, printable
+from robprune_deploy.errors import QuantizationError, RecipeError, RobPruneError, printable
 from robprune_deploy.gate import staging
 from robprune_deploy.gate.gating import (
     GATE_JSON,
@@ -213,7 +213,7 @@ def _track(
             if args.register:
                 version = version or _log_version(args, tracker, model)
                 verdict.details["registered_version"] = version
-                _check_registered_bytes(args.register, version, model, t.tracking_uri)
+                staging.check_registered_bytes(args.register, version, model, t.tracking_uri)
                 verdict.details["alias"] = promote(verdict, args.register, version, args.alias)
                 reports = write_gate_report(verdict, args.report) + release.write(verdict, args.report)
             record_verdict(tracker, verdict, reports)
@@ -225,16 +225,6 @@ def _track(
         print(f"error: {what} failed, the verdict stands ({state}): {printable(detail)}", file=sys.stderr)
         write_gate_report(verdict, args.report)
         release.write(verdict, args.report)
-
-
-def _check_registered_bytes(name: str, version: str, model: staging.StagedModel, tracking_uri: str | None) -> None:
-    """:raises TrackingError: unless the version's ONNX file (downloaded again) is the measured model."""
-    uri = f"models:/{name}/{version}"
-    held = staging.onnx_sha256(registry.resolve_onnx(uri, tracking_uri))
-    if held != model.sha256:
-        raise TrackingError(
-            f"{uri} holds sha256 {held}, not the measured model's {model.sha256}: version not tagged, alias not moved"
-        )
 
 
 def handle_gate(args: argparse.Namespace) -> int:

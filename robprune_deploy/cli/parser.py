@@ -110,6 +110,7 @@ def _add_run(sub: Any) -> None:
     p.add_argument(
         "--json", action="store_true", help="print summary.json's contents on stdout instead of the short summary"
     )
+    p.add_argument("--sign-key", type=Path, default=None, metavar="PEM", help=SIGN_KEY_HELP)
 
 
 def _add_stages(sub: Any) -> None:

@@ -53,6 +53,24 @@ def _latency_line(summary: dict[str, Any]) -> str | None:
     return f"latency (median, batch {s('latency.batch', '?')}): dense {dense:.3f} ms, pruned {pruned:.3f} ms ({ratio})"
 
 
+_FIGURE_NAMES = {"clean_acc": "clean", "pgd_acc": "PGD", "square_acc": "Square", "autoattack_acc": "AutoAttack"}
+
+
+def _paired_drop_line(summary: dict[str, Any]) -> str | None:
+    """The paired drops from the dense model, AutoAttack first: the figure a release is judged on."""
+    drops = summary.get("gate.paired_drops") or {}
+    order = sorted(drops, key=lambda name: (name != "autoattack_acc", name))
+    parts = []
+    for name in order:
+        d = drops[name]
+        test = "McNemar" if d.get("method") == "newcombe" else "paired t"
+        parts.append(
+            f"{_FIGURE_NAMES.get(name, name)} {100 * d['drop']:+.1f} pts [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] "
+            f"(n={d['examples']}, {test} p={d['p_value']:.2g})"
+        )
+    return "drop from dense, paired, 95% interval: " + "; ".join(parts) if parts else None
+
+
 def summary_lines(summary: dict[str, Any], out_dir: Path) -> list[str]:
     """The human summary of a finished run (stdout), from its ``summary.json`` entries."""
     s = summary.get
@@ -62,6 +80,9 @@ def summary_lines(summary: dict[str, Any], out_dir: Path) -> list[str]:
         f"{_count(summary, 'params')}, {_count(summary, 'macs')}",
         _accuracy_line(summary),
     ]
+    drops = _paired_drop_line(summary)
+    if drops is not None:
+        lines.append(drops)
     latency = _latency_line(summary)
     if latency is not None:
         lines.append(latency)

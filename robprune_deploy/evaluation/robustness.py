@@ -189,6 +189,7 @@ def _black_box_or_ensemble(
         n = len(m.y) if p.square_examples is None else min(p.square_examples, len(m.y))
         x, y = m.x[:n].numpy(), m.y[:n].numpy()
         result = square_attack(predictor.predict, x, y, threat.eps, p.square_queries, p.square_p_init, p.seed)
+        m.outcomes["square"] = result.robust
         m.figures.update(square_acc=result.accuracy, square_examples=n)
     elif threat is not None and p.ensemble and twin is not None:
         n = len(m.y) if p.ensemble_examples is None else min(p.ensemble_examples, len(m.y))

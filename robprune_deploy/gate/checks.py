@@ -14,7 +14,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from robprune_deploy.evaluation.indicators import DEFAULT_LIMITS
+from robprune_deploy.gate.drop_rule import DropRule, PairedDrop, decide, describe, paired_drop
 from robprune_deploy.recipe import GateSection
 
 
@@ -31,6 +34,11 @@ class Measurements:
         ``indicator_limits``, the limit each is held to.
     :param clean_acc_b1: clean accuracy with one image per batch, as a model is often served.
     :param agreement: argmax agreement with the reference artifact on clean inputs.
+    :param figures: named figures beyond the fields (``threat:<label>``, ``corruption_acc``).
+    :param outcomes: per figure name, the per-example outcomes behind it (``N`` booleans, or ``N x k``
+        for a figure averaged over ``k`` cells per example), in the evaluation subset's order: a drop
+        against a baseline measured on the same examples is decided on the pairs
+        (:mod:`robprune_deploy.gate.drop_rule`).
     """
 
     clean_acc: float
@@ -47,6 +55,8 @@ class Measurements:
     median_linf_distance: float | None = None
     clean_acc_b1: float | None = None
     agreement: float | None = None
+    figures: dict[str, float | None] = field(default_factory=dict)
+    outcomes: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def sparsity_gap(self) -> float | None:
@@ -59,10 +69,15 @@ class Measurements:
         """A measured figure by name; ``indicator:<name>`` reads an indicator."""
         if name.startswith("indicator:"):
             return self.indicators.get(name.split(":", 1)[1])
+        if name in self.figures:
+            return self.figures[name]
         return getattr(self, name)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The figures, with the number of per-example outcomes behind each (not the outcomes)."""
+        data = asdict(self)
+        data["outcomes"] = {name: int(np.asarray(values).shape[0]) for name, values in self.outcomes.items()}
+        return data
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,10 @@ class CheckResult:
 
     :param measurable: False for a check whose figure this machine cannot measure reliably (a
         speed-up lost in timing noise): it neither passes nor fails the gate, and says why in ``detail``.
+    :param interval: a drop's paired interval ``[low, high]`` (:mod:`robprune_deploy.gate.drop_rule`),
+        with its ``p_value`` and the paired ``examples`` behind it.
+    :param inconclusive: failed because the interval straddles the threshold (``gate.drop_rule:
+        upper_bound``); ``examples_needed`` says about how many examples would decide it.
     """
 
     name: str
@@ -80,9 +99,24 @@ class CheckResult:
     passed: bool
     detail: str = ""
     measurable: bool = True
+    interval: tuple[float, float] | None = None
+    p_value: float | None = None
+    examples: int | None = None
+    inconclusive: bool = False
+    examples_needed: int | None = None
+
+    @property
+    def status(self) -> str:
+        """``pass``, ``fail``, ``inconclusive`` or ``not measurable``."""
+        if not self.measurable:
+            return "not measurable"
+        return "pass" if self.passed else ("inconclusive" if self.inconclusive else "fail")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["interval"] = list(self.interval) if self.interval is not None else None
+        data["status"] = self.status
+        return data
 
 
 @dataclass(frozen=True)
@@ -93,6 +127,7 @@ class Check:
     :param figure: a :class:`Measurements` field, ``sparsity_gap``, ``speedup`` (the lower end of its
         95% interval) or ``indicator:<name>``.
     :param unmeasured: the detail of a check whose figure was not measured (it fails).
+    :param rule: how a drop is decided (``gate.drop_rule``; see :mod:`robprune_deploy.gate.drop_rule`).
     """
 
     name: str
@@ -102,6 +137,7 @@ class Check:
     reference: bool = False
     detail: str = ""
     unmeasured: str = "not measured"
+    rule: DropRule = "point"
 
 
 NO_BASELINE = "no baseline: set gate.baseline"
@@ -152,7 +188,8 @@ def check_table(gate: GateSection, precision: str = "fp32") -> list[Check]:
         if own is not None and name in INT8_THRESHOLDS:
             threshold, label = getattr(own, name), f"{precision}.{name}"
         if threshold is not None:
-            table.append(Check(label, figure, op, threshold, reference, detail, unmeasured.get(figure, "not measured")))
+            missing = unmeasured.get(figure, "not measured")
+            table.append(Check(label, figure, op, threshold, reference, detail, missing, gate.drop_rule))
     limits = indicator_limits(gate)
     for name in gate.indicators:
         # An enforced indicator that was not measured fails: the gate cannot vouch for the attacks.
@@ -190,9 +227,55 @@ def _apply(check: Check, candidate: Measurements, baseline: Measurements | None)
     if check.reference:
         if baseline is None:
             return CheckResult(check.name, None, check.threshold, check.op, False, NO_BASELINE)
-        before = baseline.figure(check.figure)
-        measured = None if measured is None or before is None else before - measured
+        return _drop(check, measured, baseline.figure(check.figure), candidate, baseline)
     return _compare(check, measured, check.detail)
+
+
+NO_PAIRS = (
+    "no per-example outcomes of both models on the same examples, so no paired interval; "
+    "gate.drop_rule: upper_bound needs them"
+)
+
+
+def _drop(
+    check: Check, measured: float | None, before: float | None, candidate: Measurements, baseline: Measurements
+) -> CheckResult:
+    """A drop check: decided on the paired outcomes when both models have them on the same examples."""
+    if measured is None or before is None:
+        return _compare(check, None, check.detail)
+    first, second = baseline.outcomes.get(check.figure), candidate.outcomes.get(check.figure)
+    pair = None if first is None or second is None else paired_drop(first, second)
+    if pair is None:
+        if check.rule == "upper_bound":
+            return CheckResult(check.name, before - measured, check.threshold, check.op, False, NO_PAIRS)
+        return _compare(check, before - measured, check.detail)
+    decision = decide(check.rule, pair, check.threshold)
+    detail = f"{describe(pair)}; rule {check.rule}"
+    if decision.inconclusive:
+        needed = decision.examples_needed
+        detail += (
+            f"; inconclusive: the interval straddles the threshold, about {needed} examples would decide it"
+            if needed is not None
+            else "; inconclusive: the drop equals the threshold, no number of examples decides it"
+        )
+    return CheckResult(
+        check.name, pair.drop, check.threshold, check.op, decision.passed, detail,
+        interval=(pair.low, pair.high), p_value=pair.p_value, examples=pair.examples,
+        inconclusive=decision.inconclusive, examples_needed=decision.examples_needed,
+    )  # fmt: skip
+
+
+def paired_drops(candidate: Measurements, baseline: Measurements | None) -> dict[str, PairedDrop]:
+    """Per figure both models have per-example outcomes for (on the same examples), the paired drop
+    ``baseline - candidate`` with its interval, whether or not a threshold checks it."""
+    if baseline is None:
+        return {}
+    drops = {}
+    for name, values in candidate.outcomes.items():
+        pair = paired_drop(baseline.outcomes[name], values) if name in baseline.outcomes else None
+        if pair is not None:
+            drops[name] = pair
+    return drops
 
 
 def apply_checks(table: list[Check], candidate: Measurements, baseline: Measurements | None) -> list[CheckResult]:

@@ -25,6 +25,8 @@ from robprune_deploy.quantization.fake_quant import fold_weight_dequantize
 from robprune_deploy.quantization.onnx_int8 import QDQ_OPS
 from robprune_deploy.recipe import EvaluateSection, Recipe
 
+OUTCOME_FIGURES = {"clean": "clean_acc", "pgd": "pgd_acc", "square": "square_acc", "autoattack": "autoattack_acc"}
+"""The gate's figure for each per-example outcome a robustness record keeps."""
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -151,4 +153,5 @@ def measurements(result: Robustness, proto: onnx.ModelProto) -> Measurements:
         indicator_limits={name: indicator.limit for name, indicator in result.indicators.items()},
         median_linf_distance=result.median_linf_distance,
         agreement=result.agreement,
+        outcomes={OUTCOME_FIGURES[name]: values for name, values in result.outcomes.items() if name in OUTCOME_FIGURES},
     )

@@ -91,7 +91,9 @@ def _curve_lines(verdict: GateVerdict) -> list[str]:
 
 
 def _result(c: CheckResult) -> str:
-    return "not measurable" if not c.measurable else "pass" if c.passed else "**FAIL**"
+    return {"pass": "pass", "not measurable": "not measurable", "inconclusive": "**INCONCLUSIVE**"}.get(
+        c.status, "**FAIL**"
+    )
 
 
 def _check_lines(verdict: GateVerdict) -> list[str]:

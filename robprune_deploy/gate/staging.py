@@ -18,7 +18,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from robprune_deploy.errors import OnnxModelError, RobPruneError
+from robprune_deploy.errors import OnnxModelError, RobPruneError, TrackingError
+from robprune_deploy.tracking import models as registry
 
 SHA256_TAG = "robprune.sha256"
 """Tag of the gate's run and of a gated version: the SHA-256 of the measured (and registered) model."""
@@ -86,3 +87,13 @@ def as_source(exc: RobPruneError, staged: list[StagedModel]) -> RobPruneError:
     if message == str(exc) or type(exc).__init__ is not RobPruneError.__init__:
         return exc
     return type(exc)(message)
+
+
+def check_registered_bytes(name: str, version: str, model: StagedModel, tracking_uri: str | None) -> None:
+    """:raises TrackingError: unless the version's ONNX file (downloaded again) is the measured model."""
+    uri = f"models:/{name}/{version}"
+    held = onnx_sha256(registry.resolve_onnx(uri, tracking_uri))
+    if held != model.sha256:
+        raise TrackingError(
+            f"{uri} holds sha256 {held}, not the measured model's {model.sha256}: version not tagged, alias not moved"
+        )

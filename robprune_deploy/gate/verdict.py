@@ -7,7 +7,8 @@ from typing import Any
 
 from robprune_deploy.evaluation import Robustness
 from robprune_deploy.evaluation.runtimes import DEFAULT_RUNTIME
-from robprune_deploy.gate.checks import CheckResult, Measurements
+from robprune_deploy.gate.checks import CheckResult, Measurements, paired_drops
+from robprune_deploy.gate.drop_rule import PairedDrop
 
 
 @dataclass
@@ -37,6 +38,11 @@ class GateVerdict:
         """Each runtime's own verdict (this one alone when one runtime was gated)."""
         return self.runtimes or {self.runtime: self}
 
+    @property
+    def paired_drops(self) -> dict[str, PairedDrop]:
+        """Per figure measured example by example on both models, the paired drop from the baseline."""
+        return paired_drops(self.candidate, self.baseline)
+
     def to_dict(self, details: bool = True) -> dict[str, Any]:
         """``gate.json``. Each runtime's own verdict (``runtimes``) is written without the details,
         which are the combined verdict's (model, baseline, registration)."""
@@ -49,6 +55,7 @@ class GateVerdict:
             "provider": self.provider,
             "runtime": self.runtime,
             "robustness": {label: r.to_dict() for label, r in self.robustness.items()},
+            "paired_drops": {name: drop.to_dict() for name, drop in self.paired_drops.items()},
             **(self.details if details else {}),
         }
         if self.runtimes:

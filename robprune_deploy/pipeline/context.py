@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,9 @@ from robprune_deploy.progress import StageLines, restored, stage_lines
 from robprune_deploy.recipe import Recipe
 from robprune_deploy.tracking import NullTracker, Tracker
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 __all__ = ["RunContext", "recipe_model", "resolve_device"]
 
 
@@ -32,6 +35,7 @@ class RunContext(RunData):
     :param recipe: the validated recipe (overrides applied).
     :param out_dir, resume, force, recipe_source: the run's :class:`RunState`.
     :param tracker: where stages log (MLflow, or nothing).
+    :param sign_key: the Ed25519 key the gate stages sign their ``release.json`` with (``--sign-key``).
 
     The output folder is created only once the inputs passed :meth:`preflight` (by
     :func:`~robprune_deploy.pipeline.ownership.owned_output`, or by the first file written).
@@ -50,6 +54,7 @@ class RunContext(RunData):
         show_progress: bool = True,
         force: bool = False,
         recipe_source: str | None = None,
+        sign_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.env, device = distributed.initialize(resolve_device(recipe.device))
         super().__init__(recipe, device=device, distributed=self.env.enabled)
@@ -58,6 +63,7 @@ class RunContext(RunData):
         self.state = RunState(recipe, Path(out_dir), resume, force, recipe_source, writes=self.env.is_main)
         self.tracker: Tracker = tracker if tracker is not None else NullTracker()
         self.show_progress = show_progress
+        self.sign_key = sign_key
         self.threads = apply_process_settings(recipe, self, announce=show_progress)
         self.summary: dict[str, Any] = {}
         self.history: dict[str, list[tuple[int, dict[str, float]]]] = {}

@@ -11,13 +11,14 @@ from torch import nn
 
 from robprune_deploy.algorithms import Granularity, PruningResult
 from robprune_deploy.atomic import write_json
-from robprune_deploy.errors import OnnxModelError
+from robprune_deploy.errors import OnnxModelError, ReleaseError
 from robprune_deploy.evaluation import Artifact, Robustness
 from robprune_deploy.evaluation.latency import compare_speed
 from robprune_deploy.evaluation.outcome_files import OUTCOMES_FILE, OUTCOMES_INT8_FILE, outcome_record
 from robprune_deploy.export import audit_onnx, export_onnx, load_onnx, torch_weight_params
 from robprune_deploy.export.onnx_export import onnx_opset
 from robprune_deploy.gate.measure import measure, twins_for
+from robprune_deploy.gate.staging import onnx_sha256
 from robprune_deploy.pipeline.context import RunContext
 from robprune_deploy.pipeline.stage_runner import StageBase, StageRecord, Values
 from robprune_deploy.pipeline.summary_schema import ROBUSTNESS_FIGURES, ExportFigures
@@ -236,6 +237,8 @@ def evaluate(
     summary: dict[str, Any] = {}
     records: dict[str, Robustness] = {}
     model = deployable.cpu()
+    # The bytes measured, for the release record: the gate stage registers them only if unchanged.
+    measured_sha256 = onnx_sha256(ctx.out_dir / spec.file)
     # fp32: the torch model itself; int8: its straight-through twin, and PGD transferred from the model
     twins = twins_for(Artifact(ctx.out_dir / spec.file, precision), model, model)
     for index, runtime in enumerate(ctx.recipe.evaluate.runtimes):
@@ -252,6 +255,11 @@ def evaluate(
         figures.update(latency(ctx, spec, runtime))
         summary.update({f"{runtime_prefix}{k}": v for k, v in figures.items()})
     deployable.to(ctx.device)
+    if onnx_sha256(ctx.out_dir / spec.file) != measured_sha256:
+        raise ReleaseError(
+            f"{ctx.out_dir / spec.file}: replaced while it was being evaluated; its figures describe no one file"
+        )
+    summary[f"{spec.keys}sha256"] = measured_sha256
     first = records[ctx.recipe.evaluate.runtimes[0]]
     context = {
         "split": ctx.eval_split,

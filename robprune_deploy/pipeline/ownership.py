@@ -64,6 +64,8 @@ _TOP_LEVEL_FILES = frozenset(
         "gate.json",
         "gate.md",
         "gate.png",
+        "release.json",
+        "MODEL_CARD.md",
         "security_curve.png",
         "layers.png",
         "training.png",
@@ -145,6 +147,16 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+LATER_FIELDS: dict[tuple[str, str], Any] = {
+    ("evaluate", "runtimes"): ["onnxruntime"],
+    ("evaluate", "torch_examples"): None,
+    ("evaluate", "ensemble_examples"): None,
+}
+"""Recipe fields added after folders were written with the recipes that lacked them, with their
+defaults: at the default, such a field is not part of the fingerprint (a new field must be added
+here, or every folder written before it is refused as another recipe's)."""
+
+
 def fingerprint_document(recipe: Recipe) -> dict[str, Any]:
     """What the fingerprint hashes: the resolved recipe less :data:`EXCLUDED_SECTIONS`.
 
@@ -161,9 +173,10 @@ def fingerprint_document(recipe: Recipe) -> dict[str, Any]:
     # The memory bound decides whether a session may run, never what it computes: raising it to
     # resume a refused evaluation is the same recipe.
     document["evaluate"].pop("max_session_memory_mb", None)
-    # evaluate.runtimes came later: its default is left out, so folders written before keep their owner.
-    if document["evaluate"].get("runtimes") == ["onnxruntime"]:
-        document["evaluate"].pop("runtimes")
+    # Fields that came later are left out at their default, so folders written before keep their owner.
+    for (section, name), default in LATER_FIELDS.items():
+        if document[section].get(name, default) == default:
+            document[section].pop(name, None)
     document["compression"]["config"] = validate_algorithm_config(recipe).model_dump(mode="json")
     checkpoint = recipe.model.checkpoint
     if checkpoint is not None:

@@ -178,8 +178,9 @@ SUMMARY_SCHEMA: tuple[KeyGroup, ...] = (
     KeyGroup("export", ExportFigures.keys(), "the audit of model.onnx and dense.onnx"),
     KeyGroup(
         "evaluate",
-        (*robustness_keys("onnx."), "indicators.<name>", *latency_keys("latency.")),
-        "model.onnx on each runtime: robustness, attack-failure indicators, latency against dense.onnx",
+        (*robustness_keys("onnx."), "onnx.sha256", "indicators.<name>", *latency_keys("latency.")),
+        "model.onnx on each runtime: robustness, attack-failure indicators, latency against dense.onnx; the "
+        "SHA-256 of the bytes measured",
         per_runtime=True,
     ),
     KeyGroup(
@@ -195,8 +196,19 @@ SUMMARY_SCHEMA: tuple[KeyGroup, ...] = (
     ),
     KeyGroup(
         "gate",
-        (*robustness_keys("onnx.dense_"), "gate.passed", "gate.failures"),
-        "the gate's verdict on model.onnx, and the dense baseline's robustness it measured",
+        (
+            *robustness_keys("onnx.dense_"),
+            "gate.passed",
+            "gate.failures",
+            "gate.paired_drops",
+            "gate.model_sha256",
+            "gate.baseline_sha256",
+            "gate.release",
+        ),
+        "the gate's verdict on model.onnx, the dense baseline's robustness it measured, the paired drop from "
+        "it per figure measured example by example on both (accuracy figure -> drop, 95% interval low/high, "
+        "p_value, examples, method), the SHA-256 of both models' bytes and the release record (release.json) "
+        "that holds them",
     ),
     KeyGroup(
         "quantize",
@@ -217,6 +229,7 @@ SUMMARY_SCHEMA: tuple[KeyGroup, ...] = (
         "evaluate_int8",
         (
             *robustness_keys("int8.", INT8_RENAMED),
+            "int8.sha256",
             "int8.indicators.<name>",
             "int8.clean_drop",
             "int8.pgd_drop",
@@ -231,7 +244,11 @@ SUMMARY_SCHEMA: tuple[KeyGroup, ...] = (
         ("mlflow.int8_model_uri", "mlflow.int8_registered_version"),
         "with quantize.enabled: the INT8 model logged and registered in MLflow",
     ),
-    KeyGroup("gate_int8", ("int8.gate.passed", "int8.gate.failures"), "with quantize.enabled: the INT8 gate's verdict"),
+    KeyGroup(
+        "gate_int8",
+        ("int8.gate.passed", "int8.gate.failures", "int8.gate.model_sha256", "int8.gate.release"),
+        "with quantize.enabled: the INT8 gate's verdict, the SHA-256 of the model's bytes and its release record",
+    ),
 )
 
 GROUPS = {group.stage: group for group in SUMMARY_SCHEMA}

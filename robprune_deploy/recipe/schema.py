@@ -503,6 +503,13 @@ class GateSection(Section):
     max_autoattack_drop: float | None = Field(
         None, ge=0, le=1, description="baseline minus candidate AutoAttack accuracy"
     )
+    drop_rule: Literal["point", "upper_bound"] = Field(
+        "point",
+        description="how a max_*_drop check decides on the paired drop: point (the drop itself, the default: "
+        "thresholds are usually set on point figures, and small evaluations cannot confirm a few points), or "
+        "upper_bound (the upper end of its 95% paired interval; an interval straddling the threshold is "
+        "inconclusive and fails, naming the examples that would decide it: size them with robprune gate --plan)",
+    )
     indicators: list[IndicatorName] = Field(
         default_factory=lambda: list(get_args(IndicatorName)),
         description="attack-failure indicators that fail the gate when they fire",

@@ -48,7 +48,9 @@ class Tracker(Protocol):
     def log_file(self, path: Path, artifact_path: str) -> str | None:
         """Log a file under ``artifact_path`` of the active run; returns its ``runs:/`` URI."""
 
-    def log_onnx_model(self, path: Path, example: np.ndarray, name: str = "onnx_model") -> str | None: ...
+    def log_onnx_model(
+        self, path: Path, example: np.ndarray, name: str = "onnx_model", *, exact: bool = False
+    ) -> str | None: ...
 
     def register_model(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str | None: ...
 
@@ -90,7 +92,9 @@ class NullTracker:
     def log_file(self, path: Path, artifact_path: str) -> str | None:
         return None
 
-    def log_onnx_model(self, path: Path, example: np.ndarray, name: str = "onnx_model") -> str | None:
+    def log_onnx_model(
+        self, path: Path, example: np.ndarray, name: str = "onnx_model", *, exact: bool = False
+    ) -> str | None:
         return None
 
     def register_model(self, model_uri: str, name: str, tags: Mapping[str, str]) -> str | None:
