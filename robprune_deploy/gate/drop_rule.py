@@ -122,4 +122,13 @@ def describe(pair: PairedDrop) -> str:
     )
 
 
-__all__ = ["CONFIDENCE", "DropDecision", "DropRule", "PairedDrop", "decide", "describe", "examples_to_decide", "paired_drop"]
+__all__ = [
+    "CONFIDENCE",
+    "DropDecision",
+    "DropRule",
+    "PairedDrop",
+    "decide",
+    "describe",
+    "examples_to_decide",
+    "paired_drop",
+]
