@@ -167,8 +167,11 @@ def _white_box(
         for chunk in _chunks(run.survivors(), batch_size):
             x, y = run.x[chunk].to(device), run.y[chunk].to(device)
             target = order[chunk, rank + 1].to(device)
-            if name == "fab-t":
-                outcome, _ = fab_targeted(twin, x, y, target, steps=budget.fab_steps, norm=norm, on_step=bar.advance)
+            if name == "fab-t":  # a minimum-norm attack: its points beyond eps are no candidates
+                outcome, reach = fab_targeted(
+                    twin, x, y, target, steps=budget.fab_steps, norm=norm, on_step=bar.advance
+                )
+                points = _within(run, chunk, outcome.x_adv.detach().cpu().numpy(), reach.cpu().numpy())
             else:
                 generator = torch.Generator().manual_seed(seed + 1000 * rank)
                 outcome = apgd(
@@ -176,7 +179,8 @@ def _white_box(
                     target=None if name == "apgd-ce" else target, norm=norm, generator=generator,
                     on_step=bar.advance,
                 )  # fmt: skip
-            run.confirm(chunk, outcome.x_adv.detach().cpu().numpy())
+                points = outcome.x_adv.detach().cpu().numpy()
+            run.confirm(chunk, points)
 
 
 def _fmn(run: _Verdict, twin: nn.Module, steps: int, batch_size: int, bar: Any) -> np.ndarray:
@@ -189,9 +193,17 @@ def _fmn(run: _Verdict, twin: nn.Module, steps: int, batch_size: int, bar: Any) 
         x_adv, _ = fmn(twin, x, y, norm=run.threat.norm, steps=steps, on_step=bar.advance)
         points = x_adv.detach().cpu().numpy()
         fooled = run.predictor.predict(points).argmax(1) != run.labels[chunk]
-        found[chunk] = np.where(fooled, distances(run.inputs[chunk], points, run.threat.norm), np.inf)
-        run.confirm(chunk, points)
+        reach = distances(run.inputs[chunk], points, run.threat.norm)
+        found[chunk] = np.where(fooled, reach, np.inf)
+        run.confirm(chunk, _within(run, chunk, points, reach))
     return found
+
+
+def _within(run: _Verdict, idx: np.ndarray, points: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """A minimum-norm attack's ``points``, each replaced by its input where its distance ``reach``
+    exceeds ``eps`` (a point it found farther away is no candidate, not an attack out of bounds)."""
+    inside = reach <= run.threat.eps * (1 + WITHIN_EPS)
+    return np.where(inside.reshape(-1, *[1] * (points.ndim - 1)), points, run.inputs[idx])
 
 
 def evaluate_threat(
