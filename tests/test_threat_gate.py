@@ -201,7 +201,7 @@ L2 = {"norm": "l2", "eps": 1}
         (_threats(L2, {**L2, "eps": -1}), "evaluate.threats[1].eps: must be a finite number above 0, got -1"),
         (_threats({"norm": "linf", "eps": 2}), "evaluate.threats[0].eps: an L-inf radius is at most 1"),
         (_threats({**L2, "norm": "l1"}), "evaluate.threats[0].norm: Input should be 'linf' or 'l2'"),
-        (_threats({**L2, "attacks": ["apgd-ce", "pgd"]}), "evaluate.threats[0].attacks[1]: unknown attack 'pgd'"),
+        (_threats({**L2, "attacks": ["apgd-ce", "pgd"]}), "evaluate.threats[0].attacks[1]: Input should be 'apgd-ce',"),
         (_threats({**L2, "attacks": ["fmn", "fmn"]}), "evaluate.threats[0].attacks: 'fmn' is listed twice"),
         (_threats({**L2, "radius": 1}), "evaluate.threats[0].radius: unknown field"),
         (_threats(L2, {**L2, "eps": 1.0}), "evaluate.threats: [1] is labelled 'l2-1' like [0]"),

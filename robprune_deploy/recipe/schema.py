@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -386,24 +385,22 @@ def _threat_field(check: Callable[[], _Checked]) -> _Checked:
         raise PydanticCustomError("threat", f"{exc.problem}{at}") from None
 
 
-def _known_attack(name: str) -> str:
-    if name not in ATTACKS:
-        raise PydanticCustomError("threat", f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
-    return name
-
-
-AttackName = Annotated[str, AfterValidator(_known_attack)]
+AttackName = Literal["apgd-ce", "apgd-t", "fab-t", "square", "fmn"]
+assert get_args(AttackName) == ATTACKS, "the recipe's attack names are the threat model's"
 
 
 class ThreatSection(Section):
-    """One more threat model the shipped model is evaluated against, beside ``attack``'s L-inf ball
-    (validated by :class:`~robprune_deploy.attacks.threats.ThreatDescription`)."""
+    """One more threat model the shipped model is evaluated against, beside the L-inf ball of
+    ``attack``: a norm, a radius and the attacks that search it, worst case per example.
+
+    Validated as :class:`~robprune_deploy.attacks.threats.ThreatDescription` is, field by field.
+    """
 
     name: str | None = Field(None, description="the verdict rows' label (default <norm>-<eps>, e.g. l2-0.5)")
     norm: Literal["linf", "l2"] = Field(description="linf or l2")
     eps: float = Field(description="the radius in pixel units of inputs in [0, 1] (L-inf at most 1)")
     attacks: list[AttackName] = Field(
-        default_factory=lambda: list(STANDARD_ATTACKS),
+        default_factory=lambda: [cast(AttackName, name) for name in STANDARD_ATTACKS],
         description="attacks in that norm, worst case per example: apgd-ce, apgd-t, fab-t, square (AutoAttack's "
         "standard four, the default), fmn (also gives the median minimal distance)",
     )
