@@ -30,7 +30,7 @@ from robprune_deploy.evaluation.ensemble import EnsembleBudget
 from robprune_deploy.evaluation.threat_evaluation import ThreatPlan, evaluate_threat
 from robprune_deploy.export import export_onnx
 from robprune_deploy.gate.checks import Measurements, run_checks
-from robprune_deploy.gate.gating import evaluate_gate
+from robprune_deploy.gate.gating import evaluate_gate, render_markdown
 from robprune_deploy.gate.validation import EvaluationData
 from robprune_deploy.recipe import GateSection, validate_recipe
 
@@ -146,6 +146,10 @@ def test_one_l2_threat_and_corruptions_gate_with_rows_named_by_threat(linear_dig
     assert set(corruptions["type_acc"]) == {"gaussian_noise", "contrast", "brightness"}
     assert report["candidate"]["figures"]["threat:l2-1"] == pytest.approx(record["accuracy"])
     assert set(report["paired_drops"]) >= {"threat:l2-1", "corruption_acc", "clean_acc", "pgd_acc"}
+    text = render_markdown(verdict)
+    assert "| threat:l2-1.max_drop | 0." in text and "| max_corruption_drop | 0." in text
+    assert f"| candidate | l2-1 | l2 | 1 | apgd-ce, apgd-t, fab-t, square, fmn | {EXAMPLES} | " in text
+    assert f"| baseline | {baseline.figures['corruption_acc']:.4f} | " in text
 
 
 @pytest.mark.parametrize("quantile", [0.25, 0.5, 0.75])
