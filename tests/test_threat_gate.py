@@ -246,3 +246,22 @@ def test_old_run_folders_keep_their_fingerprint_without_threats() -> None:
     threats = {"evaluate": {"threats": [{"norm": "l2", "eps": 0.5}]}}
     gated = {**threats, "gate": {"threats": {"l2-0.5": {"min_acc": 0.3}}}}
     assert recipe_fingerprint(validate_recipe(gated)) == recipe_fingerprint(validate_recipe(threats))
+
+
+def test_outcomes_json_keeps_a_threat_per_example_and_the_corruption_cells_per_example(tmp_path: Path) -> None:
+    from robprune_deploy.evaluation import Robustness
+    from robprune_deploy.evaluation.outcome_files import outcome_record, read_outcomes
+
+    rng = np.random.default_rng(0)
+    cells = rng.random((13, 6)) > 0.4
+    threat = rng.random(13) > 0.5
+    result = Robustness(
+        "cpu", 13, 0.9, 0.5, None, 0, None, None, outcomes={"threat:l2-1": threat, "corruption_acc": cells}
+    )
+    batches = [(torch.zeros(13, 1, 8, 8), torch.zeros(13, dtype=torch.long))]
+    path = tmp_path / "outcomes.json"
+    path.write_text(json.dumps(outcome_record(result, batches)))
+    stored = read_outcomes(path)
+    assert np.array_equal(stored.figures["threat:l2-1"], threat)
+    assert np.array_equal(stored.figures["corruption_acc"], cells)
+    assert stored.accuracy("corruption_acc") == pytest.approx(cells.mean())
