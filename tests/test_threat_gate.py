@@ -139,6 +139,7 @@ def test_one_l2_threat_and_corruptions_gate_with_rows_named_by_threat(linear_dig
     report = json.loads(json.dumps(verdict.to_dict()))
     record = report["robustness"]["candidate"]["threats"]["l2-1"]
     assert record["norm"] == "l2" and record["eps"] == 1.0 and record["examples"] == EXAMPLES
+    assert record["crafted_on"] == ["twin"]  # the twin converted from the candidate's file
     assert record["accuracy"] == pytest.approx(candidate.figures["threat:l2-1"])
     assert [m["name"] for m in record["members"]] == ["apgd-ce", "apgd-t", "fab-t", "square", "fmn"]
     assert sum(m["outside"] for m in record["members"]) == 0

@@ -85,12 +85,14 @@ class AttackRecord:
 class ThreatResult:
     """A threat's per-example verdict (``robust``: right on the clean input and not broken by any of
     its attacks) and, when FMN ran, each example's smallest adversarial distance the runtime
-    confirmed (0: misclassified clean; ``inf``: none found)."""
+    confirmed (0: misclassified clean; ``inf``: none found). ``crafted_on`` names the twins the
+    white-box attacks differentiated."""
 
     threat: ThreatDescription
     robust: np.ndarray
     records: tuple[AttackRecord, ...]
     distances: np.ndarray | None = None
+    crafted_on: tuple[str, ...] = ()
 
     @property
     def examples(self) -> int:
@@ -113,6 +115,7 @@ class ThreatResult:
             "examples": self.examples,
             "accuracy": self.accuracy,
             "median_distance": self.median_distance,
+            "crafted_on": list(self.crafted_on),
             "members": [r.to_dict() for r in self.records],
         }
 
@@ -257,7 +260,7 @@ def evaluate_threat(
             AttackRecord(name, attacked, before - after, after / max(n, 1), run.outside - outside,
                          time.perf_counter() - start)
         )  # fmt: skip
-    return ThreatResult(threat, run.robust, tuple(records), found)
+    return ThreatResult(threat, run.robust, tuple(records), found, tuple(twins))
 
 
 def evaluate_corruptions(
