@@ -293,8 +293,9 @@ def evaluate_artifact(
     :param batches: the (fixed) evaluation batches, inputs in [0, 1].
     :param twins: differentiable torch models white-box attacks are crafted on, by name. The first
         is the artifact's own twin: parity is checked against it and the ensemble, the security
-        curve and the indicators use it. PGD runs from each (worst case per example). None: no
-        white-box attack (clean accuracy and Square only).
+        curve and the indicators use it. PGD and the white-box attacks of ``protocol.threats`` run
+        from each (worst case per example). None: no white-box attack (clean accuracy, Square and
+        the corruptions only; the extra threats are then not measured).
     :param reference: an artifact whose clean predictions ``agreement`` compares with.
     """
     batches = check_batch_list(batches, "evaluate_artifact")  # RobPruneError for empty or non-image data

@@ -129,11 +129,14 @@ def distances(x: np.ndarray, points: np.ndarray, norm: str) -> np.ndarray:
 class _Verdict:
     """Who is still robust under one threat, on the runtime."""
 
-    def __init__(self, threat: ThreatDescription, predictor: Predictor, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(
+        self, threat: ThreatDescription, predictor: Predictor, x: torch.Tensor, y: torch.Tensor, batch_size: int
+    ) -> None:
         self.threat, self.predictor = threat, predictor
         self.x, self.y = x, y
         self.inputs, self.labels = x.numpy(), y.numpy()
-        self.robust = predictor.predict(self.inputs).argmax(1) == self.labels
+        predicted = [predictor.predict(self.inputs[c]).argmax(1) for c in _chunks(np.arange(len(y)), batch_size)]
+        self.robust = np.concatenate(predicted) == self.labels if predicted else np.zeros(0, dtype=bool)
         self.outside = 0
 
     def survivors(self) -> np.ndarray:
@@ -163,8 +166,9 @@ def _white_box(
     """APGD-CE, APGD-T or FAB-T of the threat's norm from ``twin``, on the survivors, chunk by chunk."""
     eps, norm = run.threat.eps, run.threat.norm
     device = next(iter(twin.parameters()), torch.empty(0)).device
-    with torch.no_grad():
-        order = twin(run.x.to(device)).float().argsort(1, descending=True).cpu()  # targets by likelihood
+    with torch.no_grad():  # target classes by clean likelihood
+        parts = [twin(run.x[c].to(device)).float().cpu() for c in _chunks(np.arange(len(run.y)), batch_size)]
+    order = torch.cat(parts).argsort(1, descending=True)
     plan = plan_member(name, budget, int(order.shape[1]))
     for rank in range(plan.targets):
         for chunk in _chunks(run.survivors(), batch_size):
@@ -229,7 +233,7 @@ def evaluate_threat(
     """
     threat = plan.threat
     n = len(y) if plan.examples is None else min(plan.examples, len(y))
-    run = _Verdict(threat, predictor, x[:n], y[:n])
+    run = _Verdict(threat, predictor, x[:n], y[:n], batch_size)
     records: list[AttackRecord] = []
     found: np.ndarray | None = None
     for name in threat.attacks:
