@@ -23,6 +23,19 @@ from typing import Any
 from robprune_deploy.attacks.norms import NORMS, Norm, check_norm
 from robprune_deploy.errors import ArgumentError, control_character, printable
 
+
+class ThreatFieldError(ArgumentError):
+    """One field of a threat refused: ``field`` names it, ``problem`` says why.
+
+    The message is ``"<field>: <problem>"``; a schema that reports the field's location itself (the
+    recipe's ``evaluate.threats[1].eps``) shows ``problem`` alone.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(f"{field}: {problem}")
+
+
 ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square", "fmn")
 """Every attack a threat may list, each available in L-inf and in L2."""
 STANDARD_ATTACKS: tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")
@@ -50,10 +63,10 @@ class ThreatDescription:
     def __post_init__(self) -> None:
         where = "ThreatDescription"
         object.__setattr__(self, "norm", check_norm(self.norm, f"{where}.norm"))
-        object.__setattr__(self, "eps", _check_eps(self.eps, self.norm, f"{where}.eps"))
-        object.__setattr__(self, "attacks", _check_attacks(self.attacks, f"{where}.attacks"))
+        object.__setattr__(self, "eps", check_eps(self.eps, self.norm, f"{where}.eps"))
+        object.__setattr__(self, "attacks", check_attacks(self.attacks, f"{where}.attacks"))
         if self.name is not None:
-            _check_name(self.name, f"{where}.name")
+            check_name(self.name, f"{where}.name")
 
     @property
     def label(self) -> str:
@@ -82,11 +95,11 @@ class ThreatDescription:
         attacks = data.get("attacks", STANDARD_ATTACKS)
         name = data.get("name")
         if name is not None:
-            _check_name(name, f"{where}.name")
+            check_name(name, f"{where}.name")
         return cls(
             norm,
-            _check_eps(data["eps"], norm, f"{where}.eps"),
-            _check_attacks(attacks, f"{where}.attacks"),
+            check_eps(data["eps"], norm, f"{where}.eps"),
+            check_attacks(attacks, f"{where}.attacks"),
             name,
         )
 
@@ -105,39 +118,54 @@ def check_threats(threats: Sequence[ThreatDescription], where: str = "threats") 
     return tuple(threats)
 
 
-def _check_eps(eps: object, norm: Norm, field: str) -> float:
+def check_eps(eps: object, norm: Norm, field: str = "eps") -> float:
+    """``eps`` as a float if it is a radius of ``norm`` on inputs in [0, 1]; else :class:`ThreatFieldError`."""
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise ArgumentError(f"{field}: must be a number, got {eps!r}")
+        raise ThreatFieldError(field, f"must be a number, got {eps!r}")
     value = float(eps)
     # NaN fails every comparison, so it is caught here too
     if not (math.isfinite(value) and value > 0):
-        raise ArgumentError(f"{field}: must be a finite number above 0, got {eps!r}")
+        raise ThreatFieldError(field, f"must be a finite number above 0, got {eps!r}")
     if norm == "linf" and value > LINF_MAX_EPS:
-        raise ArgumentError(f"{field}: an L-inf radius is at most {LINF_MAX_EPS:g} on inputs in [0, 1], got {eps!r}")
+        raise ThreatFieldError(field, f"an L-inf radius is at most {LINF_MAX_EPS:g} on inputs in [0, 1], got {eps!r}")
     return value
 
 
-def _check_attacks(attacks: object, field: str) -> tuple[str, ...]:
+def check_attacks(attacks: object, field: str = "attacks") -> tuple[str, ...]:
+    """``attacks`` as a tuple of known attack names without repeats; else :class:`ThreatFieldError`."""
     if isinstance(attacks, str) or not isinstance(attacks, Sequence):
-        raise ArgumentError(f"{field}: must be a list of attack names ({', '.join(ATTACKS)}), got {attacks!r}")
+        raise ThreatFieldError(field, f"must be a list of attack names ({', '.join(ATTACKS)}), got {attacks!r}")
     if not attacks:
-        raise ArgumentError(f"{field}: must name at least one attack ({', '.join(ATTACKS)})")
+        raise ThreatFieldError(field, f"must name at least one attack ({', '.join(ATTACKS)})")
     seen: list[str] = []
     for i, attack in enumerate(attacks):
         if attack not in ATTACKS:
-            raise ArgumentError(f"{field}[{i}]: unknown attack {attack!r}; known: {', '.join(ATTACKS)}")
+            raise ThreatFieldError(f"{field}[{i}]", f"unknown attack {attack!r}; known: {', '.join(ATTACKS)}")
         if attack in seen:
-            raise ArgumentError(f"{field}[{i}]: {attack!r} is listed twice")
+            raise ThreatFieldError(f"{field}[{i}]", f"{attack!r} is listed twice")
         seen.append(attack)
     return tuple(seen)
 
 
-def _check_name(name: object, field: str) -> None:
+def check_name(name: object, field: str = "name") -> str:
+    """``name`` if it can label a verdict row (non-empty, no control character); else :class:`ThreatFieldError`."""
     if not isinstance(name, str) or not name.strip():
-        raise ArgumentError(f"{field}: must be a non-empty string, got {name!r}")
+        raise ThreatFieldError(field, f"must be a non-empty string, got {name!r}")
     bad = control_character(name)
     if bad is not None:
-        raise ArgumentError(f"{field}: must not contain the control character {bad!r}")
+        raise ThreatFieldError(field, f"must not contain the control character {bad!r}")
+    return name
 
 
-__all__ = ["ATTACKS", "LINF_MAX_EPS", "NORMS", "STANDARD_ATTACKS", "ThreatDescription", "check_threats"]
+__all__ = [
+    "ATTACKS",
+    "LINF_MAX_EPS",
+    "NORMS",
+    "STANDARD_ATTACKS",
+    "ThreatDescription",
+    "ThreatFieldError",
+    "check_attacks",
+    "check_eps",
+    "check_name",
+    "check_threats",
+]

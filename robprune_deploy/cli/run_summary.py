@@ -64,9 +64,9 @@ def _paired_drop_line(summary: dict[str, Any]) -> str | None:
     for name in order:
         d = drops[name]
         test = "McNemar" if d.get("method") == "newcombe" else "paired t"
+        interval = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
         parts.append(
-            f"{_FIGURE_NAMES.get(name, name)} {100 * d['drop']:+.1f} pts "
-            f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}] "
+            f"{_FIGURE_NAMES.get(name, name)} {100 * d['drop']:+.1f} pts {interval} "
             f"(n={d['examples']}, {test} p={d['p_value']:.2g})"
         )
     return "drop from dense, paired, 95% interval: " + "; ".join(parts) if parts else None

@@ -5,7 +5,8 @@ recorded in its :class:`~robprune_deploy.evaluation.Robustness`, on the first ru
 A robust accuracy is a mean over examples. Two models measured on the same examples are compared
 example by example (exact McNemar, a paired-proportion interval: :mod:`robprune_deploy.statistics`),
 which needs the outcomes, not only their means. The file holds, per figure (``clean``, ``pgd``,
-``autoattack``), whether each example was classified correctly, bit-packed
+``autoattack``, ``threat:<label>``; ``corruption_acc`` with ``cells`` per example), whether each
+example was classified correctly, bit-packed
 (:func:`~robprune_deploy.statistics.pack_outcomes`) in the order of the evaluation subset, and a
 digest of the examples, so that a comparison can check that both runs saw the same ones in the same
 order. ``autoattack`` covers the first ``examples`` of the subset its ensemble attacked
@@ -55,11 +56,23 @@ def outcome_record(
         "attacks": result.attacks,
         "examples": result.examples,
         "subset_sha256": examples_sha256(batches),
-        "outcomes": {
-            name: {"examples": len(values), "bits": pack_outcomes(np.asarray(values, dtype=bool))}
-            for name, values in result.outcomes.items()
-        },
+        "outcomes": {name: _entry(np.asarray(values, dtype=bool)) for name, values in result.outcomes.items()},
     }
+
+
+def _entry(values: np.ndarray) -> dict[str, Any]:
+    """One figure's outcomes: ``N`` booleans, or ``N x cells`` (the corruption cells) packed row by row."""
+    entry: dict[str, Any] = {"examples": len(values), "bits": pack_outcomes(values.reshape(-1))}
+    if values.ndim == 2:
+        entry["cells"] = int(values.shape[1])
+    return entry
+
+
+def _unpacked(entry: dict[str, Any]) -> np.ndarray:
+    examples, cells = int(entry["examples"]), entry.get("cells")
+    if cells is None:
+        return unpack_outcomes(entry["bits"], examples)
+    return unpack_outcomes(entry["bits"], examples * int(cells)).reshape(examples, int(cells))
 
 
 @dataclass(frozen=True)
@@ -83,9 +96,7 @@ def read_outcomes(path: Path) -> StoredOutcomes:
     """
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
-        figures = {
-            name: unpack_outcomes(entry["bits"], int(entry["examples"])) for name, entry in record["outcomes"].items()
-        }
+        figures = {name: _unpacked(entry) for name, entry in record["outcomes"].items()}
         return StoredOutcomes(str(record["subset_sha256"]), int(record["examples"]), figures, record)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"outcomes file {path}: not readable ({type(exc).__name__}: {exc})") from None

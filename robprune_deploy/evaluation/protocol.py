@@ -15,6 +15,7 @@ from types import MappingProxyType
 from robprune_deploy.attacks import ThreatModel
 from robprune_deploy.errors import ArgumentError
 from robprune_deploy.evaluation.ensemble import ENSEMBLES, EnsembleBudget
+from robprune_deploy.evaluation.threat_evaluation import CorruptionPlan, ThreatPlan
 
 ATTACK_PROTOCOLS = ("pgd", *ENSEMBLES)
 
@@ -34,6 +35,8 @@ class EvaluationProtocol:
     :param indicator_examples: correctly classified examples the failure indicators use (0: none).
     :param not_measured: figures this protocol leaves out on purpose, each with the reason a check
         that needs it shows.
+    :param threats: more threat models, each measured on its own (figure ``threat:<label>``).
+    :param corruptions: the common-corruption cells (figure ``corruption_acc``); ``None``: none.
     """
 
     threat: ThreatModel | None
@@ -50,6 +53,8 @@ class EvaluationProtocol:
     indicator_limits: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     batch_size: int = 256
     not_measured: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    threats: tuple[ThreatPlan, ...] = ()
+    corruptions: CorruptionPlan | None = None
 
     def __post_init__(self) -> None:
         if self.attacks not in ATTACK_PROTOCOLS:

@@ -26,6 +26,7 @@ from torch import nn
 
 from robprune_deploy.arguments import check_batch_list
 from robprune_deploy.attacks import ThreatModel, pgd
+from robprune_deploy.evaluation.corruptions import CorruptionAccuracy
 from robprune_deploy.evaluation.ensemble import EnsembleBudget, EnsembleResult, run_ensemble
 from robprune_deploy.evaluation.indicators import Indicator, measure_indicators
 from robprune_deploy.evaluation.parity import parity
@@ -33,6 +34,12 @@ from robprune_deploy.evaluation.protocol import EvaluationProtocol
 from robprune_deploy.evaluation.runtimes import DEFAULT_RUNTIME, Artifact, Predictor
 from robprune_deploy.evaluation.security_curve import SecurityCurve, security_curve
 from robprune_deploy.evaluation.square import square_attack
+from robprune_deploy.evaluation.threat_evaluation import (
+    ThreatResult,
+    corruption_outcomes,
+    evaluate_corruptions,
+    evaluate_threat,
+)
 
 Batches = Sequence[tuple[torch.Tensor, torch.Tensor]]
 
@@ -51,6 +58,8 @@ class Robustness:
     (``clean`` and ``pgd`` on every example, ``autoattack`` on the ones the ensemble attacked, the
     first ``square_examples``): paired tests between two models need them, not only their means
     (kept in ``outcomes.json`` by :mod:`robprune_deploy.evaluation.outcome_files`).
+    ``threats`` holds each extra threat's verdict by label (outcomes ``threat:<label>``) and
+    ``corruptions`` the common-corruption cells (outcomes ``corruption_acc``, ``N x k``).
     """
 
     provider: str
@@ -75,6 +84,18 @@ class Robustness:
     pgd_sources: dict[str, float] = field(default_factory=dict)
     agreement: float | None = None
     outcomes: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    threats: dict[str, ThreatResult] = field(default_factory=dict, repr=False, compare=False)
+    corruptions: CorruptionAccuracy | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def threat_acc(self) -> dict[str, float]:
+        """Accuracy under each extra threat, by label."""
+        return {label: result.accuracy for label, result in self.threats.items()}
+
+    @property
+    def corruption_acc(self) -> float | None:
+        """The mean corruption accuracy (``None``: not measured)."""
+        return self.corruptions.mean_accuracy if self.corruptions is not None else None
 
     @property
     def median_linf_distance(self) -> float | None:
@@ -115,6 +136,9 @@ class Robustness:
             "curve": self.curve.to_dict() if self.curve is not None else None,
             "indicators": {k: v.to_dict() for k, v in self.indicators.items()},
             "eps": self.eps,
+            "threats": {label: result.to_dict() for label, result in self.threats.items()},
+            "corruption_acc": self.corruption_acc,
+            "corruptions": self.corruptions.to_dict() if self.corruptions is not None else None,
         }
 
 
@@ -240,6 +264,21 @@ def _indicators(
     )  # fmt: skip
 
 
+def _threats(
+    m: _Measured, twins: Mapping[str, nn.Module], predictor: Predictor, p: EvaluationProtocol, show_progress: bool
+) -> None:
+    """Each extra threat, its white-box attacks crafted on every twin (worst case per example)."""
+    results = {}
+    for plan in p.threats:
+        result = evaluate_threat(
+            plan, twins, predictor, m.x, m.y, p.budget, fmn_steps=p.curve_steps or p.budget.apgd_steps,
+            batch_size=p.batch_size, seed=p.seed, show_progress=show_progress,
+        )  # fmt: skip
+        results[plan.threat.label] = result
+        m.outcomes[f"threat:{plan.threat.label}"] = result.robust
+    m.figures["threats"] = results
+
+
 def evaluate_artifact(
     artifact: Artifact,
     protocol: EvaluationProtocol,
@@ -254,8 +293,9 @@ def evaluate_artifact(
     :param batches: the (fixed) evaluation batches, inputs in [0, 1].
     :param twins: differentiable torch models white-box attacks are crafted on, by name. The first
         is the artifact's own twin: parity is checked against it and the ensemble, the security
-        curve and the indicators use it. PGD runs from each (worst case per example). None: no
-        white-box attack (clean accuracy and Square only).
+        curve and the indicators use it. PGD and the white-box attacks of ``protocol.threats`` run
+        from each (worst case per example). None: no white-box attack (clean accuracy, Square and
+        the corruptions only; the extra threats are then not measured).
     :param reference: an artifact whose clean predictions ``agreement`` compares with.
     """
     batches = check_batch_list(batches, "evaluate_artifact")  # RobPruneError for empty or non-image data
@@ -275,6 +315,13 @@ def evaluate_artifact(
         _curve(m, twin, predictor, protocol, show_progress)
     if twin is not None and protocol.threat is not None and protocol.indicator_examples > 0:
         _indicators(m, twin, predictor, protocol, show_progress)
+    if protocol.threats and sources:
+        _threats(m, sources, predictor, protocol, show_progress)
+    if protocol.corruptions is not None:
+        m.figures["corruptions"] = result = evaluate_corruptions(
+            protocol.corruptions, predictor, x, y, batch_size=protocol.batch_size
+        )
+        m.outcomes["corruption_acc"] = corruption_outcomes(result)
     figures: dict[str, Any] = {"pgd_acc": None, "square_acc": None, "square_examples": 0, "max_abs_diff": None}
     figures.update(m.figures)
     return Robustness(

@@ -66,12 +66,13 @@ class Measurements:
         return abs(self.audit_sparsity - self.claimed_sparsity)
 
     def figure(self, name: str) -> Any:
-        """A measured figure by name; ``indicator:<name>`` reads an indicator."""
+        """A measured figure by name; ``indicator:<name>`` reads an indicator; a named figure that was
+        not measured (``threat:<label>`` of a protocol without it) is ``None``."""
         if name.startswith("indicator:"):
             return self.indicators.get(name.split(":", 1)[1])
         if name in self.figures:
             return self.figures[name]
-        return getattr(self, name)
+        return getattr(self, name, None)
 
     def to_dict(self) -> dict[str, Any]:
         """The figures, with the number of per-example outcomes behind each (not the outcomes)."""
@@ -195,10 +196,31 @@ def check_table(gate: GateSection, precision: str = "fp32") -> list[Check]:
         # An enforced indicator that was not measured fails: the gate cannot vouch for the attacks.
         limit = limits.get(name, DEFAULT_LIMITS[name])
         table.append(Check(f"indicator:{name}", f"indicator:{name}", "<=", limit, False, "attack-failure indicator"))
+    table += threat_checks(gate)
     if own is not None and own.min_agreement is not None:
         detail = "INT8 vs FP32 argmax, clean"
         table.append(Check(f"{precision}.min_agreement", "agreement", ">=", own.min_agreement, False, detail))
     return table
+
+
+def threat_checks(gate: GateSection) -> list[Check]:
+    """The rows of ``gate.threats`` (``threat:<label>.min_acc``, ``threat:<label>.max_drop``) and of
+    the corruption thresholds (``min_corruption_acc``, ``max_corruption_drop``), each drop decided on
+    the paired outcomes under ``gate.drop_rule``."""
+    rows: list[tuple[str, str, str, float | None, bool, str]] = []
+    for label, limits in gate.threats.items():
+        figure = f"threat:{label}"
+        worst = "worst case over the threat's attacks, classified by the runtime"
+        rows.append((f"{figure}.min_acc", figure, ">=", limits.min_acc, False, worst))
+        rows.append((f"{figure}.max_drop", figure, "<=", limits.max_drop, True, "baseline minus candidate"))
+    mean, drop = "mean over the corruption cells, classified by the runtime", "baseline minus candidate"
+    rows.append(("min_corruption_acc", "corruption_acc", ">=", gate.min_corruption_acc, False, mean))
+    rows.append(("max_corruption_drop", "corruption_acc", "<=", gate.max_corruption_drop, True, drop))
+    return [
+        Check(name, figure, op, threshold, reference, detail, rule=gate.drop_rule)
+        for name, figure, op, threshold, reference, detail in rows
+        if threshold is not None
+    ]
 
 
 def _compare(check: Check, measured: float | None, detail: str) -> CheckResult:

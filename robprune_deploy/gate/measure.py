@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -18,6 +19,7 @@ from torch import nn
 from robprune_deploy.errors import OnnxModelError
 from robprune_deploy.evaluation import Artifact, EvaluationProtocol, Robustness, evaluate_artifact
 from robprune_deploy.evaluation.ensemble import EnsembleBudget
+from robprune_deploy.evaluation.threat_evaluation import CorruptionPlan, ThreatPlan
 from robprune_deploy.evaluation.twin import torch_twin
 from robprune_deploy.export import audit_onnx, load_onnx
 from robprune_deploy.gate.checks import NOT_MEASURED, Measurements, indicator_limits
@@ -43,13 +45,25 @@ def ensemble_budget(evaluate: EvaluateSection) -> EnsembleBudget:
     )
 
 
+def threat_plans(evaluate: EvaluateSection) -> tuple[ThreatPlan, ...]:
+    """``evaluate.threats`` as the protocol takes them."""
+    return tuple(ThreatPlan(entry.description(), entry.examples) for entry in evaluate.threats)
+
+
+def corruption_plan(evaluate: EvaluateSection) -> CorruptionPlan | None:
+    """``evaluate.corruptions`` as the protocol takes it (``None``: not measured)."""
+    c = evaluate.corruptions
+    return None if c is None else CorruptionPlan(tuple(c.types), tuple(c.severities), c.examples, c.seed)
+
+
 def protocol_of(recipe: Recipe, precision: str = "fp32", *, indicators: bool = True) -> EvaluationProtocol:
     """The recipe's evaluation protocol for an artifact declared ``precision``.
 
     A precision whose :data:`~robprune_deploy.gate.checks.NOT_MEASURED` leaves AutoAttack out (INT8:
     through its straight-through twin alone, rounding can mask gradients and overstate robustness;
     the per-example worst case with PGD transferred from FP32 is what the gate trusts) gets the PGD
-    protocol without the security curve.
+    protocol without the security curve. Every precision gets the recipe's extra threats (their
+    white-box attacks crafted on each twin, as PGD is) and corruptions.
 
     :param indicators: measure the attack-failure indicators (for the shipped model; a reference
         only needs its accuracies and security curve).
@@ -72,6 +86,8 @@ def protocol_of(recipe: Recipe, precision: str = "fp32", *, indicators: bool = T
         indicator_limits=indicator_limits(recipe.gate),
         batch_size=recipe.data.eval_batch_size,
         not_measured=not_measured,
+        threats=threat_plans(ev),
+        corruptions=corruption_plan(ev),
     )
 
 
@@ -137,10 +153,30 @@ def sparsity_audit(proto: onnx.ModelProto) -> tuple[float, float | None]:
     return audit_sparsity, claimed
 
 
+def threat_figures(result: Robustness) -> tuple[dict[str, float | None], dict[str, np.ndarray]]:
+    """The named figures of the extra threats and corruptions in ``result``, and their per-example
+    outcomes: ``threat:<label>`` (accuracy, worst case over the threat's attacks),
+    ``threat:<label>.median_distance`` (FMN's, when it ran), ``corruption_acc`` (mean over the
+    cells, outcomes ``N x k``) and ``corruption:<type>`` (each type's accuracy over its severities)."""
+    figures: dict[str, float | None] = {}
+    outcomes: dict[str, np.ndarray] = {}
+    for label, threat in result.threats.items():
+        figures[f"threat:{label}"] = threat.accuracy
+        outcomes[f"threat:{label}"] = threat.robust
+        if threat.median_distance is not None:
+            figures[f"threat:{label}.median_distance"] = threat.median_distance
+    if result.corruptions is not None:
+        figures["corruption_acc"] = result.corruptions.mean_accuracy
+        figures.update({f"corruption:{t}": acc for t, acc in result.corruptions.type_accuracy.items()})
+        outcomes["corruption_acc"] = result.outcomes["corruption_acc"]
+    return figures, outcomes
+
+
 def measurements(result: Robustness, proto: onnx.ModelProto) -> Measurements:
     """The gate's view of ``result`` (``pgd_acc``: the worst case over its twins), with the graph
     audit of ``proto`` against its claimed sparsity (pruned channels and zeros survive quantization)."""
     audit_sparsity, claimed = sparsity_audit(proto)
+    figures, outcomes = threat_figures(result)
     return Measurements(
         clean_acc=result.clean_acc,
         pgd_acc=result.pgd_acc if result.pgd_acc is not None else float("nan"),
@@ -153,5 +189,9 @@ def measurements(result: Robustness, proto: onnx.ModelProto) -> Measurements:
         indicator_limits={name: indicator.limit for name, indicator in result.indicators.items()},
         median_linf_distance=result.median_linf_distance,
         agreement=result.agreement,
-        outcomes={OUTCOME_FIGURES[name]: values for name, values in result.outcomes.items() if name in OUTCOME_FIGURES},
+        figures=figures,
+        outcomes={
+            **{OUTCOME_FIGURES[name]: values for name, values in result.outcomes.items() if name in OUTCOME_FIGURES},
+            **outcomes,
+        },
     )

@@ -90,6 +90,39 @@ def _curve_lines(verdict: GateVerdict) -> list[str]:
     return lines
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a threat's name must not split the table's row
+
+
+def _threat_lines(verdict: GateVerdict) -> list[str]:
+    """Each extra threat's figures and the corruptions' per type, for every measured model."""
+    measured = labelled_robustness(verdict)
+    rows = [(label, t) for label, r in measured.items() for t in r.threats.values()]
+    lines: list[str] = []
+    if rows:
+        lines += ["", "### Threats (worst case over each threat's attacks, classified by the runtime)", ""]
+        lines += [
+            "| model | threat | norm | eps | attacks | examples | accuracy | FMN median distance |",
+            "|---|---|---|---:|---|---:|---:|---:|",
+        ]
+        for label, t in rows:
+            d = t.threat
+            lines.append(
+                f"| {label} | {_cell(d.label)} | {d.norm} | {d.eps:g} | {', '.join(d.attacks)} | {t.examples} | "
+                f"{t.accuracy:.4f} | {_fmt(t.median_distance)} |"
+            )
+    corrupted = [(label, r.corruptions) for label, r in measured.items() if r.corruptions is not None]
+    if corrupted:
+        types = corrupted[0][1].types
+        lines += ["", "### Common corruptions (accuracy per type, over its severities)", ""]
+        lines += ["| model | mean | " + " | ".join(types) + " |", "|---|---:|" + "---:|" * len(types)]
+        for label, c in corrupted:
+            per_type = c.type_accuracy
+            cells = " | ".join(_fmt(per_type.get(t)) for t in types)
+            lines.append(f"| {label} | {c.mean_accuracy:.4f} | {cells} |")
+    return lines
+
+
 def _result(c: CheckResult) -> str:
     return {"pass": "pass", "not measurable": "not measurable", "inconclusive": "**INCONCLUSIVE**"}.get(
         c.status, "**FAIL**"
@@ -150,7 +183,7 @@ def render_markdown(verdict: GateVerdict) -> str:
                     f"| {_label(role, runtime, verdict)} | {m.clean_acc:.4f} | {_fmt(m.clean_acc_b1)} | "
                     f"{m.pgd_acc:.4f} | {_fmt(m.square_acc)} | {_fmt(m.autoattack_acc)} |"
                 )
-    lines += _attack_lines(verdict) + _indicator_lines(verdict) + _curve_lines(verdict)
+    lines += _attack_lines(verdict) + _indicator_lines(verdict) + _curve_lines(verdict) + _threat_lines(verdict)
     return "\n".join(lines) + "\n"
 
 

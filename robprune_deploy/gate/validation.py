@@ -326,7 +326,7 @@ def validate_gate_inputs(recipe: Recipe, data: EvaluationData) -> GateInputs:
     inputs.unseen_batch = unseen_batch(inputs.batch_sizes)
     inputs.batch_sizes.add(inputs.unseen_batch)
     gate = recipe.gate
-    inputs.compares_to_baseline = any(
-        t is not None for t in (gate.max_clean_drop, gate.max_pgd_drop, gate.max_square_drop, gate.max_autoattack_drop)
-    )
+    drops = [gate.max_clean_drop, gate.max_pgd_drop, gate.max_square_drop, gate.max_autoattack_drop]
+    drops += [gate.max_corruption_drop, *(t.max_drop for t in gate.threats.values())]
+    inputs.compares_to_baseline = any(t is not None for t in drops)
     return inputs

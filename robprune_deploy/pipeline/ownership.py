@@ -151,6 +151,8 @@ LATER_FIELDS: dict[tuple[str, str], Any] = {
     ("evaluate", "runtimes"): ["onnxruntime"],
     ("evaluate", "torch_examples"): None,
     ("evaluate", "ensemble_examples"): None,
+    ("evaluate", "threats"): [],
+    ("evaluate", "corruptions"): None,
 }
 """Recipe fields added after folders were written with the recipes that lacked them, with their
 defaults: at the default, such a field is not part of the fingerprint (a new field must be added

@@ -186,6 +186,8 @@ def field_names(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     not lead to a section."""
     current: type[BaseModel] | None = model
     for part in loc:
+        if isinstance(part, int) and current is not None:
+            continue  # a list's position: the list's items are the section
         if current is None or not isinstance(part, str):
             return []
         fields = current.model_fields
@@ -203,17 +205,28 @@ def did_you_mean(name: str, known: Sequence[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+QUOTING_ERRORS = ("threat", "corruption")
+"""Error types whose message already quotes the value (``got -1``)."""
+
+
+def _location(loc: Sequence[Any]) -> str:
+    """``evaluate.threats[1].eps``: keys joined by dots, list positions in brackets."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f"{'.' if text else ''}{_clip(str(part))}"
+    return text
+
+
 def _format_error(error: Any, model: type[BaseModel], prefix: str = "") -> str:
-    loc = ".".join(_clip(str(p)) for p in error["loc"]) or "(recipe)"
+    loc = _location(error["loc"]) or "(recipe)"
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown field"
         if error["loc"] and isinstance(error["loc"][-1], str):
             message += did_you_mean(error["loc"][-1], field_names(model, error["loc"][:-1]))
     value = error.get("input")
-    shown = (
-        "" if error["type"] in ("extra_forbidden", "missing") or isinstance(value, dict) else f" (got {_shown(value)})"
-    )
+    quiet = ("extra_forbidden", "missing", *QUOTING_ERRORS)
+    shown = "" if error["type"] in quiet or isinstance(value, dict) else f" (got {_shown(value)})"
     return f"{prefix}{loc}: {message}{shown}"
 
 
@@ -241,7 +254,7 @@ def validate_recipe(document: Any, source: str = "<recipe>") -> Recipe:
     except ValidationError as exc:
         problems += [_format_error(error, Recipe) for error in exc.errors()]
     if recipe is not None:
-        problems += recipe.split_problems()
+        problems += recipe.split_problems() + recipe.threat_problems()
     problems += _algorithm_config_problems(document)
     if problems or recipe is None:
         raise RecipeError(_message(source, problems))

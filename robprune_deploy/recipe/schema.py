@@ -11,13 +11,31 @@ PGD steps and hang a machine. Text and paths may not hold NUL or other control c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar, cast, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from robprune_deploy.attacks import RobustLoss, ThreatModel
+from robprune_deploy.attacks.threats import (
+    ATTACKS,
+    STANDARD_ATTACKS,
+    ThreatDescription,
+    ThreatFieldError,
+    check_attacks,
+    check_eps,
+    check_name,
+)
 from robprune_deploy.errors import control_character
 from robprune_deploy.recipe.registry_names import alias_problem, model_name_problem
 from robprune_deploy.runtime.thread_policy import MAX_THREADS
@@ -353,6 +371,106 @@ class LatencySection(Section):
     repeats: int = Field(30, gt=0, le=100_000, description="timed rounds, the two models interleaved")
 
 
+_Checked = TypeVar("_Checked")
+
+
+def _threat_field(check: Callable[[], _Checked]) -> _Checked:
+    """``check()``, its :class:`ThreatFieldError` reported at the field's own location (pydantic
+    names ``evaluate.threats[1].eps``; the message is the problem alone)."""
+    try:
+        return check()
+    except ThreatFieldError as exc:
+        where = exc.field.partition("[")[1:]  # a list position the location does not name
+        at = f" (at [{where[1]})" if where[0] else ""
+        raise PydanticCustomError("threat", f"{exc.problem}{at}") from None
+
+
+AttackName = Literal["apgd-ce", "apgd-t", "fab-t", "square", "fmn"]
+assert get_args(AttackName) == ATTACKS, "the recipe's attack names are the threat model's"
+
+
+class ThreatSection(Section):
+    """One more threat model the shipped model is evaluated against, beside the L-inf ball of
+    ``attack``: a norm, a radius and the attacks that search it, worst case per example.
+
+    Validated as :class:`~robprune_deploy.attacks.threats.ThreatDescription` is, field by field.
+    """
+
+    name: str | None = Field(None, description="the verdict rows' label (default <norm>-<eps>, e.g. l2-0.5)")
+    norm: Literal["linf", "l2"] = Field(description="linf or l2")
+    eps: float = Field(description="the radius in pixel units of inputs in [0, 1] (L-inf at most 1)")
+    attacks: list[AttackName] = Field(
+        default_factory=lambda: [cast(AttackName, name) for name in STANDARD_ATTACKS],
+        description="attacks in that norm, worst case per example: apgd-ce, apgd-t, fab-t, square (AutoAttack's "
+        "standard four, the default), fmn (also gives the median minimal distance)",
+    )
+    examples: int | None = Field(
+        None, gt=0, le=10_000_000, description="attack the first this many examples of the subset (None: all)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        return None if value is None else _threat_field(lambda: check_name(value))
+
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _radius(cls, value: Any, info: ValidationInfo) -> float:
+        norm = info.data.get("norm", "l2")  # a bad norm is its own error; the radius is checked as L2 then
+        return _threat_field(lambda: check_eps(value, norm))
+
+    @field_validator("attacks")
+    @classmethod
+    def _distinct_attacks(cls, value: list[str]) -> list[str]:
+        return list(_threat_field(lambda: check_attacks(value)))
+
+    def description(self) -> ThreatDescription:
+        """The threat this entry describes."""
+        return ThreatDescription(self.norm, self.eps, tuple(self.attacks), self.name)
+
+
+def _all_corruptions() -> list[str]:
+    from robprune_deploy.evaluation.corruptions import CORRUPTIONS  # imported on use: it loads the runtimes
+
+    return list(CORRUPTIONS)
+
+
+class CorruptionSection(Section):
+    """Accuracy under common corruptions (Hendrycks & Dietterich 2019), computed on the fly from the
+    evaluation images, each (type, severity) cell weighing the same."""
+
+    types: list[str] = Field(
+        default_factory=_all_corruptions, description="corruption types (default: all 15 of CIFAR-10-C)"
+    )
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5], description="severities, 1 to 5")
+    examples: int | None = Field(
+        None, gt=0, le=10_000_000, description="corrupt the first this many examples of the subset (None: all)"
+    )
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the corruptions' random draws")
+
+    @field_validator("types", mode="before")
+    @classmethod
+    def _known_types(cls, value: Any) -> list[str]:
+        from robprune_deploy.evaluation.corruptions import check_types
+
+        try:
+            return list(check_types(value, "types"))
+        except ValueError as exc:
+            raise PydanticCustomError("corruption", str(exc)) from None
+
+    @field_validator("severities")
+    @classmethod
+    def _levels(cls, value: list[int]) -> list[int]:
+        if not value:
+            raise ValueError("must list at least one severity")
+        bad = [s for s in value if not 1 <= s <= 5]
+        if bad:
+            raise ValueError(f"a severity is 1 to 5, got {bad[0]}")
+        if len(set(value)) != len(value):
+            raise ValueError("must not repeat a severity")
+        return value
+
+
 class EvaluateSection(Section):
     """How the deployed ONNX model is attacked (docs/concepts/evaluation.md)."""
 
@@ -416,6 +534,28 @@ class EvaluateSection(Section):
         "each GPU arena); a graph asking for more is refused (exit 2) instead of taking the machine's memory",
     )
 
+    threats: list[ThreatSection] = Field(
+        default_factory=list,
+        description="more threat models, L-inf or L2, each its own verdict rows (threat:<label>); thresholds in "
+        "gate.threats",
+    )
+    corruptions: CorruptionSection | None = Field(
+        None, description="common-corruption accuracy (corruption_acc; null: not measured); thresholds in gate"
+    )
+
+    @field_validator("threats")
+    @classmethod
+    def _distinct_labels(cls, value: list[ThreatSection]) -> list[ThreatSection]:
+        seen: dict[str, int] = {}
+        for i, threat in enumerate(value):
+            label = threat.description().label
+            if label in seen:
+                raise PydanticCustomError(
+                    "threat", f"[{i}] is labelled {label!r} like [{seen[label]}]: give one of them a name"
+                )
+            seen[label] = i
+        return value
+
     @field_validator("runtimes")
     @classmethod
     def _distinct_runtimes(cls, value: list[str]) -> list[str]:
@@ -465,8 +605,22 @@ Precision = Literal["fp32", "int8"]
 
 NO_BASELINE = "none"
 """``gate.baseline`` that measures no baseline."""
-BASELINE_CHECKS = ("max_clean_drop", "max_pgd_drop", "max_square_drop", "max_autoattack_drop", "min_speedup")
-"""The gate's checks that compare the candidate to a baseline."""
+BASELINE_CHECKS = (
+    "max_clean_drop",
+    "max_pgd_drop",
+    "max_square_drop",
+    "max_autoattack_drop",
+    "max_corruption_drop",
+    "min_speedup",
+)
+"""The gate's checks that compare the candidate to a baseline (and each ``gate.threats.<label>.max_drop``)."""
+
+
+class ThreatThresholds(Section):
+    """The thresholds of one threat of ``evaluate.threats`` (fractions in [0, 1]; ``None``: no check)."""
+
+    min_acc: float | None = Field(None, ge=0, le=1, description="least accuracy under the threat (worst case)")
+    max_drop: float | None = Field(None, ge=0, le=1, description="baseline minus candidate accuracy under it")
 
 
 class GateSection(Section):
@@ -503,6 +657,17 @@ class GateSection(Section):
     max_autoattack_drop: float | None = Field(
         None, ge=0, le=1, description="baseline minus candidate AutoAttack accuracy"
     )
+    threats: dict[str, ThreatThresholds] = Field(
+        default_factory=dict,
+        description="per label of evaluate.threats, its min_acc and max_drop (rows threat:<label>.min_acc, "
+        "threat:<label>.max_drop)",
+    )
+    min_corruption_acc: float | None = Field(
+        None, ge=0, le=1, description="least mean corruption accuracy (needs evaluate.corruptions)"
+    )
+    max_corruption_drop: float | None = Field(
+        None, ge=0, le=1, description="baseline minus candidate mean corruption accuracy (paired t interval)"
+    )
     drop_rule: Literal["point", "upper_bound"] = Field(
         "point",
         description="how a max_*_drop check decides on the paired drop: point (the drop itself, the default: "
@@ -528,6 +693,7 @@ class GateSection(Section):
     def _baseline_for_its_checks(self) -> GateSection:
         if self.baseline == NO_BASELINE:
             relative = [name for name in BASELINE_CHECKS if getattr(self, name) is not None]
+            relative += [f"threats.{label}.max_drop" for label, t in self.threats.items() if t.max_drop is not None]
             if relative:
                 raise ValueError(
                     f"baseline: none measures no baseline, but {relative[0]} compares to one; "
@@ -615,6 +781,24 @@ class Recipe(Section):
         ]
         if self.data.eval_split == "val":
             problems.append("data.eval_split: val needs a validation split (set data.val_size > 0)")
+        return problems
+
+    def threat_problems(self) -> list[str]:
+        """Gate thresholds for figures ``evaluate`` does not measure: a ``gate.threats`` label that is
+        not in ``evaluate.threats``, corruption thresholds without ``evaluate.corruptions``."""
+        labels = [threat.description().label for threat in self.evaluate.threats]
+        known = ", ".join(repr(label) for label in labels) or "none"
+        problems = [
+            f"gate.threats.{label}: no threat of evaluate.threats is labelled {label!r} (labels: {known})"
+            for label in self.gate.threats
+            if label not in labels
+        ]
+        if self.evaluate.corruptions is None:
+            problems += [
+                f"gate.{name}: needs evaluate.corruptions (null: corruptions are not measured)"
+                for name in ("min_corruption_acc", "max_corruption_drop")
+                if getattr(self.gate, name) is not None
+            ]
         return problems
 
     @field_validator("device")

@@ -32,6 +32,8 @@ def type_name(annotation: Any) -> str:
     """A reader's name for ``annotation``: ``integer or null``, ``one of: cuda, cpu``, ``list of text``."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return type_name(args[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{_yaml(a)}`" for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -120,13 +122,32 @@ def _doc(model: type[BaseModel]) -> str:
     return " ".join(text.strip().split("\n\n")[0].split())
 
 
+def held_section(annotation: Any) -> tuple[type[BaseModel], str] | None:
+    """The section a field holds and how its path continues: ``""`` for a section (or null),
+    ``"[]"`` for a list of them (``evaluate.threats[].eps``), ``".<name>"`` for a mapping of names
+    to them (``gate.threats.<name>.min_acc``); ``None`` for a field that holds no section."""
+    if _is_section(annotation):
+        return annotation, ""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        held = [h for h in map(held_section, args) if h is not None]
+        return held[0] if len(held) == 1 and held[0][1] == "" else None
+    if origin is list and args and _is_section(args[0]):
+        return args[0], "[]"
+    if origin in (dict, Mapping) and len(args) == 2 and _is_section(args[1]):
+        return args[1], ".<name>"
+    return None
+
+
 def sections(schema: type[BaseModel], path: str = "") -> Iterator[tuple[str, type[BaseModel]]]:
-    """``(dotted path, model)`` of ``schema`` and of every section inside it, depth first."""
+    """``(dotted path, model)`` of ``schema`` and of every section inside it (directly, optional, in
+    a list or in a mapping), depth first."""
     yield path, schema
     for name, field in schema.model_fields.items():
-        section = field.annotation
-        if isinstance(section, type) and issubclass(section, BaseModel):
-            yield from sections(section, f"{path}.{_key(name, field)}" if path else _key(name, field))
+        held = held_section(field.annotation)
+        if held is not None:
+            key = f"{path}.{_key(name, field)}" if path else _key(name, field)
+            yield from sections(held[0], key + held[1])
 
 
 def fields_table(model: type[BaseModel], path: str = "") -> str:
@@ -135,8 +156,9 @@ def fields_table(model: type[BaseModel], path: str = "") -> str:
     for name, field in model.model_fields.items():
         key = f"{path}.{_key(name, field)}" if path else _key(name, field)
         kind = type_name(field.annotation)
-        if kind == "section":  # its own table follows under a heading named by its path
-            kind = f"[section](#{slug(key)})"
+        held = held_section(field.annotation)
+        if held is not None:  # its own table follows under a heading named by its path
+            kind = kind.replace("section", f"[section](#{slug(f'`{key}{held[1]}`')})", 1)
         rows.append([f"`{key}`", kind, default_of(field), cell(bounds_of(field)), cell(field.description or "")])
     return table(["field", "type", "default", "bounds", "description"], rows)
 
