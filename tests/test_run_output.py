@@ -103,6 +103,14 @@ def test_the_run_ends_with_a_short_summary_not_the_json(tracked_run) -> None:
     assert f"clean {summary['onnx.clean_acc']:.3f}" in lines[1] and f"PGD {summary['onnx.pgd_acc']:.3f}" in lines[1]
     verdict = "PASSED" if summary["gate.passed"] else "FAILED"
     assert f"gate: {verdict}" in stdout
+    # the paired drops from the dense model, measured on the same examples, each with its interval
+    drops = next(line for line in lines if line.startswith("drop from dense, paired, 95% interval: "))
+    pgd = summary["gate.paired_drops"]["pgd_acc"]
+    assert pgd["examples"] == summary["onnx.examples"] and pgd["low"] <= pgd["drop"] <= pgd["high"]
+    shown = f"PGD {100 * pgd['drop']:+.1f} pts [{100 * pgd['low']:+.1f}, {100 * pgd['high']:+.1f}] (n={pgd['examples']}"
+    assert shown in drops
+    if "autoattack_acc" in summary["gate.paired_drops"]:
+        assert drops.removeprefix("drop from dense, paired, 95% interval: ").startswith("AutoAttack ")
     assert f"files: {out / 'model.onnx'}, {out / 'dense.onnx'}, {out / 'report.md'}, {out / 'summary.json'}" in lines
     version = summary["mlflow.registered_version"]
     assert lines[-1] == f"mlflow: run {summary['mlflow.run_id']}, registered version {version} of digits-output"
