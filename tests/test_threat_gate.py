@@ -11,6 +11,7 @@ misclassified point while that point lies inside the [0, 1] box.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,13 @@ def test_an_l2_threat_on_a_linear_classifier_is_the_exact_distance_rule(quantile
     result = evaluate_threat(ThreatPlan(threat), {"twin": model}, Runtime(), x, y, budget, fmn_steps=100)
     assert abs(int(result.robust.sum()) - int((exact > eps).sum())) <= 1
     assert result.median_distance == pytest.approx(float(exact.median()), rel=0.02)
+    # the L2 security curve: at each radius, the share of examples FMN could not move that far
+    curve = result.curve()
+    assert curve is not None and curve[0][0] == 0 and curve[-1][0] == pytest.approx(2 * eps)
+    assert all(a >= b for (_, a), (_, b) in itertools.pairwise(curve))  # never rises with the radius
+    at_eps = result.curve(3)[1]  # of radii 0, eps and 2 eps
+    assert at_eps[0] == pytest.approx(eps) and abs(at_eps[1] - float((exact > eps).float().mean())) <= 0.02
+    assert result.to_dict()["curve"] == [list(point) for point in curve]
 
 
 def test_a_threshold_of_an_unmeasured_threat_fails_as_not_measured() -> None:

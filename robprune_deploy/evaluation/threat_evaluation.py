@@ -35,6 +35,7 @@ from robprune_deploy.attacks.threats import ThreatDescription
 from robprune_deploy.evaluation.corruptions import CorruptionAccuracy, corruption_accuracy
 from robprune_deploy.evaluation.ensemble import EnsembleBudget, plan_member
 from robprune_deploy.evaluation.runtimes import Predictor
+from robprune_deploy.evaluation.security_curve import SecurityCurve
 from robprune_deploy.evaluation.square import square_attack
 from robprune_deploy.progress import progress_bar
 
@@ -109,12 +110,21 @@ class ThreatResult:
             return None
         return float(np.median(self.distances))
 
+    def curve(self, points: int = 21) -> list[tuple[float, float]] | None:
+        """The security curve in the threat's norm: ``(radius, accuracy)`` from 0 to twice ``eps``,
+        read off FMN's runtime-confirmed distances (``None`` when FMN did not run)."""
+        if self.distances is None or not self.distances.size:
+            return None
+        return SecurityCurve(self.distances, 0).grid(points, 2 * self.threat.eps)
+
     def to_dict(self) -> dict[str, Any]:
+        curve = self.curve()
         return {
             **self.threat.to_dict(),
             "examples": self.examples,
             "accuracy": self.accuracy,
             "median_distance": self.median_distance,
+            "curve": None if curve is None else [list(point) for point in curve],
             "crafted_on": list(self.crafted_on),
             "members": [r.to_dict() for r in self.records],
         }
