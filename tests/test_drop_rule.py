@@ -127,8 +127,18 @@ def test_the_plan_sizes_an_evaluation_from_the_assumption_or_a_pilot(tmp_path: P
     assert row.examples_needed == examples_needed(0.1, 0.0, ASSUMED_DISCORDANCE)
     assert row.examples_planned == recipe.evaluate.num_examples
 
-    pilot = tmp_path / "gate.json"
-    pilot.write_text(json.dumps({"paired_drops": {"pgd_acc": {"drop": 0.03, "spread": 0.08}}}), encoding="utf-8")
+    threat = load_recipe(
+        RECIPES / "digits_hydra_channel.yaml",
+        [
+            "evaluate.threats=[{norm: l2, eps: 1.0, examples: 100}]",
+            "gate.threats={l2-1: {max_drop: 0.05}}",
+            "evaluate.corruptions={examples: 60}",
+            "gate.max_corruption_drop=0.05",
+        ],
+    )
+    planned = {row.check: row.examples_planned for row in plan(threat)}
+    assert planned == {"max_pgd_drop": 450, "threat:l2-1.max_drop": 100, "max_corruption_drop": 60}
+
     (piloted,) = plan(recipe, {"pgd_acc": {"drop": 0.03, "spread": 0.08}})
     assert piloted.source == "pilot" and piloted.examples_needed == math.ceil(z**2 * 0.08 / 0.07**2)
 

@@ -73,7 +73,12 @@ def examples_planned(recipe: Recipe, figure: str) -> int | None:
     """The paired examples the recipe measures ``figure`` on (``None``: not said by the recipe)."""
     ev = recipe.evaluate
     n = ev.num_examples
-    if figure == "autoattack_acc" or (figure == "square_acc" and ev.attacks != "pgd"):
+    threats = {threat.description().label: threat.examples for threat in ev.threats}
+    if figure.startswith("threat:") and figure.removeprefix("threat:") in threats:
+        cap = threats[figure.removeprefix("threat:")]
+    elif figure == "corruption_acc" and ev.corruptions is not None:
+        cap = ev.corruptions.examples
+    elif figure == "autoattack_acc" or (figure == "square_acc" and ev.attacks != "pgd"):
         cap = ev.ensemble_examples  # Square is then a member of the ensemble
     elif figure == "square_acc":
         cap = ev.square_examples
