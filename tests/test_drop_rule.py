@@ -17,6 +17,7 @@ from robprune_deploy.cli.run_summary import summary_lines
 from robprune_deploy.gate.checks import Measurements, paired_drops, run_checks
 from robprune_deploy.gate.drop_rule import paired_drop
 from robprune_deploy.gate.plan import ASSUMED_DISCORDANCE, examples_needed, plan
+from robprune_deploy.gate.verdict import GateVerdict
 from robprune_deploy.recipe import GateSection, load_recipe
 from tests.clitools import RECIPES, cli, one_error
 
@@ -87,6 +88,11 @@ def test_point_passes_upper_bound_is_inconclusive_and_says_how_many_examples_dec
     assert strict.examples_needed == math.ceil(z**2 * (17 / 150 - 0.02**2) / 0.03**2)
     assert strict.examples_needed > 150 and f"about {strict.examples_needed} examples" in strict.detail
     assert strict.to_dict()["status"] == "inconclusive" and strict.to_dict()["interval"] == list(strict.interval)
+    verdict = GateVerdict(False, [*point, strict], candidate, baseline, "cpu")
+    assert verdict.failures == ["max_pgd_drop"]  # names, as tags and summary.json keep them
+    assert verdict.failure_lines == [
+        f"max_pgd_drop (inconclusive: about {strict.examples_needed} examples would decide it)"
+    ]
 
 
 def test_upper_bound_passes_a_confirmed_small_drop_and_fails_a_confirmed_large_one() -> None:

@@ -119,7 +119,7 @@ def handle_quantize(args: argparse.Namespace) -> int:
         gate = json.loads(fp32_gate.read_text()) if fp32_gate.is_file() else None
         write_summary_and_report(ctx, runner.values["result"].statistics().layer_table(), gate)
     print(json.dumps({k: v for k, v in ctx.summary.items() if k.startswith(("int8.", "mlflow.int8"))}, indent=2))
-    print(verdict_line(verdict.passed, verdict.failures, ctx.out_dir / INT8_GATE_DIR / "gate.md"))
+    print(verdict_line(verdict.passed, verdict.failure_lines, ctx.out_dir / INT8_GATE_DIR / "gate.md"))
     return EXIT_PASS if verdict.passed else EXIT_FAIL
 
 
@@ -178,7 +178,7 @@ def _gate(args: argparse.Namespace, recipe: Recipe) -> int:
         # tracking.enabled says) and, with tracking enabled, inside an MLflow run (an MLproject step).
         if args.register or (recipe.tracking.enabled and os.environ.get("MLFLOW_RUN_ID")):
             _track(args, recipe, staged[0], verdict, known[1] if known else None, reports, release)
-    print(verdict_line(verdict.passed, verdict.failures, args.report / "gate.md"))
+    print(verdict_line(verdict.passed, verdict.failure_lines, args.report / "gate.md"))
     return EXIT_PASS if verdict.passed else EXIT_FAIL
 
 

@@ -34,6 +34,19 @@ class GateVerdict:
         return [c.name for c in self.checks if not c.passed]
 
     @property
+    def failure_lines(self) -> list[str]:
+        """The failures as a person reads them: an inconclusive drop says so, with the examples that would decide it."""
+        return [
+            f"{c.name} (inconclusive: about {c.examples_needed} examples would decide it)"
+            if c.inconclusive and c.examples_needed is not None
+            else f"{c.name} (inconclusive)"
+            if c.inconclusive
+            else c.name
+            for c in self.checks
+            if not c.passed
+        ]
+
+    @property
     def per_runtime(self) -> dict[str, GateVerdict]:
         """Each runtime's own verdict (this one alone when one runtime was gated)."""
         return self.runtimes or {self.runtime: self}
