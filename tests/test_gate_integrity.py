@@ -103,11 +103,15 @@ def gate(capsys, digits_run, model: Path | str, report: Path, *extra: str) -> tu
 
 
 @pytest.fixture()
-def gate_temp_folders() -> Iterator[None]:
-    """The gate's temporary folders are gone when it returns, whatever the outcome."""
-    before = set(Path(tempfile.gettempdir()).glob("robprune-gate-*"))
+def gate_temp_folders(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The gate's temporary folders are gone when it returns, whatever the outcome. The gate gets a
+    temporary root of its own: another process's gate on the same machine (a shared CI runner)
+    must not be mistaken for a leftover of this one."""
+    root = tmp_path_factory.mktemp("gate_tmp")
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
     yield
-    assert set(Path(tempfile.gettempdir()).glob("robprune-gate-*")) <= before
+    assert tempfile.gettempdir() == str(root)
+    assert not list(root.glob("robprune-gate-*"))
 
 
 # --- 2. the gate checks what it is given, before measuring ----------------------------------------
