@@ -14,6 +14,7 @@ without changing its arithmetic.
     python benchmarks/s2ap_step_cost.py                               # digits CNN (PGD-7) and ResNet18 (PGD-10)
     python benchmarks/s2ap_step_cost.py --models resnet18 --batch 128 --device cuda
     python benchmarks/s2ap_step_cost.py --batch 16 --json benchmarks/results/s2ap_step_cost.json   # the docs' table
+    python benchmarks/s2ap_step_cost.py --models resnet18 --batch 16 --search-loss pgd_at   # one forward per loss
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def step_ms(
     batch: int,
     device: str,
     wall: bool,
-    **config: float,
+    **config: object,
 ) -> float:
     name = "s2ap" if config.get("gamma") else "hydra"
     cls = ALGORITHMS.get(name)
@@ -71,9 +72,15 @@ def step_ms(
 
 
 def extra_pass_ms(
-    model: torch.nn.Module, data: TensorDataset, threat: ThreatModel, batch: int, device: str, wall: bool
+    model: torch.nn.Module,
+    data: TensorDataset,
+    threat: ThreatModel,
+    batch: int,
+    device: str,
+    wall: bool,
+    loss: RobustLoss = RobustLoss.TRADES,
 ) -> float:
-    """One evaluation of the search loss (HYDRA's default, TRADES) and its backward on a crafted batch.
+    """One evaluation of the search loss (``loss``; HYDRA's default, TRADES) and its backward on a crafted batch.
 
     The network is set up as the search sets it up (unstructured scores at ratio 0.9, BatchNorm in
     train mode, scores and BatchNorm's affine parameters trained); the mean over the batches.
@@ -91,10 +98,10 @@ def extra_pass_ms(
     for index, (x, y) in enumerate([batches[0], *batches]):  # the first pass warms up, untimed
         x, y = x.to(device), y.to(device)
         with parametrize.cached():
-            x_adv = craft_adversarial(model, x, y, threat, RobustLoss.TRADES)
+            x_adv = craft_adversarial(model, x, y, threat, loss)
         with frozen_batchnorm_statistics(model):
             start = clock()
-            loss_on_adversarial(model, x, y, x_adv, RobustLoss.TRADES).backward()
+            loss_on_adversarial(model, x, y, x_adv, loss).backward()
             if device.startswith("cuda"):
                 torch.cuda.synchronize()
             if index > 0:
@@ -111,12 +118,21 @@ def main() -> None:
     parser.add_argument("--ascent-every", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--search-loss",
+        choices=[loss.value for loss in RobustLoss],
+        default=RobustLoss.TRADES.value,
+        help="the search's robust loss for both methods (default TRADES, HYDRA's; pgd_at: one forward pass per loss)",
+    )
     parser.add_argument("--wall", action="store_true", help="wall seconds instead of this process's CPU seconds")
     parser.add_argument("--json", type=Path, default=None, help="also write the docs' table (benchmarks/results/)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    variants: dict[str, dict[str, float]] = {"hydra": {}} | {
-        f"s2ap k={k}": {"gamma": 0.1, "warmup_epochs": 0, "ascent_every": k} for k in args.ascent_every
+    loss = RobustLoss(args.search_loss)
+    hydra: dict[str, object] = {"search_loss": loss.value}
+    variants: dict[str, dict[str, object]] = {"hydra": hydra} | {
+        f"s2ap k={k}": {"gamma": 0.1, "warmup_epochs": 0, "ascent_every": k, "search_loss": loss.value}
+        for k in args.ascent_every
     }
     clock = "wall" if args.wall else "CPU"
     print(
@@ -147,7 +163,7 @@ def main() -> None:
                 )
             model = build_model(name, 10, channels, mean, std)
             model.load_state_dict(dense.state_dict())
-            times["pass"].append(extra_pass_ms(model, data, threat, args.batch, args.device, args.wall))
+            times["pass"].append(extra_pass_ms(model, data, threat, args.batch, args.device, args.wall, loss))
         medians = {v: statistics.median(t) for v, t in times.items()}
         ratios = " ".join(f"{v}: {medians[v] / medians['hydra']:.3f}" for v in variants if v != "hydra")
         limit = (medians["hydra"] + medians["pass"]) / medians["hydra"]
@@ -156,7 +172,7 @@ def main() -> None:
             f"   {ratios}  limit (k=1): {limit:.3f}",
             flush=True,
         )
-        label = f"{SHOWN[name]}, PGD-{threat.steps}, batch {args.batch}"
+        label = f"{SHOWN[name]}, PGD-{threat.steps}, batch {args.batch}, {loss.value} search loss"
         rows.append([label, *(medians[f"s2ap k={k}"] / medians["hydra"] for k in args.ascent_every), limit, clock])
     if args.json is not None:
         columns = [text_column("model, attack")]
