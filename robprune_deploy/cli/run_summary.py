@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from robprune_deploy.gate.drop_rule import test_of
+
 ARTIFACTS = ("model.onnx", "dense.onnx", "report.md", "summary.json")
 
 
@@ -63,11 +65,10 @@ def _paired_drop_line(summary: dict[str, Any]) -> str | None:
     parts = []
     for name in order:
         d = drops[name]
-        test = "McNemar" if d.get("method") == "newcombe" else "paired t"
         interval = f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
         parts.append(
             f"{_FIGURE_NAMES.get(name, name)} {100 * d['drop']:+.1f} pts {interval} "
-            f"(n={d['examples']}, {test} p={d['p_value']:.2g})"
+            f"(n={d['examples']}, {test_of(d.get('method', ''))} p={d['p_value']:.2g})"
         )
     return "drop from dense, paired, 95% interval: " + "; ".join(parts) if parts else None
 

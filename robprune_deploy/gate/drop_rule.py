@@ -34,6 +34,11 @@ DropRule = Literal["point", "upper_bound"]
 CONFIDENCE = 0.95
 
 
+def test_of(method: str) -> str:
+    """The test a paired drop's p-value comes from, by its ``method``."""
+    return "McNemar" if method == "newcombe" else "paired t"
+
+
 @dataclass(frozen=True)
 class PairedDrop:
     """``baseline - candidate`` over ``examples`` paired examples, with its interval.
@@ -51,6 +56,11 @@ class PairedDrop:
     spread: float
     method: str
     confidence: float = CONFIDENCE
+
+    @property
+    def test(self) -> str:
+        """The test its p-value comes from."""
+        return test_of(self.method)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,11 +81,11 @@ def paired_drop(baseline: np.ndarray, candidate: np.ndarray, confidence: float =
     mean = float(differences.mean())
     if n < 2 or float(differences.std()) == 0.0:  # no spread: the difference is what it is
         return PairedDrop(mean, mean, mean, 1.0 if mean == 0 else 0.0, n, 0.0, "paired-t", confidence)
-    from scipy.stats import ttest_1samp
+    from scipy.stats import t
 
-    interval = paired_difference(differences.tolist(), None, confidence)
-    p_value = float(ttest_1samp(differences, 0.0).pvalue)
-    return PairedDrop(mean, interval.low, interval.high, p_value, n, interval.sd**2, "paired-t", confidence)
+    d = paired_difference(differences.tolist(), None, confidence)
+    p_value = float(2 * t.sf(abs(d.mean / d.se), n - 1))  # the two-sided one-sample t test of its interval
+    return PairedDrop(d.mean, d.low, d.high, p_value, n, d.sd**2, "paired-t", confidence)
 
 
 @dataclass(frozen=True)
@@ -89,17 +99,27 @@ class DropDecision:
     examples_needed: int | None = None
 
 
-def examples_to_decide(pair: PairedDrop, threshold: float) -> int | None:
-    """About how many paired examples make the interval of a drop like ``pair``'s (same drop, same
-    spread) exclude ``threshold``: ``z^2 * spread / (threshold - drop)^2`` (normal approximation),
-    at least one more than were measured."""
-    gap = abs(threshold - pair.drop)
-    if gap == 0:
+def examples_for_margin(
+    margin: float, variance: float, confidence: float = CONFIDENCE, power: float = 0.5
+) -> int | None:
+    """Paired examples for the ``confidence`` interval of a drop whose per-example difference has
+    ``variance`` to end ``margin`` short of a threshold with probability ``power`` (normal
+    approximation: ``(z_{(1+confidence)/2} + z_power)^2 * variance / margin^2``); ``None`` when the
+    margin is not positive (no size does it)."""
+    if margin <= 0:
         return None
     from scipy.stats import norm
 
-    z = float(norm.ppf(0.5 + pair.confidence / 2))
-    return max(math.ceil(z**2 * max(pair.spread, 0.0) / gap**2), pair.examples + 1)
+    z = float(norm.ppf(0.5 + confidence / 2) + norm.ppf(power))
+    return max(1, math.ceil(z**2 * max(variance, 0.0) / margin**2))
+
+
+def examples_to_decide(pair: PairedDrop, threshold: float) -> int | None:
+    """About how many paired examples make the interval of a drop like ``pair``'s (same drop, same
+    spread) exclude ``threshold`` (:func:`examples_for_margin` at even odds: ``z^2 * spread /
+    (threshold - drop)^2``), at least one more than were measured."""
+    needed = examples_for_margin(abs(threshold - pair.drop), pair.spread, pair.confidence)
+    return None if needed is None else max(needed, pair.examples + 1)
 
 
 def decide(rule: DropRule, pair: PairedDrop, threshold: float) -> DropDecision:
@@ -115,10 +135,9 @@ def decide(rule: DropRule, pair: PairedDrop, threshold: float) -> DropDecision:
 
 def describe(pair: PairedDrop) -> str:
     """``drop 2.0 pts [-1.1, 5.1] (95%, n=150, McNemar p=0.21)`` for a verdict's line."""
-    test = "McNemar" if pair.method == "newcombe" else "paired t"
     return (
         f"drop {100 * pair.drop:.1f} pts [{100 * pair.low:.1f}, {100 * pair.high:.1f}] "
-        f"({100 * pair.confidence:.0f}%, n={pair.examples}, {test} p={pair.p_value:.2g})"
+        f"({100 * pair.confidence:.0f}%, n={pair.examples}, {pair.test} p={pair.p_value:.2g})"
     )
 
 
@@ -129,6 +148,8 @@ __all__ = [
     "PairedDrop",
     "decide",
     "describe",
+    "examples_for_margin",
     "examples_to_decide",
     "paired_drop",
+    "test_of",
 ]

@@ -17,13 +17,13 @@ threshold cannot pass at any size.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from robprune_deploy.errors import ArgumentError
 from robprune_deploy.gate.checks import check_table
+from robprune_deploy.gate.drop_rule import examples_for_margin
 from robprune_deploy.recipe import Recipe
 
 ASSUMED_DISCORDANCE = 0.10
@@ -60,13 +60,7 @@ def examples_needed(
 ) -> int | None:
     """Paired examples for the interval's upper end to clear ``threshold`` with probability ``power``
     when the true drop is ``drop`` and the per-example difference has ``variance`` (module docstring)."""
-    from scipy.stats import norm
-
-    margin = threshold - drop
-    if margin <= 0:
-        return None
-    z = float(norm.ppf(1 - alpha / 2) + norm.ppf(power))
-    return max(1, math.ceil(z**2 * max(variance, 0.0) / margin**2))
+    return examples_for_margin(threshold - drop, variance, 1 - alpha, power)
 
 
 def examples_planned(recipe: Recipe, figure: str) -> int | None:

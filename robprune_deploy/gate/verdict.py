@@ -36,15 +36,7 @@ class GateVerdict:
     @property
     def failure_lines(self) -> list[str]:
         """The failures as a person reads them: an inconclusive drop says so, with the examples that would decide it."""
-        return [
-            f"{c.name} (inconclusive: about {c.examples_needed} examples would decide it)"
-            if c.inconclusive and c.examples_needed is not None
-            else f"{c.name} (inconclusive)"
-            if c.inconclusive
-            else c.name
-            for c in self.checks
-            if not c.passed
-        ]
+        return [_failure_line(c) for c in self.checks if not c.passed]
 
     @property
     def per_runtime(self) -> dict[str, GateVerdict]:
@@ -74,6 +66,14 @@ class GateVerdict:
         if self.runtimes:
             data["runtimes"] = {name: v.to_dict(details=False) for name, v in self.runtimes.items()}
         return data
+
+
+def _failure_line(check: CheckResult) -> str:
+    if not check.inconclusive:
+        return check.name
+    if check.examples_needed is None:
+        return f"{check.name} (inconclusive)"
+    return f"{check.name} (inconclusive: about {check.examples_needed} examples would decide it)"
 
 
 def combine(verdicts: dict[str, GateVerdict]) -> GateVerdict:

@@ -81,7 +81,8 @@ def _figure_rows(figures: dict[str, dict[str, Any]]) -> list[str]:
 
 def _check_row(check: dict[str, Any]) -> str:
     measured = "n/a" if check["measured"] is None else f"{check['measured']:.4f}"
-    result = check.get("status", "pass" if check["passed"] else "fail").upper().replace("PASS", "pass")
+    status = check.get("status") or ("pass" if check["passed"] else "fail")  # records before statuses have none
+    result = status if status == "pass" else status.upper()
     return f"| {check['name']} | {measured} | {check['op']} {check['threshold']:.4f} | {result} |"
 
 
