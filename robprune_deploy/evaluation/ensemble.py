@@ -211,8 +211,9 @@ class _Run:
         return int((ever & still_correct).sum())
 
 
-def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
-    return [idx[i : i + size] for i in range(0, len(idx), size)] if len(idx) else []
+def index_chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
+    """``idx`` in consecutive pieces of at most ``size`` (the batches an attack runs on)."""
+    return [idx[i : i + size] for i in range(0, len(idx), size)]
 
 
 def run_ensemble(
@@ -252,10 +253,10 @@ def run_ensemble(
             cost = _square(run, idx, eps, budget, seed, show_progress)
         else:
             steps = budget.fab_steps if name == "fab-t" else budget.apgd_steps
-            total = steps * plan.targets * len(_chunks(idx, batch_size))
+            total = steps * plan.targets * len(index_chunks(idx, batch_size))
             with progress_bar(name, total, show_progress) as bar:
                 for rank in range(plan.targets):
-                    for chunk in _chunks(run.survivors(), batch_size):
+                    for chunk in index_chunks(run.survivors(), batch_size):
                         c, t, s = _whitebox(plan, run, chunk, rank, eps, budget, seed, device, bf16, bar, traces)
                         cost, transfer, silent = cost + c, transfer + t, silent + s
             whitebox_robust = run.robust.copy()

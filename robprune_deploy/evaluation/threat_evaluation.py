@@ -33,7 +33,7 @@ from robprune_deploy.attacks.fab import fab_targeted
 from robprune_deploy.attacks.fmn import fmn
 from robprune_deploy.attacks.threats import ThreatDescription
 from robprune_deploy.evaluation.corruptions import CorruptionAccuracy, corruption_accuracy
-from robprune_deploy.evaluation.ensemble import EnsembleBudget, plan_member
+from robprune_deploy.evaluation.ensemble import EnsembleBudget, index_chunks, plan_member
 from robprune_deploy.evaluation.runtimes import Predictor
 from robprune_deploy.evaluation.security_curve import SecurityCurve
 from robprune_deploy.evaluation.square import square_attack
@@ -145,7 +145,7 @@ class _Verdict:
         self.threat, self.predictor = threat, predictor
         self.x, self.y = x, y
         self.inputs, self.labels = x.numpy(), y.numpy()
-        predicted = [predictor.predict(self.inputs[c]).argmax(1) for c in _chunks(np.arange(len(y)), batch_size)]
+        predicted = [predictor.predict(self.inputs[c]).argmax(1) for c in index_chunks(np.arange(len(y)), batch_size)]
         self.robust = np.concatenate(predicted) == self.labels if predicted else np.zeros(0, dtype=bool)
         self.outside = 0
 
@@ -166,10 +166,6 @@ class _Verdict:
         return len(broken)
 
 
-def _chunks(idx: np.ndarray, size: int) -> list[np.ndarray]:
-    return [idx[i : i + size] for i in range(0, len(idx), size)]
-
-
 def _white_box(
     name: str, run: _Verdict, twin: nn.Module, budget: EnsembleBudget, batch_size: int, seed: int, bar: Any
 ) -> None:
@@ -177,11 +173,11 @@ def _white_box(
     eps, norm = run.threat.eps, run.threat.norm
     device = next(iter(twin.parameters()), torch.empty(0)).device
     with torch.no_grad():  # target classes by clean likelihood
-        parts = [twin(run.x[c].to(device)).float().cpu() for c in _chunks(np.arange(len(run.y)), batch_size)]
+        parts = [twin(run.x[c].to(device)).float().cpu() for c in index_chunks(np.arange(len(run.y)), batch_size)]
     order = torch.cat(parts).argsort(1, descending=True)
     plan = plan_member(name, budget, int(order.shape[1]))
     for rank in range(plan.targets):
-        for chunk in _chunks(run.survivors(), batch_size):
+        for chunk in index_chunks(run.survivors(), batch_size):
             x, y = run.x[chunk].to(device), run.y[chunk].to(device)
             target = order[chunk, rank + 1].to(device)
             if name == "fab-t":  # a minimum-norm attack: its points beyond eps are no candidates
@@ -205,7 +201,7 @@ def _fmn(run: _Verdict, twin: nn.Module, steps: int, batch_size: int, bar: Any) 
     within ``eps`` break their examples."""
     device = next(iter(twin.parameters()), torch.empty(0)).device
     found = np.full(len(run.labels), np.inf)
-    for chunk in _chunks(np.arange(len(run.labels)), batch_size):
+    for chunk in index_chunks(np.arange(len(run.labels)), batch_size):
         x, y = run.x[chunk].to(device), run.y[chunk].to(device)
         x_adv, _ = fmn(twin, x, y, norm=run.threat.norm, steps=steps, on_step=bar.advance)
         points = x_adv.detach().cpu().numpy()
@@ -260,7 +256,7 @@ def evaluate_threat(
                     )  # fmt: skip
                     run.confirm(idx, result.x_adv)
         elif name == "fmn":
-            total = fmn_steps * len(twins) * len(_chunks(np.arange(n), batch_size))
+            total = fmn_steps * len(twins) * len(index_chunks(np.arange(n), batch_size))
             with progress_bar(label, total, show_progress) as bar:
                 for twin in twins.values():
                     own = _fmn(run, twin, fmn_steps, batch_size, bar)
