@@ -18,7 +18,9 @@ spinning follows the policy's rule either way), ``policy`` is ``runtime.threads:
 
 Each measurement is one ``robprune`` child process: its wall time and its CPU time (user + system,
 ``resource.getrusage(RUSAGE_CHILDREN)`` before and after). Results are written to ``--json`` after
-every measurement, so an interrupted benchmark keeps what it measured.
+every measurement, so an interrupted benchmark keeps what it measured; ``--resume`` keeps the rows
+already in ``--json`` and measures only the missing ones (each row names the commit and date it was
+measured at).
 """
 
 from __future__ import annotations
@@ -105,6 +107,15 @@ def measure(command: list[str], threads: str, default_threads: int) -> dict[str,
     return {"runtime.threads": setting, "load_at_start": round(load, 2), "wall_s": wall, "cpu_s": cpu}
 
 
+def earlier_measurements(path: Path) -> list[dict[str, Any]]:
+    """The rows of an earlier results file, each stamped with the commit and date it was measured at."""
+    if not path.is_file():
+        return []
+    earlier = json.loads(path.read_text())
+    stamp = {"commit": earlier["provenance"]["commit"], "date": earlier["provenance"]["date"]}
+    return [{"measured_at": stamp, **row} for row in earlier["measurements"]]
+
+
 def policy_prediction(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """What ``auto`` chooses here now for the workload's recipe (the child chooses the same way)."""
     from robprune_deploy.pipeline.recipe_threads import auto_work_macs
@@ -133,6 +144,9 @@ def main() -> None:
     )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the rows already in --json and measure only the missing ones"
+    )
     args = parser.parse_args()
     # The policy is measured as a user gets it: no OMP_NUM_THREADS for auto to respect.
     os.environ.pop("OMP_NUM_THREADS", None)
@@ -146,9 +160,18 @@ def main() -> None:
             "affinity": len(os.sched_getaffinity(0)),
             "torch_default_threads": default_threads,
         },
-        arguments={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"},
-        measurements=[],
+        arguments={
+            k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("json", "resume")
+        },
+        measurements=earlier_measurements(args.json) if args.resume else [],
     )
+    if report["measurements"]:
+        commits = sorted({r["measured_at"]["commit"][:7] for r in report["measurements"]})
+        report["provenance"]["note"] = (
+            f"resumed: the earlier rows were measured at {', '.join(commits)} (each row's measured_at)"
+        )
+    done = {(r["workload"], r["condition"], r["threads"], r["repeat"]) for r in report["measurements"]}
+    stamp = {"commit": report["provenance"]["commit"], "date": report["provenance"]["date"]}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     for name in args.workloads:
         for condition in args.conditions:
@@ -156,12 +179,14 @@ def main() -> None:
                 prediction = policy_prediction(name, args)
                 for repeat in range(args.repeats):
                     for threads in args.threads:
+                        if (name, condition, threads, repeat) in done:
+                            continue
                         with tempfile.TemporaryDirectory(prefix="thread-policy-") as folder:
                             result = measure(
                                 workload_command(name, args, Path(folder) / "out"), threads, default_threads
                             )
                         row = {"workload": name, "condition": condition, "threads": threads, "repeat": repeat}
-                        row.update(result)
+                        row.update(result, measured_at=stamp)
                         if threads == "policy":
                             row["policy_choice"] = prediction
                         report["measurements"].append(row)
