@@ -201,6 +201,18 @@ def test_a_threshold_of_an_unmeasured_threat_fails_as_not_measured() -> None:
     ]
 
 
+def test_a_misspelt_figure_is_an_error_and_not_an_unmeasured_one() -> None:
+    measured = Measurements(clean_acc=0.9, pgd_acc=0.4, figures={"threat:l2-0.5": 0.3})
+    assert (measured.figure("threat:l2-0.5"), measured.figure("threat:l2-1"), measured.figure("corruption_acc")) == (
+        0.3,
+        None,
+        None,
+    )
+    assert (measured.figure("pgd_acc"), measured.figure("square_acc")) == (0.4, None)
+    with pytest.raises(KeyError, match="no figure named 'pgd_accuracy'"):
+        measured.figure("pgd_accuracy")
+
+
 def _threats(*entries: dict[str, Any]) -> dict[str, Any]:
     return {"evaluate": {"threats": list(entries)}}
 

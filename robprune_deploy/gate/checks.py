@@ -11,7 +11,7 @@ quantized from: the caller's choice). :func:`apply_checks` applies a table to on
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,9 @@ import numpy as np
 from robprune_deploy.evaluation.indicators import DEFAULT_LIMITS
 from robprune_deploy.gate.drop_rule import DropRule, PairedDrop, decide, describe, paired_drop
 from robprune_deploy.recipe import GateSection
+
+ON_REQUEST_FIGURES = ("corruption_acc",)
+"""Figures in :attr:`Measurements.figures` only when the recipe asked for them (``threat:<label>`` too)."""
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,18 @@ class Measurements:
         return abs(self.audit_sparsity - self.claimed_sparsity)
 
     def figure(self, name: str) -> Any:
-        """A measured figure by name; ``indicator:<name>`` reads an indicator; a named figure that was
-        not measured (``threat:<label>`` of a protocol without it) is ``None``."""
+        """A measured figure by name; ``indicator:<name>`` reads an indicator. A figure the protocol
+        measures only on request (``threat:<label>``, ``corruption_acc``) is ``None`` when it was not
+        measured; any other name is a mistake in the check table and raises ``KeyError``."""
         if name.startswith("indicator:"):
             return self.indicators.get(name.split(":", 1)[1])
         if name in self.figures:
             return self.figures[name]
-        return getattr(self, name, None)
+        if name.startswith("threat:") or name in ON_REQUEST_FIGURES:
+            return None
+        if name == "sparsity_gap" or name in {f.name for f in fields(self)}:
+            return getattr(self, name)
+        raise KeyError(f"the gate measures no figure named {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The figures, with the number of per-example outcomes behind each (not the outcomes)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from robprune_deploy.evaluation import Robustness
@@ -43,9 +44,10 @@ class GateVerdict:
         """Each runtime's own verdict (this one alone when one runtime was gated)."""
         return self.runtimes or {self.runtime: self}
 
-    @property
+    @cached_property
     def paired_drops(self) -> dict[str, PairedDrop]:
-        """Per figure measured example by example on both models, the paired drop from the baseline."""
+        """Per figure measured example by example on both models, the paired drop from the baseline
+        (computed once: the verdict's JSON, the release record and the run's summary all read it)."""
         return paired_drops(self.candidate, self.baseline)
 
     def to_dict(self, details: bool = True) -> dict[str, Any]:
