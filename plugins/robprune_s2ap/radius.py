@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from robprune_s2ap.scores import ScoreSet, top_k_mask
+from robprune_s2ap.scores import ScoreSet, count_true, top_k_mask
 
 BISECTION_STEPS = 30
 """Halvings of the bracket: its width ends below 1e-9 of its upper end, far under any gamma that matters."""
@@ -28,11 +28,11 @@ MAX_GAMMA = 1e4
 
 def swapped_entries(before: Sequence[torch.Tensor], after: Sequence[torch.Tensor]) -> int:
     """Entries kept in ``before`` and not in ``after`` (a top-k keeps its count, so also those that came in)."""
-    return int(sum(int((b & ~a).sum()) for b, a in zip(before, after, strict=True)))
+    return sum(count_true(b > a) for b, a in zip(before, after, strict=True))
 
 
 def kept_entries(masks: Sequence[torch.Tensor]) -> int:
-    return int(sum(int(m.sum()) for m in masks))
+    return sum(count_true(m) for m in masks)
 
 
 def _unit_directions(scores: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:

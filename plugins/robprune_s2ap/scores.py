@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,38 @@ def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     return torch.kthvalue(values, k).values
 
 
+def count_true(mask: torch.Tensor) -> int:
+    """The number of ``True`` entries: ``count_nonzero``, not ``sum``, which widens every bool to int64
+    first (11 M entries: 3 ms against 42 ms on one core; numpy's count on CPU: under 1 ms)."""
+    if mask.device.type == "cpu":
+        return int(np.count_nonzero(mask.numpy()))
+    return int(torch.count_nonzero(mask))
+
+
+def as_dtype(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool mask as 0/1 of ``dtype``. On CPU through numpy: torch's bool-to-float conversion is 3x slower
+    (11 M entries: 31 ms against 9 ms), and the search converts every new mask."""
+    if mask.device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        return torch.from_numpy(mask.numpy().astype(np.float32 if dtype == torch.float32 else np.float64))
+    return mask.to(dtype)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward: the hard mask as it is; backward: the gradient times ``sign(s)``, the derivative of
+    ``|s|`` (HYDRA's straight-through estimator, ``hard + |s| - |s|.detach()``, without computing
+    ``|s|`` and two 0-valued sums in every forward pass)."""
+
+    @staticmethod
+    def forward(ctx: Any, scores: torch.Tensor, hard: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scores)
+        return hard.view_as(hard)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (scores,) = ctx.saved_tensors
+        return grad * scores.sign(), None
+
+
 def top_k_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
     """Exactly ``keep`` ones at the largest ``|scores|``; ties at the threshold go to the lowest positions.
 
@@ -49,14 +82,11 @@ def top_k_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
     if keep >= total:
         return torch.ones_like(scores, dtype=torch.bool)
     threshold = kth_smallest(flat, total - keep + 1)
-    mask = flat > threshold
-    missing = keep - int(mask.sum())
-    if missing > 0:
-        ties = flat == threshold
-        if int(ties.sum()) == missing:
-            mask |= ties  # the usual case: no other entry ties, all of them are the lowest positions
-        else:
-            mask[torch.nonzero(ties).flatten()[:missing]] = True
+    mask = flat >= threshold
+    surplus = count_true(mask) - keep
+    if surplus > 0:  # entries tie at the threshold: the lowest positions among them stay
+        ties = torch.nonzero(flat == threshold).flatten()
+        mask[ties[ties.numel() - surplus :]] = False
     return mask.view_as(scores)
 
 
@@ -97,16 +127,15 @@ class ScoreVector(nn.Module):
         self._mask_as = None
 
     def ste_mask(self) -> torch.Tensor:
-        """Forward: the hard 0/1 mask; backward: identity to ``|s|`` (straight-through).
+        """Forward: the hard 0/1 mask; backward: identity to ``|s|`` (straight-through, :class:`_StraightThrough`).
 
         The hard mask is converted to the scores' dtype once per mask, not in every forward pass
         (a step runs several, and at 11 M scores each conversion writes 44 MB).
         """
-        magnitude = self.scores.abs()
         hard = self.hard_mask()
-        if self._mask_as is None or self._mask_as.dtype != magnitude.dtype:
-            self._mask_as = hard.to(magnitude.dtype)
-        return self._mask_as + magnitude - magnitude.detach()
+        if self._mask_as is None or self._mask_as.dtype != self.scores.dtype:
+            self._mask_as = as_dtype(hard, self.scores.dtype)
+        return _StraightThrough.apply(self.scores, self._mask_as)
 
 
 class ScoreMask(nn.Module):

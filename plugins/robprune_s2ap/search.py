@@ -63,7 +63,7 @@ from robprune_deploy.progress import progress_bar
 from robprune_deploy.training import epoch_seed
 from robprune_s2ap.radius import calibrate_gammas, kept_entries, swapped_entries
 from robprune_s2ap.scores import ScoreSet
-from robprune_s2ap.sharpness import ascent_direction, sharpness, top_hessian_eigenvalue
+from robprune_s2ap.sharpness import ascend_, sharpness, top_hessian_eigenvalue
 
 
 @dataclass(frozen=True)
@@ -231,12 +231,9 @@ class _Ascent:
         if self.gammas is None:
             assert settings.swap_fraction is not None
             self.gammas = calibrate_gammas(score_set, self.grads, settings.swap_fraction)
-        z = ascent_direction(scores, self.grads, self.gammas)  # radius from the current ||s_l||
         saved = [s.detach().clone() for s in scores]
         before = [v.hard_mask() for v in score_set.vectors.values()]
-        with torch.no_grad():
-            for s, dz in zip(scores, z, strict=True):
-                s.add_(dz)
+        ascend_(scores, self.grads, self.gammas)  # radius from the current ||s_l||
         score_set.refresh()
         after = [v.hard_mask() for v in score_set.vectors.values()]
         totals.swapped += swapped_entries(before, after) / max(kept_entries(before), 1)

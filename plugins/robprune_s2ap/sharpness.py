@@ -22,6 +22,13 @@ def ascent_direction(
     return [g_l * s.detach().norm() * g / (g.norm() + 1e-12) for s, g, g_l in zip(scores, grads, gammas, strict=True)]
 
 
+def ascend_(scores: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], gammas: Sequence[float]) -> None:
+    """``s_l += z_l`` (:func:`ascent_direction`) in place, without materializing ``z_l``."""
+    with torch.no_grad():
+        for s, g, gamma in zip(scores, grads, gammas, strict=True):
+            s.addcmul_(g, gamma * s.norm() / (g.norm() + 1e-12))
+
+
 def sharpness(loss_fn: LossFn, scores: Sequence[torch.Tensor], gamma: float) -> tuple[float, float]:
     """``(L(s + z*) - L(s), L(s))`` with ``z*`` one ascent step of radius ``gamma`` (scores restored)."""
     loss = loss_fn()
