@@ -112,8 +112,11 @@ def earlier_measurements(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     earlier = json.loads(path.read_text())
-    stamp = {"commit": earlier["provenance"]["commit"], "date": earlier["provenance"]["date"]}
-    return [{"measured_at": stamp, **row} for row in earlier["measurements"]]
+    return [{"measured_at": _stamp(earlier["provenance"]), **row} for row in earlier["measurements"]]
+
+
+def _stamp(provenance: dict[str, Any]) -> dict[str, Any]:
+    return {"commit": provenance["commit"], "date": provenance["date"], "cpu": provenance["hardware"]["cpu"]}
 
 
 def policy_prediction(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -166,12 +169,15 @@ def main() -> None:
         measurements=earlier_measurements(args.json) if args.resume else [],
     )
     if report["measurements"]:
-        commits = sorted({r["measured_at"]["commit"][:7] for r in report["measurements"]})
+        where = sorted(
+            {f"{r['measured_at']['commit'][:7]} ({r['measured_at']['cpu']})" for r in report["measurements"]}
+        )
         report["provenance"]["note"] = (
-            f"resumed: the earlier rows were measured at {', '.join(commits)} (each row's measured_at)"
+            f"resumed: the earlier rows were measured at {', '.join(where)}; each row's measured_at names its "
+            "commit, date and CPU, and rows compare only with rows of the same CPU"
         )
     done = {(r["workload"], r["condition"], r["threads"], r["repeat"]) for r in report["measurements"]}
-    stamp = {"commit": report["provenance"]["commit"], "date": report["provenance"]["date"]}
+    stamp = _stamp(report["provenance"])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     for name in args.workloads:
         for condition in args.conditions:
@@ -223,6 +229,7 @@ def tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
         cpu = _mean([r["cpu_s"] for r in runs])
         rows.append(
             [
+                runs[0].get("measured_at", {}).get("cpu", document["provenance"]["hardware"]["cpu"]),
                 workload,
                 condition,
                 _threads_cell(threads, runs[0]),
@@ -234,6 +241,7 @@ def tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
             ]
         )
     columns = [
+        text_column("CPU"),
         text_column("workload"),
         text_column("machine"),
         text_column("threads"),
