@@ -31,7 +31,7 @@ repetitions, and its ratio to ``today``.
 Part 2 (pretraining), per seed: ``adversarial_train`` of ``fmnist_cnn`` for the same epochs on the same
 training subset with PGD-7 (the library's step), FGSM-RS with its collapse guard, and FGSM-RS in the
 channels-last layout; then FGSM-RS in the channels-last layout for ``--fast-epochs`` (default twice the
-epochs: still under half of PGD-7's CPU time), the comparison at equal accuracy rather than equal
+epochs: about half of PGD-7's CPU time), the comparison at equal accuracy rather than equal
 epochs (a cheaper step buys more epochs for the same CPU time); then clean and PGD-10 accuracy on a
 fixed validation subset (held out of the training split as the pipeline does). The bf16 check
 attacks the PGD-7 model with PGD-10 under bf16 autocast and in fp32 and reports both accuracies.
