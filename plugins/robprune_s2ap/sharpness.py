@@ -11,19 +11,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 LossFn = Callable[[], torch.Tensor]
 
 
-def ascent_direction(
-    scores: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], gamma: float | Sequence[float]
-) -> list[torch.Tensor]:
-    """Per-layer adaptive SAM step: ``z_l = gamma_l * ||s_l|| * g_l / (||g_l|| + 1e-12)`` (L2 norms).
-
-    ``gamma`` is one radius for every layer or one per layer (a calibrated radius).
-    """
-    gammas = [gamma] * len(scores) if isinstance(gamma, float | int) else list(gamma)
-    return [g_l * s.detach().norm() * g / (g.norm() + 1e-12) for s, g, g_l in zip(scores, grads, gammas, strict=True)]
-
-
 def ascend_(scores: Sequence[torch.Tensor], grads: Sequence[torch.Tensor], gammas: Sequence[float]) -> None:
-    """``s_l += z_l`` (:func:`ascent_direction`) in place, without materializing ``z_l``."""
+    """Per-layer adaptive SAM step, in place: ``s_l += gamma_l * ||s_l|| * g_l / (||g_l|| + 1e-12)``
+    (L2 norms; one radius per layer, equal for a fixed radius), without materializing the step."""
     with torch.no_grad():
         for s, g, gamma in zip(scores, grads, gammas, strict=True):
             s.addcmul_(g, gamma * s.norm() / (g.norm() + 1e-12))
@@ -34,11 +24,9 @@ def sharpness(loss_fn: LossFn, scores: Sequence[torch.Tensor], gamma: float) -> 
     loss = loss_fn()
     raw = torch.autograd.grad(loss, scores, allow_unused=True)
     grads = [g if g is not None else torch.zeros_like(s) for g, s in zip(raw, scores, strict=True)]
-    z = ascent_direction(scores, grads, gamma)
     saved = [s.detach().clone() for s in scores]
+    ascend_(scores, grads, [gamma] * len(scores))  # the search's own ascent
     with torch.no_grad():
-        for s, dz in zip(scores, z, strict=True):
-            s.add_(dz)
         perturbed = loss_fn()
         for s, value in zip(scores, saved, strict=True):
             s.copy_(value)  # exact restore
