@@ -15,8 +15,10 @@ subset, the mask search and the fine-tuning only. This script orders the sweeps 
 
 Workers: start ``run`` N times (N terminals, or N machines sharing this folder) for N workers. Each
 runs the sweeps in the same order; every sweep's trials are shared among the workers that joined its
-study (an sqlite file in the sweep's output folder), each trial runs exactly once, and rerunning the
-command resumes: completed trials are kept, an interrupted one continues its run folder. Run from the
+study (a journal file under ``benchmarks/results/fmnist_verdict/studies/``), each trial runs exactly
+once, and rerunning the command resumes: completed trials are kept, an interrupted one continues its
+run folder. Commit ``benchmarks/results/fmnist_verdict/`` after ``report`` to go on elsewhere: the
+studies carry which trials are done, ``results.json`` and ``masks/`` their records. Run from the
 repository root: the recipes' ``model.checkpoint`` and ``data.root`` are relative to it.
 """
 
@@ -98,13 +100,14 @@ def examples_per_metric(layout: Layout = VERDICT) -> dict[str, int]:
     return {"pgd20": whole, "autoattack": min(evaluate.ensemble_examples or whole, whole)}
 
 
-def start_models(layout: Layout = VERDICT) -> dict[str, dict[str, Any]]:
+def start_models(layout: Layout = VERDICT, *, shipped: bool = True) -> dict[str, dict[str, Any]]:
     """The start model of every sweep's network: its checkpoint and SHA-256, checked before any trial runs.
 
     Every method and seed starts from the same checkpoint (``model.checkpoint`` of the recipes, read
     relative to the repository root), so a missing one stops the verdict here, naming the command that
     trains and ships it, and a checkpoint whose SHA-256 is not the one its ``<name>.json`` recorded when
-    it was shipped (``benchmarks/start_models.py ship``) stops it too.
+    it was shipped (``benchmarks/start_models.py ship``) stops it too. With ``shipped=False`` (a report
+    while a start model is still training) a missing checkpoint is recorded as such.
     """
     import hashlib
 
@@ -121,6 +124,9 @@ def start_models(layout: Layout = VERDICT) -> dict[str, dict[str, Any]]:
             raise SystemExit(f"error: {shown(layout.sweep_file(name))}: model.checkpoint is not set: every trial "
                              "must start from the shipped start model")  # fmt: skip
         path = checkpoint if Path(checkpoint).is_absolute() else REPO / checkpoint
+        if not Path(path).is_file() and not shipped:
+            found[model] = {"checkpoint": shown(Path(path)), "sha256": None, "recorded": False}
+            continue
         if not Path(path).is_file():
             raise SystemExit(
                 f"error: {shown(Path(path))} (model.checkpoint of {shown(layout.sweep_file(name))}) does not exist; "
@@ -269,42 +275,65 @@ def choose(layout: Layout = VERDICT) -> float:
 
 
 def report(layout: Layout = VERDICT) -> Path:
-    """Every completed test trial into ``results.json`` (figures, per-example outcomes, mask distances);
-    prints the claims and the cells."""
-    from fmnist_verdict_records import grouped, mask_distances, sweep_records
+    """Every completed test trial into ``results.json`` (figures, per-example outcomes, masks under
+    ``masks/``, mask distances), keeping the committed records of trials whose run folders are on
+    another machine; prints the claims and the cells."""
+    from fmnist_verdict_records import (
+        grouped,
+        keep_mask,
+        mask_distances,
+        merged,
+        record_key,
+        sweep_records,
+        trial_place,
+    )
     from fmnist_verdict_tables import RESULTS_RENDERER, verdict_tables
     from provenance import provenance
     from result_tables import render_table, results_file
 
     from robprune_deploy.atomic import write_json
 
-    records: list[dict[str, Any]] = []
+    results = layout.results / "results.json"
+    committed = json.loads(results.read_text())["records"] if results.is_file() else []
+    found: list[dict[str, Any]] = []
     missing: list[str] = []
+    elsewhere: dict[tuple[str, float, int], str] = {}
     for name in TEST_SWEEPS:
         out = layout.spec(name).out
         if not (out / "sweep.json").is_file():
-            missing.append(f"{name}: not started")
+            if not any(r.get("sweep") == name for r in committed):
+                missing.append(f"{name}: not started")
             continue
-        found, absent = sweep_records(name, out)
-        records += found
-        missing += absent
-    distances = {cell: d for cell, rows in grouped(records).items() if (d := mask_distances(rows)) is not None}
-    for record in records:
-        record.pop("mask_file", None)  # a path on the machine that ran it; the distances are kept
+        records, incomplete, away = sweep_records(name, out)
+        found += records
+        missing += incomplete
+        elsewhere.update(away)
+    for record in found:
+        keep_mask(record, layout.results)
+    records = merged(found, committed)
+    carried = len(records) - len(found)
+    reported = {trial_place(r) for r in records}
+    missing += [line for place, line in elsewhere.items() if place not in reported]
+    records.sort(key=record_key)
+    distances = {
+        cell: d for cell, rows in grouped(records).items() if (d := mask_distances(rows, layout.results)) is not None
+    }
     choice = layout.results / "radius_choice.json"
     document = results_file(
         provenance(),
         renderer=RESULTS_RENDERER,
-        start_models=start_models(layout),
+        start_models=start_models(layout, shipped=False),
         records=records,
         missing=missing,
         mask_distances=distances,
         radius_choice=json.loads(choice.read_text())["chosen"] if choice.is_file() else None,
     )
     layout.results.mkdir(parents=True, exist_ok=True)
-    path = write_json(layout.results / "results.json", document)
+    path = write_json(results, document)
     tables = verdict_tables(document)
     print(render_table(tables["claims"]), "", render_table(tables["cells"]), sep="\n")
+    if carried:
+        print(f"{carried} records carried from the committed {shown(results)} (run elsewhere)")
     if missing:
         print(f"{len(missing)} trials missing: " + "; ".join(missing[:6]) + (" ..." if len(missing) > 6 else ""))
     print(path)

@@ -11,12 +11,18 @@ that folder, so that the committed ``results.json`` renders without the run fold
   sharpness;
 - ``plots/<algorithm>_final_mask.npz`` (S2AP/HYDRA): the final mask, for the cross-seed Hamming
   distance of each cell (:func:`mask_distances`, the S2AP paper's stability measure).
+
+The verdict continues on another machine from what is committed: the studies (journal files beside
+``results.json``) say which trials are done, so no worker runs them again, and the records of trials
+whose run folders stayed behind come from the committed ``results.json``, their masks from its
+``masks/`` folder (:func:`keep_mask`, :func:`merged`).
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -83,16 +89,34 @@ def run_record(folder: Path) -> dict[str, Any]:
     }
 
 
-def sweep_records(name: str, out: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """The records of the completed trials of sweep ``name`` (output folder ``out``), and a line per
-    trial that is not complete (what is missing)."""
+def record_key(record: dict[str, Any]) -> tuple[str, str, int]:
+    """A trial's place in the verdict: its sweep, setting and seed."""
+    return record["sweep"], record["setting"], int(record["seed"])
+
+
+def trial_place(record: dict[str, Any]) -> tuple[str, float, int]:
+    """A trial's place as its sweep gives it: sweep, ``compression.ratio`` and seed."""
+    return record["sweep"], float(record["target_ratio"]), int(record["seed"])
+
+
+def sweep_records(name: str, out: Path) -> tuple[list[dict[str, Any]], list[str], dict[tuple[str, float, int], str]]:
+    """The records of the completed trials of sweep ``name`` (output folder ``out``), a line per trial
+    that is not complete (what is missing), and the completed trials whose run folders are not on this
+    machine (their records are in the committed ``results.json`` when they were reported where they
+    ran), by :func:`trial_place`."""
     document = json.loads((out / "sweep.json").read_text())
-    records, missing = [], []
+    records: list[dict[str, Any]] = []
+    missing: list[str] = []
+    elsewhere: dict[tuple[str, float, int], str] = {}
     for trial in document["trials"]:
         params = trial["params"]
         label = f"{name} trial {trial['number']} ({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
         if trial["state"] != COMPLETE:
             missing.append(f"{label}: {trial['state']}")
+            continue
+        if not trial.get("run_folder") or not (out / trial["run_folder"] / "summary.json").is_file():
+            place = (name, float(params["compression.ratio"]), int(params["seed"]))
+            elsewhere[place] = f"{label}: its run folder is not here, nor its record in the committed results"
             continue
         figures = run_record(out / trial["run_folder"])
         setting = setting_name(figures["target_ratio"], figures["granularity"])
@@ -110,7 +134,29 @@ def sweep_records(name: str, out: Path) -> tuple[list[dict[str, Any]], list[str]
                 **figures,
             }
         )
-    return records, missing
+    return records, missing, elsewhere
+
+
+def keep_mask(record: dict[str, Any], results: Path) -> None:
+    """Copy the record's final mask from its run folder into ``results/masks/`` (committed with
+    ``results.json``) and point the record's ``mask`` there, relative to ``results``."""
+    source = record.pop("mask_file", None)
+    if not source:
+        return
+    target = results / "masks" / record["sweep"] / f"{record['setting']}_seed{record['seed']}.npz"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from robprune_deploy.atomic import atomic_path
+
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    record["mask"] = target.relative_to(results).as_posix()
+
+
+def merged(found: list[dict[str, Any]], committed: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """This machine's records, and the committed ones of the trials it has no run folder of (this
+    machine's record of a trial wins: it was read from the run folder just now)."""
+    here = {record_key(r) for r in found}
+    return [*found, *(r for r in committed if r.get("task") == "cell" and record_key(r) not in here)]
 
 
 def grouped(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -121,11 +167,12 @@ def grouped(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     return {name: sorted(rows, key=lambda r: r["seed"]) for name, rows in sorted(cells.items())}
 
 
-def mask_distances(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def mask_distances(rows: Sequence[dict[str, Any]], results: Path) -> dict[str, Any] | None:
     """The normalized Hamming distance between the final masks of every two seeds of one cell
     (:func:`robprune_s2ap.stability.mask_distance`: 0 identical, 2 disjoint; half of it is the fraction
-    of kept entries swapped); ``None`` for a cell without mask files or with fewer than 2."""
-    files = [(r["seed"], Path(r["mask_file"])) for r in rows if r.get("mask_file") and Path(r["mask_file"]).is_file()]
+    of kept entries swapped), from the masks kept under ``results`` (:func:`keep_mask`); ``None`` for
+    a cell without masks or with fewer than 2."""
+    files = [(r["seed"], results / r["mask"]) for r in rows if r.get("mask") and (results / r["mask"]).is_file()]
     if len(files) < 2:
         return None
     from robprune_s2ap.stability import load_masks, mask_distance

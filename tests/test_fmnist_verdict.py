@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import fmnist_verdict as verdict_script
 from fmnist_claims import ARMS, METRICS, measure_claims, power_plan, settings_of
-from fmnist_verdict_records import grouped, mask_distances, sweep_records
+from fmnist_verdict_records import grouped, keep_mask, mask_distances, sweep_records
 from fmnist_verdict_tables import plan_tables, radius_tables, verdict_tables
 from robprune_s2ap.stability import save_masks
 
@@ -265,8 +265,8 @@ def _verdict_folders(root: Path) -> dict[str, Path]:
 def _records(root: Path) -> list[dict[str, Any]]:
     records = []
     for name, out in _verdict_folders(root).items():
-        found, missing = sweep_records(name, out)
-        assert len(missing) == 1 and "trial 99" in missing[0] and "FAIL" in missing[0]
+        found, missing, elsewhere = sweep_records(name, out)
+        assert len(missing) == 1 and "trial 99" in missing[0] and "FAIL" in missing[0] and not elsewhere
         records += found
     return records
 
@@ -281,16 +281,20 @@ def test_records_are_collected_per_cell_and_seed_with_their_outcomes_and_mechani
     assert first["hessian"] == 3.0  # the last search epoch's
     assert first["outcomes"]["pgd"]["examples"] == EXAMPLES and first["outcomes"]["autoattack"]["examples"] == 200
     assert first["run_folder"] == "s2ap/trials/000_ratio=0.99_seed=1"
+    results = tmp_path / "results"
+    for record in records:
+        keep_mask(record, results)
+    assert first["mask"] == "masks/s2ap/u99_seed1.npz" and "mask_file" not in first
     # S2AP's masks share 3 of 4 kept entries (2 entries differ: distance 2 / 4), HYDRA's 2 of 4 (4 / 4)
-    s2ap = mask_distances(cells["s2ap_u99"])
+    s2ap = mask_distances(cells["s2ap_u99"], results)
     assert s2ap is not None and s2ap["mean"] == pytest.approx(0.5) and len(s2ap["pairs"]) == 10
-    hydra = mask_distances(cells["hydra_u99"])
+    hydra = mask_distances(cells["hydra_u99"], results)
     assert (
         hydra is not None
         and hydra["pairs"]["1-2"] == pytest.approx(1.0)
         and hydra["pairs"]["1-3"] == pytest.approx(1.0)
     )
-    assert mask_distances(cells["mrpf_75"]) is None  # channel pruning: no mask file
+    assert mask_distances(cells["mrpf_75"], results) is None  # channel pruning: no mask file
     assert settings_of(cells, "s2ap") == ["u99"] and settings_of(cells, "s2ap_awp") == ["u99"]
 
 
@@ -322,7 +326,7 @@ def test_the_claims_are_the_paired_interval_mcnemar_and_verdict_of_the_known_fig
     assert mrpf.paired is not None and mrpf.paired.mean == pytest.approx(0.0) and mrpf.paired.sd == pytest.approx(0.01)
     assert mrpf.verdict.word == "does not hold" and claims["mrpf", "75", "pgd20"].verdict.word == "does not hold"
     assert mrpf.pooled is not None and (mrpf.pooled.candidate_only, mrpf.pooled.baseline_only) == (1, 1)
-    table = verdict_tables({"records": [dict(r, mask_file=None) for r in _records(tmp_path / "again")]})
+    table = verdict_tables({"records": _records(tmp_path / "again")})
     row = next(r for r in table["claims"]["rows"] if r[1] == "AutoAttack-fast")
     assert row[:5] == ["S2AP − HYDRA u99", "AutoAttack-fast", "+1.0", 5, "+2.0 [+0.0, +4.0]"]
     assert row[6] == f"{aa.pooled.p_value:.3g} (800)" and row[8].startswith("**inconclusive**")
@@ -409,6 +413,8 @@ def test_the_verdict_starts_only_from_an_existing_start_model_with_its_recorded_
         verdict_script.start_models(layout)
     (tmp_path / "fmnist_cnn.json").write_text(json.dumps({"sha256": digest}))
     assert verdict_script.start_models(layout)["fmnist_cnn"]["recorded"] is True
+    checkpoint.unlink()  # a report while the start model trains records it as missing
+    assert verdict_script.start_models(layout, shipped=False)["fmnist_cnn"]["sha256"] is None
 
 
 def test_equal_differences_over_the_seeds_are_no_interval_and_no_verdict() -> None:
@@ -423,3 +429,76 @@ def test_equal_differences_over_the_seeds_are_no_interval_and_no_verdict() -> No
     for claim in claims:
         assert claim.paired is not None and claim.paired.sd == 0 and claim.detectable is None
         assert claim.verdict.word == "inconclusive" and "all equal" in claim.verdict.reason
+
+
+# --- continuing on another machine ------------------------------------------------------------------
+
+
+def _machine_layout(tmp_path: Path, machine: str, checkpoint: Path) -> verdict_script.Layout:
+    """The verdict's sweep files as one machine sees them: its run folders under ``tmp_path/machine``,
+    the results folder (the committed one) shared by every machine."""
+    sweeps = tmp_path / machine / "sweeps"
+    sweeps.mkdir(parents=True)
+    for path in SWEEPS.glob("*.yaml"):
+        spec = load_sweep(path)
+        document = {
+            "recipe": str(spec.recipe),
+            "out": str(tmp_path / machine / path.stem),
+            "study": spec.study,
+            "fixed": {**spec.fixed, "model.checkpoint": str(checkpoint)},
+            "grid": spec.grid,
+            "objective": spec.objective.model_dump(),
+        }
+        (sweeps / path.name).write_text(json.dumps(document))
+    return verdict_script.Layout(sweeps, tmp_path / "results")
+
+
+def test_a_report_on_another_machine_keeps_the_committed_records_of_trials_run_elsewhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tmp_path / "start.pt"
+    checkpoint.write_bytes(b"weights")
+    first = _machine_layout(tmp_path, "a", checkpoint)
+    _verdict_folders(tmp_path / "a")
+    verdict_script.report(first)
+    committed = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert len(committed["records"]) == 5 + 5 + 1 + 3 + 3
+    assert committed["mask_distances"]["s2ap_u99"]["mean"] == pytest.approx(0.5)
+    assert (tmp_path / "results" / "masks" / "hydra" / "u99_seed5.npz").is_file()
+    # Machine b has the committed results and studies (whose sweep.json lists the trials done on a)
+    # but not a's run folders; it has run one HYDRA trial of its own, a new seed.
+    second = _machine_layout(tmp_path, "b", checkpoint)
+    for name in ("s2ap", "hydra"):
+        (tmp_path / "b" / name).mkdir()
+        shutil.copy(tmp_path / "a" / name / "sweep.json", tmp_path / "b" / name / "sweep.json")
+    shutil.rmtree(tmp_path / "a")
+    listed = json.loads((tmp_path / "b" / "hydra" / "sweep.json").read_text())
+    rng = np.random.default_rng(1)
+    figures = {"pgd": _outcomes(rng, 0.6, EXAMPLES), "autoattack": _outcomes(rng, 0.5, 2 * AA_EXAMPLES), "hessian": 1.0}
+    _write_trial(tmp_path / "b" / "hydra" / "trials" / "new", "hydra", 0.99, figures, _mask([0, 1, 2, 3]))
+    listed["trials"].append(
+        {"number": 7, "state": "COMPLETE", "params": {"compression.ratio": 0.99, "seed": 6}, "run_folder": "trials/new"}
+    )
+    (tmp_path / "b" / "hydra" / "sweep.json").write_text(json.dumps(listed))
+    capsys.readouterr()
+    verdict_script.report(second)
+    assert "17 records carried from the committed" in capsys.readouterr().out
+    again = json.loads((tmp_path / "results" / "results.json").read_text())
+    place = {(r["sweep"], r["seed"]): r for r in again["records"]}
+    assert len(place) == 18 and place["hydra", 6]["run_folder"] == "hydra/trials/new"
+    for key, record in place.items():
+        if key != ("hydra", 6):
+            assert record == next(r for r in committed["records"] if (r["sweep"], r["seed"]) == key)
+    assert again["mask_distances"]["s2ap_u99"] == committed["mask_distances"]["s2ap_u99"]
+    assert len(again["mask_distances"]["hydra_u99"]["pairs"]) == 15  # six seeds now
+    assert not any("run folder" in line for line in again["missing"])
+    # a trial done elsewhere whose record was never committed is missing, and says why
+    (tmp_path / "results" / "results.json").write_text(
+        json.dumps({**again, "records": [r for r in again["records"] if (r["sweep"], r["seed"]) != ("s2ap", 3)]})
+    )
+    verdict_script.report(second)
+    missing = json.loads((tmp_path / "results" / "results.json").read_text())["missing"]
+    assert [line for line in missing if "seed=3" in line and line.startswith("s2ap trial")] == [
+        "s2ap trial 2 (compression.ratio=0.99, seed=3): "
+        "its run folder is not here, nor its record in the committed results"
+    ]

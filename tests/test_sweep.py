@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -235,6 +236,28 @@ def test_two_workers_on_a_journal_finish_the_grid_when_one_is_killed(tmp_path: P
     again = Worker(sweep, "c")  # the same command once more: nothing left to run
     again.finish()
     assert again.starts() == [] and json.loads((out / "sweep.json").read_text())["trials"] == sweep_json["trials"]
+
+
+def test_a_journal_carried_to_another_machine_runs_nothing_again_and_gets_a_parent_run_there(
+    tmp_path: Path,
+) -> None:
+    # machine a runs the sweep; machine b has a copy of its journal (committed, say), not its run
+    # folders or its MLflow store
+    for machine in ("a", "b"):
+        (tmp_path / machine).mkdir()
+        write_sweep(tmp_path / machine, "carried", storage="journal:study.journal", grid={"seed": [0]})
+    first = Worker(tmp_path / "a" / "carried.yaml", "a", "--tracking-uri", f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
+    first.finish()
+    shutil.copy(tmp_path / "a" / "study.journal", tmp_path / "b" / "study.journal")
+    uri = f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}"
+    second = Worker(tmp_path / "b" / "carried.yaml", "b", "--tracking-uri", uri)
+    second.finish()
+    assert second.starts() == []  # done on a: not run again
+    sweep_json = json.loads((tmp_path / "b" / "out" / "sweep.json").read_text())
+    assert [t["state"] for t in sweep_json["trials"]] == ["COMPLETE"]
+    parents = mlflow_runs(uri, "tags.`robprune.sweep.study` = 'carried'")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # a's parent is not in b's store
+    assert sweep_json["mlflow"]["parent_run_id"] == parents[0].info.run_id
 
 
 def test_a_rerun_resumes_a_killed_worker_without_rerunning_finished_trials(tmp_path: Path) -> None:

@@ -68,6 +68,19 @@ class SweepTracking:
             self.client.log_param(run_id, key, value)
         return run_id
 
+    def has_run(self, run_id: str) -> bool:
+        """Whether this store holds run ``run_id`` (a study carried from another machine names a parent
+        run of that machine's store)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise
+        return True
+
     def delete(self, run_id: str) -> None:
         """A parent run created for a study another worker created first."""
         with contextlib.suppress(Exception):
