@@ -78,7 +78,7 @@ class SweepTracking:
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 return False
-            raise
+            raise TrackingError(f"tracking.tracking_uri {self.uri}: cannot read run {run_id} ({exc.message})") from None
         return True
 
     def delete(self, run_id: str) -> None:
