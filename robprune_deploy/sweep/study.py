@@ -32,12 +32,16 @@ def join_study(
     definition: dict[str, Any],
     make_parent: Callable[[], str | None],
     forget_parent: Callable[[str], None],
+    knows_parent: Callable[[str], bool],
 ) -> tuple[optuna.Study, str | None]:
     """The study and its MLflow parent run id (None without tracking).
 
     :param make_parent: creates this sweep's MLflow parent run (called before creating the study,
         so a worker that creates the study can record both at once).
     :param forget_parent: deletes a parent run made for a study another worker created first.
+    :param knows_parent: whether this worker's MLflow store holds a recorded parent run (a study
+        carried from another machine, in a journal file, names a run of that machine's store: this
+        store then gets a parent of its own).
     :raises SweepError: when the study holds another sweep, or its creator never recorded it.
     """
     try:
@@ -62,11 +66,13 @@ def join_study(
             f"give this sweep another study name, or another storage"
         )
     parent = study.user_attrs.get(PARENT_ATTR)
-    return study, parent if isinstance(parent, str) else make_parent_late(study, make_parent)
+    known = isinstance(parent, str) and knows_parent(parent)
+    return study, parent if known else make_parent_late(study, make_parent)
 
 
 def make_parent_late(study: optuna.Study, make_parent: Callable[[], str | None]) -> str | None:
-    """A study made with tracking off, joined with tracking on: this worker adds the parent run."""
+    """A study made with tracking off (or carried from another machine's store), joined with tracking
+    on: this worker adds the parent run."""
     parent = make_parent()
     if parent is not None:
         study.set_user_attr(PARENT_ATTR, parent)

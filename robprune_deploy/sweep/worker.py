@@ -52,7 +52,7 @@ from robprune_deploy.sweep.ranking import (
 )
 from robprune_deploy.sweep.spec import SamplerSection, SweepSpec, override_text
 from robprune_deploy.sweep.storage import open_storage
-from robprune_deploy.sweep.study import join_study, make_parent_late
+from robprune_deploy.sweep.study import join_study
 
 TRIALS_DIR = "trials"
 LOGS_DIR = "logs"
@@ -157,11 +157,8 @@ class Worker:
             json.loads(json.dumps(definition)),  # as the storage gives it back (tuples become lists)
             self._make_parent(definition),
             self.tracking.delete if self.tracking is not None else lambda run_id: None,
+            self.tracking.has_run if self.tracking is not None else lambda run_id: True,
         )
-        if self.tracking is not None and self.parent is not None and not self.tracking.has_run(self.parent):
-            # A study carried from another machine (a journal file): its parent run is in that machine's
-            # store, so this store gets a parent of its own for the trials run here.
-            self.parent = make_parent_late(self.study, self._make_parent(definition))
         self.me = {"host": socket.gethostname(), "pid": os.getpid()}
 
     # --- set-up -----------------------------------------------------------------------------------
