@@ -283,7 +283,6 @@ def report(layout: Layout = VERDICT) -> Path:
         keep_mask,
         mask_distances,
         merged,
-        record_key,
         sweep_records,
         trial_place,
     )
@@ -314,7 +313,7 @@ def report(layout: Layout = VERDICT) -> Path:
     carried = len(records) - len(found)
     reported = {trial_place(r) for r in records}
     missing += [line for place, line in elsewhere.items() if place not in reported]
-    records.sort(key=record_key)
+    records.sort(key=trial_place)
     distances = {
         cell: d for cell, rows in grouped(records).items() if (d := mask_distances(rows, layout.results)) is not None
     }

@@ -89,13 +89,8 @@ def run_record(folder: Path) -> dict[str, Any]:
     }
 
 
-def record_key(record: dict[str, Any]) -> tuple[str, str, int]:
-    """A trial's place in the verdict: its sweep, setting and seed."""
-    return record["sweep"], record["setting"], int(record["seed"])
-
-
 def trial_place(record: dict[str, Any]) -> tuple[str, float, int]:
-    """A trial's place as its sweep gives it: sweep, ``compression.ratio`` and seed."""
+    """A trial's place in the verdict, as its sweep gives it: sweep, ``compression.ratio`` and seed."""
     return record["sweep"], float(record["target_ratio"]), int(record["seed"])
 
 
@@ -155,8 +150,8 @@ def keep_mask(record: dict[str, Any], results: Path) -> None:
 def merged(found: list[dict[str, Any]], committed: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """This machine's records, and the committed ones of the trials it has no run folder of (this
     machine's record of a trial wins: it was read from the run folder just now)."""
-    here = {record_key(r) for r in found}
-    return [*found, *(r for r in committed if r.get("task") == "cell" and record_key(r) not in here)]
+    here = {trial_place(r) for r in found}
+    return [*found, *(r for r in committed if r.get("task") == "cell" and trial_place(r) not in here)]
 
 
 def grouped(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
