@@ -52,7 +52,7 @@ def run_quick_start(recipe: Path, out: Path) -> dict[str, Any]:
     ]  # fmt: skip
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu, start, load = usage.ru_utime + usage.ru_stime, time.perf_counter(), os.getloadavg()[0]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=REPO)  # as the README runs it
     wall = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 1):  # 1: ran, the gate failed (recorded)

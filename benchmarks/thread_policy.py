@@ -5,8 +5,8 @@ on an idle machine and beside busy processes.
     python benchmarks/thread_policy.py --workloads quick_start --conditions idle \\
         --digits-command pretrain --set pretrain.epochs=1 --repeats 1                    # a smoke run
 
-Workloads: ``quick_start``, the README's first run (``robprune run recipes/digits_hydra_channel.yaml``; the
-measured rows ran ``digits_s2ap_channel.yaml``, the quick start then),
+Workloads: ``quick_start``, the README's first run (``robprune run recipes/digits_hydra_channel.yaml``: it
+prunes the shipped digits start model),
 ``digits_s2ap``, the unstructured digits run (``recipes/digits_s2ap.yaml``), and ``fmnist``, one
 adversarial pretraining epoch of ``recipes/fmnist/s2ap_u90.yaml`` (55,000 images, PGD-10;
 ``--fmnist-train-images`` takes a fixed subset of them).
@@ -100,7 +100,8 @@ def measure(command: list[str], threads: str, default_threads: int) -> dict[str,
     command = [*command, "--set", f"runtime.threads={setting}"]
     load = os.getloadavg()[0]
     cpu, start = _children_cpu(), time.perf_counter()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
+    # from the repository root, as the README runs it: the quick start's model.checkpoint is relative
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, cwd=ROOT)
     wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"error: {' '.join(command)} exited {proc.returncode}: {proc.stderr[-2000:]}")

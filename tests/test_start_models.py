@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_fashion_mnist import REAL_ROOT, needs_real_files  # type: ignore[import-not-found]
+from test_fashion_mnist import REAL_ROOT  # type: ignore[import-not-found]
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "benchmarks" / "start_models"
 RECORDS = sorted(SHIPPED.glob("*.json"))
 
 
-def test_at_least_the_s2ap_start_model_is_shipped() -> None:
-    assert "fmnist_cnn" in {record.stem for record in RECORDS}
+def test_the_quick_start_and_the_s2ap_start_models_are_shipped() -> None:
+    assert {"digits_cnn", "fmnist_cnn"} <= {record.stem for record in RECORDS}
 
 
 @pytest.mark.parametrize("record_file", RECORDS, ids=[r.stem for r in RECORDS])
@@ -35,15 +35,20 @@ def test_a_shipped_start_model_is_its_recorded_bytes_and_tensors_only(record_fil
     assert len(record["curve"]["val_pgd_acc"]) == epochs  # the whole training's curve, across resumes
 
 
-@needs_real_files
 @pytest.mark.parametrize("record_file", RECORDS, ids=[r.stem for r in RECORDS])
 def test_a_shipped_start_model_reproduces_its_recorded_validation_figures(record_file: Path) -> None:
     """``start_models.py check`` reloads the checkpoint (``weights_only=True``) and must give the
     recorded clean and PGD-10 accuracy on the first 100 validation images exactly."""
-    assert REAL_ROOT is not None
+    record = json.loads(record_file.read_text())
+    data = yaml.safe_load((SHIPPED / record["recipe"]).read_text())["data"]["name"]
+    roots: list[str] = []
+    if data == "fashion_mnist":
+        if REAL_ROOT is None:
+            pytest.skip("the Fashion-MNIST IDX files are not on this machine")
+        roots = ["--fmnist-root", str(REAL_ROOT)]
     command = [sys.executable, str(REPO / "benchmarks" / "start_models.py"), "check", record_file.stem]
     proc = subprocess.run(
-        [*command, "--check-examples", "100", "--fmnist-root", str(REAL_ROOT)],
+        [*command, "--check-examples", "100", *roots],
         capture_output=True,
         text=True,
         timeout=600,
@@ -52,4 +57,4 @@ def test_a_shipped_start_model_reproduces_its_recorded_validation_figures(record
     assert proc.returncode == 0, proc.stderr[-2000:]
     figures = json.loads(proc.stdout)
     assert figures["measured"] == figures["recorded"]
-    assert figures["measured"]["examples"] == 100 and 0.5 < figures["measured"]["pgd10_acc"] < 1.0
+    assert figures["measured"]["examples"] == 100 and 0.2 < figures["measured"]["pgd10_acc"] < 1.0  # chance: 0.1
