@@ -7,8 +7,9 @@ that folder, so that the committed ``results.json`` renders without the run fold
 - ``summary.json``: the shipped ONNX model's clean, PGD-20 and AutoAttack-fast accuracies (and how
   many test examples each covers), validation accuracy, sparsity, MACs;
 - ``outcomes.json``: the per-example outcomes behind those accuracies, copied bit-packed;
-- ``statistics.json`` (S2AP/HYDRA): the last search epoch's score-space Hessian top eigenvalue and
-  sharpness;
+- ``statistics.json`` (S2AP/HYDRA): the last search epoch's score-space Hessian dominant eigenvalue
+  (largest magnitude, by power iteration as PyHessian finds it: negative where the strongest curvature
+  is negative) and sharpness;
 - ``plots/<algorithm>_final_mask.npz`` (S2AP/HYDRA): the final mask, for the cross-seed Hamming
   distance of each cell (:func:`mask_distances`, the S2AP paper's stability measure).
 

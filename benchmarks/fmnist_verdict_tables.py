@@ -128,7 +128,7 @@ def verdict_tables(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
         column("clean"),
         *metric_columns,
         column("val PGD-10"),
-        column("score-space Hessian top eigenvalue"),
+        column("score-space Hessian dominant eigenvalue"),
         column("cross-seed mask distance"),
     ]
     return {
