@@ -296,6 +296,7 @@ def report(layout: Layout = VERDICT) -> Path:
     committed = json.loads(results.read_text())["records"] if results.is_file() else []
     found: list[dict[str, Any]] = []
     missing: list[str] = []
+    incomplete: dict[tuple[str, float, int], str] = {}
     elsewhere: dict[tuple[str, float, int], str] = {}
     for name in TEST_SWEEPS:
         out = layout.spec(name).out
@@ -303,16 +304,17 @@ def report(layout: Layout = VERDICT) -> Path:
             if not any(r.get("sweep") == name for r in committed):
                 missing.append(f"{name}: not started")
             continue
-        records, incomplete, away = sweep_records(name, out)
+        records, unfinished, away = sweep_records(name, out)
         found += records
-        missing += incomplete
+        incomplete.update(unfinished)
         elsewhere.update(away)
     for record in found:
         keep_mask(record, layout.results)
     records = merged(found, committed)
     carried = len(records) - len(found)
     reported = {trial_place(r) for r in records}
-    missing += [line for place, line in elsewhere.items() if place not in reported]
+    # a trial unfinished or run elsewhere is missing only where no record, here or committed, covers its place
+    missing += [line for place, line in {**incomplete, **elsewhere}.items() if place not in reported]
     records.sort(key=trial_place)
     distances = {
         cell: d for cell, rows in grouped(records).items() if (d := mask_distances(rows, layout.results)) is not None

@@ -95,23 +95,29 @@ def trial_place(record: dict[str, Any]) -> tuple[str, float, int]:
     return record["sweep"], float(record["target_ratio"]), int(record["seed"])
 
 
-def sweep_records(name: str, out: Path) -> tuple[list[dict[str, Any]], list[str], dict[tuple[str, float, int], str]]:
-    """The records of the completed trials of sweep ``name`` (output folder ``out``), a line per trial
-    that is not complete (what is missing), and the completed trials whose run folders are not on this
-    machine (their records are in the committed ``results.json`` when they were reported where they
-    ran), by :func:`trial_place`."""
+Place = tuple[str, float, int]
+
+
+def sweep_records(name: str, out: Path) -> tuple[list[dict[str, Any]], dict[Place, str], dict[Place, str]]:
+    """The records of the completed trials of sweep ``name`` (output folder ``out``); a line per
+    setting and seed no trial of the sweep has completed (what is missing: the last attempt's state;
+    a failed attempt that a retry completed is not missing); and the completed trials whose run
+    folders are not on this machine (their records are in the committed ``results.json`` when they
+    were reported where they ran). Both by :func:`trial_place`."""
     document = json.loads((out / "sweep.json").read_text())
     records: list[dict[str, Any]] = []
-    missing: list[str] = []
-    elsewhere: dict[tuple[str, float, int], str] = {}
-    for trial in document["trials"]:
+    missing: dict[Place, str] = {}
+    elsewhere: dict[Place, str] = {}
+    completed: set[Place] = set()
+    for trial in sorted(document["trials"], key=lambda t: t["number"]):
         params = trial["params"]
         label = f"{name} trial {trial['number']} ({', '.join(f'{k}={v}' for k, v in sorted(params.items()))})"
+        place = (name, float(params["compression.ratio"]), int(params["seed"]))
         if trial["state"] != COMPLETE:
-            missing.append(f"{label}: {trial['state']}")
+            missing[place] = f"{label}: {trial['state']}"
             continue
+        completed.add(place)
         if not trial.get("run_folder") or not (out / trial["run_folder"] / "summary.json").is_file():
-            place = (name, float(params["compression.ratio"]), int(params["seed"]))
             elsewhere[place] = f"{label}: its run folder is not here, nor its record in the committed results"
             continue
         figures = run_record(out / trial["run_folder"])
@@ -130,7 +136,7 @@ def sweep_records(name: str, out: Path) -> tuple[list[dict[str, Any]], list[str]
                 **figures,
             }
         )
-    return records, missing, elsewhere
+    return records, {place: line for place, line in missing.items() if place not in completed}, elsewhere
 
 
 def keep_mask(record: dict[str, Any], results: Path) -> None:
