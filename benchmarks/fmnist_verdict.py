@@ -279,6 +279,7 @@ def report(layout: Layout = VERDICT) -> Path:
     ``masks/``, mask distances), keeping the committed records of trials whose run folders are on
     another machine; prints the claims and the cells."""
     from fmnist_verdict_records import (
+        Place,
         grouped,
         keep_mask,
         mask_distances,
@@ -296,8 +297,8 @@ def report(layout: Layout = VERDICT) -> Path:
     committed = json.loads(results.read_text())["records"] if results.is_file() else []
     found: list[dict[str, Any]] = []
     missing: list[str] = []
-    incomplete: dict[tuple[str, float, int], str] = {}
-    elsewhere: dict[tuple[str, float, int], str] = {}
+    incomplete: dict[Place, str] = {}
+    elsewhere: dict[Place, str] = {}
     for name in TEST_SWEEPS:
         out = layout.spec(name).out
         if not (out / "sweep.json").is_file():

@@ -90,12 +90,13 @@ def run_record(folder: Path) -> dict[str, Any]:
     }
 
 
-def trial_place(record: dict[str, Any]) -> tuple[str, float, int]:
+Place = tuple[str, float, int]
+"""A trial's place in the verdict: its sweep, ``compression.ratio`` and seed."""
+
+
+def trial_place(record: dict[str, Any]) -> Place:
     """A trial's place in the verdict, as its sweep gives it: sweep, ``compression.ratio`` and seed."""
     return record["sweep"], float(record["target_ratio"]), int(record["seed"])
-
-
-Place = tuple[str, float, int]
 
 
 def sweep_records(name: str, out: Path) -> tuple[list[dict[str, Any]], dict[Place, str], dict[Place, str]]:
