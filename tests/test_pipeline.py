@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from importlib import metadata
 from pathlib import Path
 
 import mlflow
@@ -152,6 +153,10 @@ def test_mlflow_has_the_parent_run_nested_stages_metrics_plots_and_models(digits
     folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=onnx_model.artifact_location))
     runtimes = [r for r in (folder / "requirements.txt").read_text().split() if r.startswith("onnxruntime")]
     assert len(runtimes) == 1, runtimes  # onnxruntime and onnxruntime-gpu overwrite each other
+    torch_model = next(m for m in ours if m.name == "torch_model")
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=torch_model.artifact_location))
+    pinned = dict(r.split("==") for r in (folder / "requirements.txt").read_text().split() if "==" in r)
+    assert pinned["torch"] == metadata.version("torch") and {"cloudpickle", "numpy"} <= set(pinned)
 
 
 def test_logged_onnx_model_loads_back_with_the_same_predictions(digits_run) -> None:
