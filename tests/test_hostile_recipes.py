@@ -253,6 +253,18 @@ def _override(path: str, value: float) -> str:
     return f"{path}={text}"
 
 
+def test_a_run_refused_by_its_preflight_creates_no_tracking_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default store is ``./mlflow.db``: a refused run must not leave one in the user's folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, err = cli(capsys, "run", HYDRA, "--out", tmp_path / "out", *sets("model.checkpoint=missing.pt"))
+    assert code == 2
+    one_error(err, "checkpoint missing.pt: no such file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 changes = st.lists(
     st.tuples(st.sampled_from(NUMERIC), st.sampled_from(EXTREMES + ORDINARY)), min_size=1, max_size=3
 ).filter(lambda edits: any(all(v is not o for o in ORDINARY) for _, v in edits))  # at least one extreme

@@ -446,14 +446,16 @@ def claim(run: RunState, *, fresh: bool) -> None:
 
 @contextlib.contextmanager
 def owned_output(ctx: RunContext, *, fresh: bool) -> Iterator[None]:
-    """Preflight, then create, lock and claim ``ctx.out_dir``; the lock is released on exit.
+    """Preflight, then open the tracking store, then create, lock and claim ``ctx.out_dir``; the lock
+    is released on exit.
 
-    Nothing is created before the inputs passed preflight, so a refused run leaves no folder.
-    Only the main rank (the one that writes) locks and claims.
+    Nothing is created before the inputs passed preflight, so a refused run leaves no folder and no
+    new tracking database. Only the main rank (the one that writes) locks and claims.
     """
     check_output_path(ctx.out_dir)
     check_outside_data(ctx.out_dir, ctx.recipe.data.root)
     ctx.preflight()
+    ctx.tracker.open()
     if not ctx.is_main:
         yield
         return

@@ -21,6 +21,9 @@ from torch import nn
 class Tracker(Protocol):
     run_id: str | None
 
+    def open(self) -> object:
+        """Make the store ready to record (its first write); :meth:`pipeline` opens it too."""
+
     def pipeline(
         self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]
     ) -> contextlib.AbstractContextManager[None]:
@@ -59,6 +62,9 @@ class NullTracker:
     """A tracker that records nothing."""
 
     run_id: str | None = None
+
+    def open(self) -> None:
+        pass
 
     @contextlib.contextmanager
     def pipeline(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[None]:
