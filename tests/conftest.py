@@ -12,10 +12,42 @@ from robprune_deploy.data import DatasetBundle, build_dataset
 from robprune_deploy.models import build_model
 from robprune_deploy.pipeline.recipe_threads import forward_macs
 from robprune_deploy.runtime import apply_thread_policy, choose_threads
+from robprune_deploy.runtime.thread_policy import measure_machine
+
+MAX_WORKERS = 4
+"""``-n auto`` starts at most this many workers: each holds torch, MLflow and onnxruntime (about
+1 GB), and the suite's longest group of tests, not the core count, bounds its time beyond that."""
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``pytest -n auto``: one worker per core the load leaves free (affinity mask and cgroup quota
+    respected, as the thread policy does), so that a busy machine is not oversubscribed."""
+    return min(MAX_WORKERS, measure_machine().free_cores)
+
+
+SLOW_MODULES = (
+    "test_sweep.py",
+    "test_reliability.py",
+    "test_autoattack.py",
+    "test_distributed.py",
+    "test_run_output.py",
+    "test_mlflow_project.py",
+)
+"""Modules of two minutes and more, run first: pytest-xdist hands out whole modules in collection
+order (``--dist loadfile --no-loadscope-reorder``, pyproject's addopts), so the workers then finish
+on the short ones together instead of one of them starting a long module last."""
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow modules first, in :data:`SLOW_MODULES` order; every module's tests keep their order."""
+    rank = {name: index for index, name in enumerate(SLOW_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def _suite_threads() -> int:
-    """The thread policy's ``auto`` for the digits CNN the tests train (batch 32), chosen once.
+    """The thread policy's ``auto`` for the digits CNN the tests train (batch 32), chosen once and
+    shared among pytest-xdist's workers.
 
     Exported as ``OMP_NUM_THREADS`` so that in-process runs (whose ``auto`` respects it) and child
     processes use the same count: a run killed and resumed in a child must end bit for bit where an
@@ -23,7 +55,8 @@ def _suite_threads() -> int:
     """
     with torch.device("meta"):
         cnn = build_model("digits_cnn", 10, 1, [0.5], [0.5])
-    return choose_threads("auto", work_macs=forward_macs(cnn, (1, 16, 16)) * 32).threads
+    threads = choose_threads("auto", work_macs=forward_macs(cnn, (1, 16, 16)) * 32).threads
+    return max(1, threads // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
 SUITE_THREADS = _suite_threads()
