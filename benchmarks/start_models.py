@@ -9,6 +9,10 @@ between methods is the methods', not extra adversarial epochs on an under-traine
     python benchmarks/start_models.py ship fmnist_cnn      # checkpoint, SHA-256, curve, figures
     python benchmarks/start_models.py check fmnist_cnn     # reload (weights_only) and reproduce the figures
 
+A model whose first training did not plateau is trained further in a second cycle, a warm restart from
+the first's selected weights (``EARLIER_CYCLE``: ``train resnet20_cycle1``, then ``train resnet20``),
+and judged on the two cycles' curve.
+
 ``train`` runs ``robprune pretrain`` on ``start_models/<name>.yaml`` in ``runs/start_models/<name>``
 (``--resume`` continues an interrupted training from its last epoch). ``ship`` copies the selected
 weights to ``start_models/<name>.pt`` (tensors only), reads the per-epoch validation curve from the
@@ -34,6 +38,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHIPPED = HERE / "start_models"
 MODELS = ("digits_cnn", "fmnist_cnn", "resnet20")
+# A model trained in two cycles: its recipe restarts (pretrain.from_checkpoint) from the selected weights of
+# the named earlier training, whose curve comes first in the model's curve and its plateau.
+EARLIER_CYCLE = {"resnet20": "resnet20_cycle1"}
 # Validation images of the recorded check figures: the full check and the test suite's quick one.
 CHECK_SIZES = (500, 100)
 # A plateau: the last quarter of the epochs improves the best validation PGD accuracy by less than this.
@@ -70,6 +77,9 @@ def _tracking_uri(runs: Path) -> str:
 
 def _overrides(args: argparse.Namespace) -> list[str]:
     sets = [f"runtime.threads={args.threads}", *args.set]
+    earlier = EARLIER_CYCLE.get(args.model)
+    if earlier is not None:  # the first cycle's run in this --runs folder
+        sets.append(f"model.checkpoint={(_run_dir(earlier, args.runs) / 'pretrained.pt').resolve()}")
     if args.fmnist_root is not None:
         sets.append(f"data.root={args.fmnist_root.resolve()}")
     return [item for s in sets for item in ("--set", s)]
@@ -89,8 +99,18 @@ def train(args: argparse.Namespace) -> None:
     subprocess.run(command, check=True, env=env, cwd=REPO)
 
 
-def _curve(out: Path, runs: Path) -> dict[str, list[float]]:
-    """The per-epoch curve of the whole training. Each resume logs to a new MLflow run, so the curve is
+def _curve(name: str, runs: Path) -> dict[str, list[float]]:
+    """The per-epoch curve of the whole training, an earlier cycle's (:data:`EARLIER_CYCLE`) first."""
+    own = _cycle_curve(_run_dir(name, runs), runs)
+    earlier = EARLIER_CYCLE.get(name)
+    if earlier is None:
+        return own
+    first = _curve(earlier, runs)
+    return {key: first[key] + own[key] for key in own}
+
+
+def _cycle_curve(out: Path, runs: Path) -> dict[str, list[float]]:
+    """The per-epoch curve of one training. Each resume logs to a new MLflow run, so the curve is
     merged by epoch from every pretrain run whose pipeline run has the same parameters (the recipe) as
     the one that finished; a later run's value wins an epoch both logged."""
     from mlflow.tracking import MlflowClient
@@ -177,15 +197,25 @@ def ship(args: argparse.Namespace) -> None:
     state = load_checkpoint(out / "pretrained.pt")  # the selected epoch's weights (select: best_val_pgd)
     target = SHIPPED / f"{args.model}.pt"
     save_checkpoint({"model": state["model"]}, target)  # tensors only
-    curve = _curve(out, args.runs)
+    curve = _curve(args.model, args.runs)
     plateau = Plateau.of(curve["val_pgd_acc"])
+    earlier = EARLIER_CYCLE.get(args.model)
+    cycles = [f"{earlier}.yaml"] if earlier is not None else []
     figures = json.loads((out / "state.json").read_text())["stages"]["pretrain"]
     record = {
         "model": args.model,
         "checkpoint": target.name,
         "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
         "recipe": f"{args.model}.yaml",
-        "command": " && ".join(f"python benchmarks/start_models.py {a} {args.model}" for a in ("train", "ship")),
+        "earlier_cycles": cycles,  # their epochs come first in the curve
+        "command": " && ".join(
+            f"python benchmarks/start_models.py {action} {name}"
+            for action, name in [
+                *(("train", c.removesuffix(".yaml")) for c in cycles),
+                ("train", args.model),
+                ("ship", args.model),
+            ]
+        ),
         "selected": {k: v for k, v in figures.items() if not k.startswith("mlflow.")},
         "plateau": {**plateau.__dict__, "tolerance": PLATEAU_TOLERANCE},
         "curve": curve,
@@ -216,13 +246,16 @@ def check(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=["train", "ship", "check"])
-    parser.add_argument("model", choices=MODELS)
+    parser.add_argument("model", choices=[*MODELS, *EARLIER_CYCLE.values()])
     parser.add_argument("--fmnist-root", type=Path, default=None, help="folder of the four Fashion-MNIST IDX files")
     parser.add_argument("--runs", type=Path, default=REPO / "runs", help="where the training runs live")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--set", action="append", default=[], help="recipe override for train (smoke runs)")
     parser.add_argument("--check-examples", type=int, choices=CHECK_SIZES, default=CHECK_SIZES[0])
     args = parser.parse_args()
+    if args.action != "train" and args.model not in MODELS:
+        later = [name for name, first in EARLIER_CYCLE.items() if first == args.model]
+        parser.error(f"{args.model} is the first cycle of {later[0]}: train it, then train and ship {later[0]}")
     {"train": train, "ship": ship, "check": check}[args.action](args)
 
 

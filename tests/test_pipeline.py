@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from clitools import RECIPES, cli, one_error, sets  # type: ignore[import-not-found]
 from conftest import FAST_RUN, overrides  # type: ignore[import-not-found]
 from mlflow import MlflowClient
 
@@ -18,6 +19,7 @@ from robprune_deploy.cli.main import main
 from robprune_deploy.errors import RobPruneError
 from robprune_deploy.pipeline import RunContext
 from robprune_deploy.pipeline.driver import run_pipeline
+from robprune_deploy.pipeline.ownership import recipe_fingerprint
 from robprune_deploy.recipe import load_recipe
 from robprune_deploy.tracking.mlflow_tracker import MlflowTracker
 
@@ -269,6 +271,37 @@ def test_stages_chain_across_runs_through_mlflow_uris(digits_run, tmp_path: Path
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, "params.checkpoint LIKE 'models:/%'")
     assert [r.data.params["checkpoint"] for r in runs] == [summary["mlflow.torch_model_uri"]]  # the URI as given
+
+
+def test_from_checkpoint_trains_the_given_model_further_instead_of_taking_it_as_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    start = RECIPES.parent / "benchmarks" / "start_models" / "digits_cnn.pt"
+    recipe = RECIPES / "digits_hydra_channel.yaml"
+    common = [f"model.checkpoint={start}", "tracking.enabled=false", "data.train_subset=256", "pretrain.epochs=1"]
+    for name, extra in (("taken", []), ("trained", ["pretrain.from_checkpoint=true"])):
+        code, err = cli(capsys, "pretrain", recipe, "--out", tmp_path / name, "--quiet", *sets(*common, *extra))
+        assert code == 0, err
+    original = torch.load(start, weights_only=True)["model"]
+    taken = torch.load(tmp_path / "taken" / "pretrained.pt", weights_only=True)["model"]
+    trained = torch.load(tmp_path / "trained" / "pretrained.pt", weights_only=True)["model"]
+    assert all(torch.equal(original[k], taken[k]) for k in original)
+    moved = [k for k in original if original[k].is_floating_point() and not torch.equal(original[k], trained[k])]
+    assert any(k.endswith(".weight") for k in moved), moved  # one epoch of training from the checkpoint
+    assert (tmp_path / "trained" / "checkpoints" / "pretrain_last.pt").is_file()  # an epoch ran, resumable
+
+    def fingerprint(*extra: str) -> str:
+        return recipe_fingerprint(load_recipe(recipe, [*common, *extra]))
+
+    assert fingerprint("pretrain.epochs=2") == fingerprint()  # taken as it is: pretrain plays no part
+    trains = "pretrain.from_checkpoint=true"
+    assert fingerprint(trains, "pretrain.epochs=2") != fingerprint(trains)  # a resume must not change the training
+
+    code, err = cli(capsys, "pretrain", RECIPES / "digits_hydra.yaml", "--out", tmp_path / "bad",
+                    *sets("pretrain.from_checkpoint=true"))  # fmt: skip
+    assert code == 2
+    one_error(err, "pretrain.from_checkpoint: trains model.checkpoint further, but model.checkpoint is not set")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_an_mlflow_checkpoint_that_does_not_exist_exits_2(digits_run, tmp_path: Path, capsys) -> None:

@@ -165,7 +165,8 @@ def fingerprint_document(recipe: Recipe) -> dict[str, Any]:
     The algorithm's options are taken with their defaults filled in (``{}`` and the explicit
     defaults are the same recipe), a checkpoint by the SHA-256 of its content (the same path with
     other weights is another recipe; the same weights downloaded anew are not), and the
-    ``pretrain`` section is left out when a checkpoint replaces pretraining.
+    ``pretrain`` section is left out when a checkpoint replaces pretraining (not when
+    ``pretrain.from_checkpoint`` trains it further).
     """
     from robprune_deploy.recipe import recipe_to_dict, validate_algorithm_config
 
@@ -184,7 +185,8 @@ def fingerprint_document(recipe: Recipe) -> dict[str, Any]:
     if checkpoint is not None:
         file = Path(checkpoint).expanduser()
         document["model"]["checkpoint"] = {"sha256": _file_sha256(file) if file.is_file() else str(file)}
-        document.pop("pretrain", None)
+        if not recipe.pretrain.from_checkpoint:  # the checkpoint replaces pretraining
+            document.pop("pretrain", None)
     if recipe.data.root is not None:
         document["data"]["root"] = str(Path(recipe.data.root).expanduser().resolve())
     return document

@@ -148,11 +148,13 @@ def _train(ctx: RunContext, model: nn.Module, stage: Literal["pretrain", "finetu
 
 def _trains(ctx: RunContext) -> bool:
     recipe = ctx.recipe
-    return recipe.model.checkpoint is None and recipe.pretrain.enabled and recipe.pretrain.epochs > 0
+    starts_here = recipe.model.checkpoint is None or recipe.pretrain.from_checkpoint
+    return starts_here and recipe.pretrain.enabled and recipe.pretrain.epochs > 0
 
 
 class Pretrain(StageBase):
-    """Dense adversarial training, or the checkpoint named by ``model.checkpoint``.
+    """Dense adversarial training, or the checkpoint named by ``model.checkpoint`` (trained further
+    when ``pretrain.from_checkpoint``).
 
     Hands on ``model`` and ``dense``, its copy: the reference for export, latency and the gate's baseline.
     """
@@ -192,7 +194,7 @@ class Pretrain(StageBase):
             ctx.tracker.log_metrics({f"dense_{k}": v for k, v in val.items()})
             figures.update({"val.dense_clean_acc": val["val_clean_acc"], "val.dense_pgd_acc": val["val_pgd_acc"]})
         save_checkpoint({"model": model.state_dict()}, path)
-        if recipe.model.checkpoint is None:
+        if _trains(ctx):
             # Trained here: a later run (or the MLproject `prune` entry point) can start from it
             # with model.checkpoint=runs:/<stage run>/checkpoints/pretrained.pt.
             uri = ctx.tracker.log_checkpoint(path)

@@ -254,7 +254,7 @@ def validate_recipe(document: Any, source: str = "<recipe>") -> Recipe:
     except ValidationError as exc:
         problems += [_format_error(error, Recipe) for error in exc.errors()]
     if recipe is not None:
-        problems += recipe.split_problems() + recipe.threat_problems()
+        problems += recipe.split_problems() + recipe.checkpoint_problems() + recipe.threat_problems()
     problems += _algorithm_config_problems(document)
     if problems or recipe is None:
         raise RecipeError(_message(source, problems))

@@ -199,7 +199,13 @@ class TrainingSection(Section):
 class PretrainSection(TrainingSection):
     epochs: int = Field(20, ge=0, le=MAX_EPOCHS, description="adversarial pretraining epochs")
     lr: float = Field(0.05, gt=0, description="learning rate (cosine schedule)")
-    enabled: bool = Field(True, description="skipped anyway when model.checkpoint is given")
+    enabled: bool = Field(True, description="skipped anyway when model.checkpoint is given, unless from_checkpoint")
+    from_checkpoint: bool = Field(
+        False,
+        description="train model.checkpoint further instead of taking it as it is: adversarially train a naturally "
+        "trained model, or restart the schedule of an adversarially trained one (a warm restart, Loshchilov and "
+        "Hutter 2017)",
+    )
     # Fast adversarial training (FGSM-RS; Wong, Rice and Kolter 2020) and its catastrophic-overfitting guard.
     loss: RobustLoss | Literal["fgsm_rs"] = Field(  # type: ignore[assignment]  # the base's values plus fgsm_rs
         RobustLoss.PGD_AT,
@@ -782,6 +788,12 @@ class Recipe(Section):
         if self.data.eval_split == "val":
             problems.append("data.eval_split: val needs a validation split (set data.val_size > 0)")
         return problems
+
+    def checkpoint_problems(self) -> list[str]:
+        """``pretrain.from_checkpoint`` without a ``model.checkpoint`` to train further."""
+        if self.pretrain.from_checkpoint and self.model.checkpoint is None:
+            return ["pretrain.from_checkpoint: trains model.checkpoint further, but model.checkpoint is not set"]
+        return []
 
     def threat_problems(self) -> list[str]:
         """Gate thresholds for figures ``evaluate`` does not measure: a ``gate.threats`` label that is
