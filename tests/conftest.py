@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from hypothesis import settings
 
 from robprune_deploy.data import DatasetBundle, build_dataset
 from robprune_deploy.models import build_model
@@ -19,6 +22,7 @@ MAX_WORKERS = 4
 1 GB), and the suite's longest group of tests, not the core count, bounds its time beyond that."""
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``pytest -n auto``: one worker per core the load leaves free (affinity mask and cgroup quota
     respected, as the thread policy does), so that a busy machine is not oversubscribed."""
@@ -26,16 +30,22 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 SLOW_MODULES = (
-    "test_sweep.py",
     "test_reliability.py",
+    "test_sweep.py",
     "test_autoattack.py",
     "test_distributed.py",
-    "test_run_output.py",
     "test_mlflow_project.py",
+    "test_run_output.py",
 )
-"""Modules of two minutes and more, run first: pytest-xdist hands out whole modules in collection
-order (``--dist loadfile --no-loadscope-reorder``, pyproject's addopts), so the workers then finish
-on the short ones together instead of one of them starting a long module last."""
+"""Modules of a minute and more, run first: pytest-xdist hands out work units in collection order
+(``--no-loadscope-reorder``, pyproject's addopts), so the workers then finish on the short ones
+together instead of one of them starting a long module last."""
+
+SHARED_RUN_MODULES = frozenset(
+    f"tests/{path.name}" for path in Path(__file__).parent.glob("test_*.py") if "digits_run" in path.read_text()
+)
+"""The modules that use the session's ``digits_run`` (a whole pipeline, a minute or two): one work unit,
+so that one worker builds it."""
 
 
 @pytest.hookimpl(trylast=True)
@@ -43,6 +53,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The slow modules first, in :data:`SLOW_MODULES` order; every module's tests keep their order."""
     rank = {name: index for index, name in enumerate(SLOW_MODULES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's work units: a module each (its module-scoped fixtures are built once), except the
+    :data:`SHARED_RUN_MODULES`, which form one."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "digits_run" if module in SHARED_RUN_MODULES else module
+
+    return ModuleScheduling(config, log)
 
 
 def _suite_threads() -> int:
@@ -58,6 +82,11 @@ def _suite_threads() -> int:
     threads = choose_threads("auto", work_macs=forward_macs(cnn, (1, 16, 16)) * 32).threads
     return max(1, threads // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
+
+# No example database (it replays earlier failures): hypothesis would write .hypothesis/ into the
+# repository while, on another worker (pytest -n), a test checks that nothing there changes.
+settings.register_profile("suite", database=None)
+settings.load_profile("suite")
 
 SUITE_THREADS = _suite_threads()
 os.environ["OMP_NUM_THREADS"] = str(SUITE_THREADS)
@@ -119,6 +148,15 @@ LIGHT_EVAL = [
     "evaluate.indicator_examples=20",
 ]
 
+PGD_ONLY = [
+    "evaluate.attacks=pgd",
+    "evaluate.square_queries=0",
+    "evaluate.curve_steps=0",
+    "evaluate.indicator_examples=0",
+]
+"""The evaluation for whole runs whose test is about something else: PGD only (no ensemble, square
+attack, security curve or indicators)."""
+
 FAST_RUN = [
     "pretrain.epochs=5",
     "compression.config.epochs=2",
@@ -148,7 +186,6 @@ def overrides(*items: str) -> list[str]:
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """One whole `robprune run` of the HYDRA digits recipe, tracked in a temporary MLflow store."""
     import json
-    from pathlib import Path
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat

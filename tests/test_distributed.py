@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import FAST_RUN, overrides, subprocess_env  # type: ignore[import-not-found]
+from conftest import FAST_RUN, PGD_ONLY, overrides, subprocess_env  # type: ignore[import-not-found]
 from mlflow import MlflowClient
 
 
@@ -32,7 +32,7 @@ def test_two_process_run_matches_the_single_process_sparsity(digits_run, tmp_pat
         "--quiet",
         "--tracking-uri",
         uri,
-        *overrides(*FAST_RUN, "pretrain.epochs=2", "tracking.experiment=ddp"),
+        *overrides(*FAST_RUN, *PGD_ONLY, "pretrain.epochs=2", "tracking.experiment=ddp"),
     ]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import FAST_RUN, subprocess_env  # type: ignore[import-not-found]
+from conftest import FAST_RUN, PGD_ONLY, subprocess_env  # type: ignore[import-not-found]
 from mlflow import MlflowClient
 
 from robprune_deploy.tracking.project import PIPELINE_RUN_TAG, PROJECT_RUN_TAG
@@ -24,7 +24,8 @@ def test_mlflow_run_main_nests_the_stages_in_the_recipes_experiment_and_records_
     impossible threshold fails it: the run completes, records the failure, and ends with the verdict."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "out"
-    overrides = " ".join([*FAST_RUN, "pretrain.epochs=2", "tracking.experiment=project", "gate.min_clean_acc=0.999"])
+    sets = [*FAST_RUN, *PGD_ONLY, "pretrain.epochs=2", "tracking.experiment=project", "gate.min_clean_acc=0.999"]
+    overrides = " ".join(sets)
     mlflow = Path(sys.executable).parent / "mlflow"
     command = [
         str(mlflow),
