@@ -30,15 +30,23 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+CONCURRENT_WRITES = ("mlruns/",)
+"""Where other tests write while this one runs beside them (pytest -n): the experiments their in-process
+runs create in new SQLite stores keep artifacts under ./mlruns of the suite's working folder (MLflow's
+default). The gate under test cannot write there: its working folder is the fixture's own, checked
+empty afterwards."""
+
+
 def _tree_state() -> str:
-    """The repository's files as git sees them, ignored ones (mlruns/, mlflow.db) included."""
-    return subprocess.run(
+    """The repository's files as git sees them, ignored ones (mlflow.db, ...) included."""
+    status = subprocess.run(
         ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    return "\n".join(line for line in status.splitlines() if not line[3:].startswith(CONCURRENT_WRITES))
 
 
 @pytest.fixture()
