@@ -183,7 +183,7 @@ def mlflow_runs(uri: str, query: str) -> list[Any]:
 # --- workers sharing a study -------------------------------------------------------------------------
 def test_two_workers_on_sqlite_run_each_grid_point_once_as_mlflow_children(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    grid: dict[str, list[Any]] = {"compression.ratio": [0.5, 0.8], "seed": [0, 1]}
+    grid: dict[str, list[Any]] = {"compression.ratio": [0.5, 0.8], "seed": [0]}  # a point each, raced for
     sweep = write_sweep(tmp_path, "grid", grid=grid)
     workers = [Worker(sweep, tag, "--tracking-uri", uri) for tag in ("a", "b")]
     for worker in workers:
@@ -192,11 +192,11 @@ def test_two_workers_on_sqlite_run_each_grid_point_once_as_mlflow_children(tmp_p
     points = [{"compression.ratio": r, "seed": s} for r in grid["compression.ratio"] for s in grid["seed"]]
 
     started = [start for worker in workers for start in worker.starts()]
-    assert len(started) == 4 and len({folder for _, folder, _ in started}) == 4  # each point once
+    assert len(started) == 2 and len({folder for _, folder, _ in started}) == 2  # each point once
     assert sorted(p.name for p in (out / "trials").iterdir()) == sorted(folder[7:] for _, folder, _ in started)
     assert all(log.read_text().count("\n=== ") == 1 for log in (out / "logs").iterdir())  # one attempt each
     ran = ran_trials(f"sqlite:///{out / 'optuna.db'}", "grid")
-    assert len(ran) == 4 and all(t.state == TrialState.COMPLETE for t in ran)
+    assert len(ran) == 2 and all(t.state == TrialState.COMPLETE for t in ran)
     sweep_json = check_sweep_json(out, points)
     assert all("study grid" in w.stdout.read_text() for w in workers)  # both end with the table
 
