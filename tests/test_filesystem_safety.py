@@ -87,6 +87,24 @@ def pretrained_run(weights: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
+def test_a_run_on_a_sqlite_store_keeps_its_artifacts_beside_the_database(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not under ./mlruns of the folder the command ran in (MLflow's default), outside the named folders."""
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    args = ["pretrain", str(HYDRA), "--out", str(tmp_path / "out"), "--tracking-uri", uri, "--quiet"]
+    trains = sets(f"model.checkpoint={weights}", "pretrain.from_checkpoint=true", "pretrain.epochs=1")
+    assert main([*args, *trains, *QUICK_EVAL, *sets("tracking.enabled=true", "data.train_subset=64")]) == 0
+    assert list((tmp_path / "cwd").iterdir()) == []
+    experiment = MlflowClient(uri).get_experiment_by_name("robprune-digits")
+    folder = tmp_path / "store" / "mlruns" / "robprune-digits"
+    assert experiment is not None and experiment.artifact_location == folder.as_uri()
+    assert list(folder.rglob("pretrained.pt"))  # the stage's logged checkpoint went there
+
+
 @pytest.fixture()
 def finished(pretrained_run: Path, tmp_path: Path) -> Path:
     """A copy of the run folder, with the stage subfolders a whole run makes."""

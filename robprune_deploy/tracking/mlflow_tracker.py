@@ -18,7 +18,7 @@ from robprune_deploy.errors import TrackingError
 from robprune_deploy.runtime import configure_session_options, current_thread_choice
 from robprune_deploy.tracking.models import WEIGHTS_FILE
 from robprune_deploy.tracking.project import ParentRun, choose_parent, link_runs
-from robprune_deploy.tracking.store_checks import default_tracking_uri
+from robprune_deploy.tracking.store_checks import default_tracking_uri, local_store_path
 
 _METRIC_NAME = re.compile(r"[^0-9A-Za-z_\-. /]")
 
@@ -77,6 +77,31 @@ def onnx_requirements() -> list[str]:
         except metadata.PackageNotFoundError:
             continue
     return requirements
+
+
+_FOLDER_NAME = re.compile(r"[^0-9A-Za-z_-]")
+
+
+def create_experiment_beside_store(uri: str, experiment: str) -> None:
+    """Create ``experiment`` in a local SQLite store with its artifacts beside the database
+    (``<database folder>/mlruns/<name>``), if it does not exist yet.
+
+    MLflow's default puts them under ``./mlruns`` of whatever folder the command ran in, outside the
+    folders the user named. Call it after ``mlflow.set_tracking_uri(uri)``; other stores keep MLflow's
+    own placement (a file store holds its artifacts, a server decides).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    local = local_store_path(uri)
+    if local is None or local[0] != "sqlite":
+        return
+    client = MlflowClient()
+    if client.get_experiment_by_name(experiment) is not None:
+        return
+    folder = local[1].expanduser().resolve().parent / "mlruns" / (_FOLDER_NAME.sub("_", experiment) or "_")
+    with contextlib.suppress(MlflowException):  # another process created it meanwhile: use theirs
+        client.create_experiment(experiment, artifact_location=folder.as_uri())
 
 
 def torch_requirements() -> list[str]:
@@ -151,6 +176,7 @@ class MlflowTracker:
             # in its Default experiment; see robprune_deploy.tracking.project.
             parent = choose_parent(self.experiment)
             if parent.experiment is not None:
+                create_experiment_beside_store(self.tracking_uri, parent.experiment)
                 self.mlflow.set_experiment(parent.experiment)
         except Exception as exc:
             raise TrackingError(
