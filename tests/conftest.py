@@ -83,8 +83,8 @@ def _suite_threads() -> int:
     return max(1, threads // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 
-# No example database (it replays earlier failures): hypothesis would write .hypothesis/ into the
-# repository while, on another worker (pytest -n), a test checks that nothing there changes.
+# No example database (it replays earlier failures): hypothesis would write it into the repository
+# while, on another worker (pytest -n), a test checks that nothing there changes.
 settings.register_profile("suite", database=None)
 settings.load_profile("suite")
 

@@ -30,11 +30,11 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-CONCURRENT_WRITES = ("mlruns/",)
-"""Where other tests write while this one runs beside them (pytest -n): the experiments their in-process
-runs create in new SQLite stores keep artifacts under ./mlruns of the suite's working folder (MLflow's
-default). The gate under test cannot write there: its working folder is the fixture's own, checked
-empty afterwards."""
+CONCURRENT_WRITES = ("mlruns/", ".hypothesis/")
+"""Where other tests write while this one runs beside them (pytest -n): MLflow's default artifact folder
+of stores the tests make themselves (runs through robprune keep theirs beside the store), and
+hypothesis's cache of the constants in the code. The gate under test cannot write there: its working
+folder is the fixture's own, checked empty afterwards."""
 
 
 def _tree_state() -> str:

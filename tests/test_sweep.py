@@ -26,6 +26,7 @@ import pytest
 import yaml
 from clitools import RECIPES, cli, one_error  # type: ignore[import-not-found]
 from conftest import subprocess_env  # type: ignore[import-not-found]
+from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from robprune_deploy.errors import SweepError
@@ -173,8 +174,6 @@ def ran_trials(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def mlflow_runs(uri: str, query: str) -> list[Any]:
-    from mlflow import MlflowClient
-
     client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     return list(client.search_runs(experiments, query))
@@ -210,9 +209,12 @@ def test_two_workers_on_sqlite_run_each_grid_point_once_as_mlflow_children(tmp_p
     assert sorted(r.data.tags["robprune.out_dir"] for r in children) == sorted(
         str((out / t["run_folder"]).resolve()) for t in sweep_json["trials"]
     )
-    for child in children:  # the pipeline's stages nest under the trial's run
+    for child in children:  # the pipeline's stages nest under the trial's run, in its experiment
         stages = mlflow_runs(uri, f"tags.mlflow.parentRunId = '{child.info.run_id}'")
         assert {"pretrain", "prune", "finetune", "export", "evaluate", "gate"} <= {r.data.tags["stage"] for r in stages}
+        assert {r.info.experiment_id for r in stages} == {child.info.experiment_id} == {parents[0].info.experiment_id}
+    experiment = MlflowClient(uri).get_experiment(parents[0].info.experiment_id)
+    assert experiment.artifact_location.startswith((tmp_path / "mlruns").as_uri())  # beside the store
 
 
 def test_two_workers_on_a_journal_finish_the_grid_when_one_is_killed(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from robprune_deploy.errors import TrackingError
 from robprune_deploy.sweep.locks import creating
-from robprune_deploy.tracking.mlflow_tracker import flatten, param_text
+from robprune_deploy.tracking.mlflow_tracker import artifact_location_beside_store, flatten, param_text
 from robprune_deploy.tracking.store_checks import bound_http_waits, check_server, check_store, local_store_path
 
 STUDY_TAG = "robprune.sweep.study"
@@ -49,7 +49,8 @@ class SweepTracking:
         if found is not None:
             return str(found.experiment_id)
         try:
-            return str(self.client.create_experiment(name))
+            location = artifact_location_beside_store(self.uri, name)
+            return str(self.client.create_experiment(name, artifact_location=location))
         except Exception:  # another worker created it meanwhile
             found = self.client.get_experiment_by_name(name)
             if found is None:

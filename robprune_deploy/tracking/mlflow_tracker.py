@@ -82,26 +82,31 @@ def onnx_requirements() -> list[str]:
 _FOLDER_NAME = re.compile(r"[^0-9A-Za-z_-]")
 
 
-def create_experiment_beside_store(uri: str, experiment: str) -> None:
-    """Create ``experiment`` in a local SQLite store with its artifacts beside the database
-    (``<database folder>/mlruns/<name>``), if it does not exist yet.
+def artifact_location_beside_store(uri: str, experiment: str) -> str | None:
+    """Where a new experiment of a local SQLite store keeps its artifacts: beside the database
+    (``<database folder>/mlruns/<name>``); ``None`` (MLflow's placement) for other stores.
 
     MLflow's default puts them under ``./mlruns`` of whatever folder the command ran in, outside the
-    folders the user named. Call it after ``mlflow.set_tracking_uri(uri)``; other stores keep MLflow's
-    own placement (a file store holds its artifacts, a server decides).
+    folders the user named; a file store holds its own artifacts, a server decides.
     """
+    local = local_store_path(uri)
+    if local is None or local[0] != "sqlite":
+        return None
+    folder = local[1].expanduser().resolve().parent / "mlruns" / (_FOLDER_NAME.sub("_", experiment) or "_")
+    return folder.as_uri()
+
+
+def create_experiment_beside_store(uri: str, experiment: str) -> None:
+    """Create ``experiment`` (at :func:`artifact_location_beside_store`) unless it exists; call it
+    after ``mlflow.set_tracking_uri(uri)``."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    local = local_store_path(uri)
-    if local is None or local[0] != "sqlite":
-        return
     client = MlflowClient()
     if client.get_experiment_by_name(experiment) is not None:
         return
-    folder = local[1].expanduser().resolve().parent / "mlruns" / (_FOLDER_NAME.sub("_", experiment) or "_")
     with contextlib.suppress(MlflowException):  # another process created it meanwhile: use theirs
-        client.create_experiment(experiment, artifact_location=folder.as_uri())
+        client.create_experiment(experiment, artifact_location=artifact_location_beside_store(uri, experiment))
 
 
 def torch_requirements() -> list[str]:
@@ -178,6 +183,11 @@ class MlflowTracker:
             if parent.experiment is not None:
                 create_experiment_beside_store(self.tracking_uri, parent.experiment)
                 self.mlflow.set_experiment(parent.experiment)
+            elif parent.resume is not None:
+                # Nested runs start in the active experiment: the stages go where their parent is (a
+                # sweep's trial run, a project run), not into Default, where the UI would not nest them.
+                run = self.mlflow.MlflowClient().get_run(parent.resume)
+                self.mlflow.set_experiment(experiment_id=run.info.experiment_id)
         except Exception as exc:
             raise TrackingError(
                 f"tracking.tracking_uri {self.tracking_uri}: cannot use it ({str(exc).splitlines()[0]})"
