@@ -194,7 +194,7 @@ class Pretrain(StageBase):
             ctx.tracker.log_metrics({f"dense_{k}": v for k, v in val.items()})
             figures.update({"val.dense_clean_acc": val["val_clean_acc"], "val.dense_pgd_acc": val["val_pgd_acc"]})
         save_checkpoint({"model": model.state_dict()}, path)
-        if _trains(ctx):
+        if recipe.model.checkpoint is None or _trains(ctx):
             # Trained here: a later run (or the MLproject `prune` entry point) can start from it
             # with model.checkpoint=runs:/<stage run>/checkpoints/pretrained.pt.
             uri = ctx.tracker.log_checkpoint(path)
