@@ -183,11 +183,10 @@ class MlflowTracker:
             if parent.experiment is not None:
                 create_experiment_beside_store(self.tracking_uri, parent.experiment)
                 self.mlflow.set_experiment(parent.experiment)
-            elif parent.resume is not None:
+            elif parent.resume_experiment_id is not None:
                 # Nested runs start in the active experiment: the stages go where their parent is (a
                 # sweep's trial run, a project run), not into Default, where the UI would not nest them.
-                run = self.mlflow.MlflowClient().get_run(parent.resume)
-                self.mlflow.set_experiment(experiment_id=run.info.experiment_id)
+                self.mlflow.set_experiment(experiment_id=parent.resume_experiment_id)
         except Exception as exc:
             raise TrackingError(
                 f"tracking.tracking_uri {self.tracking_uri}: cannot use it ({str(exc).splitlines()[0]})"

@@ -30,11 +30,13 @@ class ParentRun:
     :param resume: the project run to resume as the parent, or None to start a new run.
     :param experiment: the experiment to start the new run in (None when resuming).
     :param linked: the project run in ``Default`` that the new parent is linked to.
+    :param resume_experiment_id: the id of the experiment of the run to resume (its stages start there).
     """
 
     resume: str | None
     experiment: str | None
     linked: str | None = None
+    resume_experiment_id: str | None = None
 
 
 def choose_parent(experiment: str) -> ParentRun:
@@ -51,7 +53,7 @@ def choose_parent(experiment: str) -> ParentRun:
     experiment_id = client.get_run(run_id).info.experiment_id
     default = client.get_experiment(experiment_id)
     if experiment_id != DEFAULT_EXPERIMENT_ID or default.name == experiment:
-        return ParentRun(run_id, None)
+        return ParentRun(run_id, None, resume_experiment_id=experiment_id)
     if client.get_experiment_by_name(experiment) is None and _is_local(default.artifact_location):
         # A local store puts a new experiment's artifacts under ./mlruns of the creating process, and
         # an entry point runs inside the project's folder: keep them beside Default's instead, where
