@@ -15,7 +15,7 @@ from typing import Any
 
 from robprune_deploy.errors import TrackingError
 from robprune_deploy.sweep.locks import creating
-from robprune_deploy.tracking.mlflow_tracker import artifact_location_beside_store, flatten, param_text
+from robprune_deploy.tracking.mlflow_tracker import experiment_beside_store, flatten, param_text
 from robprune_deploy.tracking.store_checks import bound_http_waits, check_server, check_store, local_store_path
 
 STUDY_TAG = "robprune.sweep.study"
@@ -40,22 +40,9 @@ class SweepTracking:
             local = local_store_path(uri)
             with creating(local[1] if local is not None and local[0] == "sqlite" else None):
                 self.client = MlflowClient(uri)
-                self.experiment_id = self._experiment_id(experiment)
+                self.experiment_id = experiment_beside_store(self.client, uri, experiment)
         except Exception as exc:
             raise TrackingError(f"tracking.tracking_uri {uri}: cannot use it ({str(exc).splitlines()[0]})") from None
-
-    def _experiment_id(self, name: str) -> str:
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return str(found.experiment_id)
-        try:
-            location = artifact_location_beside_store(self.uri, name)
-            return str(self.client.create_experiment(name, artifact_location=location))
-        except Exception:  # another worker created it meanwhile
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return str(found.experiment_id)
 
     def create_parent(self, study: str, storage: str, definition: dict[str, Any]) -> str:
         run = self.client.create_run(

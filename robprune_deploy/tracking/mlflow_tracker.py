@@ -96,17 +96,25 @@ def artifact_location_beside_store(uri: str, experiment: str) -> str | None:
     return folder.as_uri()
 
 
-def create_experiment_beside_store(uri: str, experiment: str) -> None:
-    """Create ``experiment`` (at :func:`artifact_location_beside_store`) unless it exists; call it
-    after ``mlflow.set_tracking_uri(uri)``."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+def experiment_beside_store(client: Any, uri: str, experiment: str) -> str:
+    """The id of ``experiment`` in the store of ``client`` (at ``uri``), created at
+    :func:`artifact_location_beside_store` when it does not exist yet.
 
-    client = MlflowClient()
-    if client.get_experiment_by_name(experiment) is not None:
-        return
-    with contextlib.suppress(MlflowException):  # another process created it meanwhile: use theirs
-        client.create_experiment(experiment, artifact_location=artifact_location_beside_store(uri, experiment))
+    :raises MlflowException: when it can be neither found nor created (another process creating it
+        meanwhile is not an error: its id is returned).
+    """
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(
+            client.create_experiment(experiment, artifact_location=artifact_location_beside_store(uri, experiment))
+        )
+    except Exception:  # another process created it meanwhile
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise
+        return str(found.experiment_id)
 
 
 def torch_requirements() -> list[str]:
@@ -181,8 +189,10 @@ class MlflowTracker:
             # in its Default experiment; see robprune_deploy.tracking.project.
             parent = choose_parent(self.experiment)
             if parent.experiment is not None:
-                create_experiment_beside_store(self.tracking_uri, parent.experiment)
-                self.mlflow.set_experiment(parent.experiment)
+                experiment_id = experiment_beside_store(
+                    self.mlflow.MlflowClient(), self.tracking_uri, parent.experiment
+                )
+                self.mlflow.set_experiment(experiment_id=experiment_id)
             elif parent.resume_experiment_id is not None:
                 # Nested runs start in the active experiment: the stages go where their parent is (a
                 # sweep's trial run, a project run), not into Default, where the UI would not nest them.
